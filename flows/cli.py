@@ -1,0 +1,130 @@
+"""What every flow's command line shares: the database and report flags, --json, the progress bar,
+running a flow and turning its outcome into an exit code (0 ok, 1 verification failed, 2 bad input
+or usage, 3 database unavailable or busy) with a one-line error, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+from flows import progress
+from tasks.db import mask_url, redact
+from tasks.errors import UserFacingError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with one line on a usage error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server under .data/postgres). "
+        "It is handed to the flow through the environment, never as a stored flow parameter.",
+    )
+    parser.add_argument(
+        "--report-dir",
+        default="runs",
+        metavar="DIR",
+        help="where <run_id>/report.json and report.md go (default: runs)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the report as JSON on stdout (for scripts)"
+    )
+
+
+def apply_database_url(url: str | None) -> None:
+    """--database-url reaches the flow as DATABASE_URL of this process only."""
+    if url:
+        os.environ["DATABASE_URL"] = url
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"error: {redact(message, os.environ.get('DATABASE_URL'))}", file=sys.stderr)
+    return code
+
+
+@contextmanager
+def progress_bar(enabled: bool):
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    )
+    ids: dict[str, Any] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in ids:
+            ids[stage] = bar.add_task(stage, total=total)
+        bar.update(ids[stage], completed=done, total=total)
+
+    stop = progress.listen(update)
+    with bar:
+        try:
+            yield
+        finally:
+            stop()
+
+
+def warm_orchestrator() -> threading.Thread | None:
+    """Boot Prefect's temporary server while the CLI pre-checks the input (it takes seconds).
+    Only when no API is configured; join with wait() before running a flow."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+    try:
+        from prefect.server.api.server import SubprocessASGIServer
+    except ImportError:  # not this Prefect: the flow starts its server itself
+        return None
+    thread = threading.Thread(target=SubprocessASGIServer().start, name="prefect-server-start", daemon=True)
+    thread.start()
+    return thread
+
+
+def wait(thread: threading.Thread | None) -> None:
+    if thread is not None:
+        thread.join()
+
+
+def run_flow(flow_call: Callable[[], Any], *, as_json: bool, summary: Callable[[dict[str, Any]], str]) -> int:
+    """Run a flow that returns an outcome dict (or a Failed state carrying one); print and exit."""
+    try:
+        state = flow_call()
+        outcome = state.result(raise_on_failure=False)
+    except UserFacingError as exc:
+        return fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return fail("interrupted; run the same command again to resume", 130)
+    if isinstance(outcome, BaseException):
+        return fail(f"{type(outcome).__name__}: {str(outcome).splitlines()[0] if str(outcome) else ''}", 1)
+    if not isinstance(outcome, dict):
+        return fail(f"unexpected flow result: {outcome!r}", 1)
+    if "error" in outcome:
+        return fail(outcome["error"], outcome["exit_code"])
+    if as_json:
+        print(json.dumps(outcome["report_data"], indent=2, default=str))
+    else:
+        print(summary(outcome))
+    return int(outcome["exit_code"])
+
+
+__all__ = ["Parser", "add_common", "apply_database_url", "fail", "mask_url", "progress_bar", "run_flow"]

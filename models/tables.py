@@ -1,0 +1,141 @@
+"""The Phase 2 schema as SQLModel tables: the one definition Alembic, the flows and the tests share.
+
+The application tables are `users` and `tasks`; `migration_runs`, `migration_checkpoints` and
+`quarantine` are the migration's own bookkeeping. `migration_run_id` on users and tasks records which
+run inserted a row, which is what makes a rollback remove exactly that run's rows and nothing else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlmodel import Field, SQLModel
+
+NOW = sa.text("now()")
+
+
+def _ts(nullable: bool = False, default: bool = True) -> Any:
+    return Field(
+        sa_column=sa.Column(
+            sa.DateTime(timezone=True), nullable=nullable, server_default=NOW if default else None
+        )
+    )
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: uuid.UUID = Field(sa_column=sa.Column(pg.UUID(as_uuid=True), primary_key=True))
+    email: str = Field(sa_column=sa.Column(sa.Text, nullable=False, unique=True))
+    name: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    email_verified: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    migration_run_id: uuid.UUID | None = Field(
+        default=None, sa_column=sa.Column(pg.UUID(as_uuid=True), nullable=True)
+    )
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (sa.UniqueConstraint("legacy_source", "legacy_id", name="uq_tasks_legacy"),)
+
+    id: uuid.UUID = Field(sa_column=sa.Column(pg.UUID(as_uuid=True), primary_key=True))
+    user_id: uuid.UUID = Field(
+        sa_column=sa.Column(
+            pg.UUID(as_uuid=True), sa.ForeignKey("users.id", name="fk_tasks_user_id"), nullable=False
+        )
+    )
+    legacy_source: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    legacy_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    title: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    description: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    completed: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    )
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    # `json`, not `jsonb`: it keeps the text byte for byte (checksums stay exact) and accepts \u0000.
+    legacy_extra: Any | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    migration_run_id: uuid.UUID | None = Field(
+        default=None, sa_column=sa.Column(pg.UUID(as_uuid=True), nullable=True)
+    )
+
+
+class MigrationRun(SQLModel, table=True):
+    __tablename__ = "migration_runs"
+
+    id: uuid.UUID = Field(sa_column=sa.Column(pg.UUID(as_uuid=True), primary_key=True))
+    kind: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    source_path: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    source_name: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    source_sha256: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    chunk_size: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    parameters: Any = Field(
+        default=None, sa_column=sa.Column(pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"))
+    )
+    stats: Any = Field(
+        default=None, sa_column=sa.Column(pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"))
+    )
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    started_at: datetime = _ts()
+    finished_at: datetime | None = _ts(nullable=True, default=False)
+
+
+class MigrationCheckpoint(SQLModel, table=True):
+    """One row per committed chunk, written in the same transaction as the chunk's rows."""
+
+    __tablename__ = "migration_checkpoints"
+
+    run_id: uuid.UUID = Field(
+        sa_column=sa.Column(
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("migration_runs.id", name="fk_migration_checkpoints_run_id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    chunk_no: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True))
+    first_position: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    last_position: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    records: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    migrated: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    already_present: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    duplicates: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    quarantined: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    # Exact sum of the migrated rows' 64-bit content checksums (see tasks/checksum.py).
+    checksum: Decimal = Field(sa_column=sa.Column(sa.Numeric, nullable=False))
+    committed_at: datetime = _ts()
+
+
+class QuarantineRecord(SQLModel, table=True):
+    """A source record that could not go into `tasks`, with every reason, kept whole."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (sa.UniqueConstraint("run_id", "position", name="uq_quarantine_run_position"),)
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(), primary_key=True))
+    run_id: uuid.UUID = Field(
+        sa_column=sa.Column(
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("migration_runs.id", name="fk_quarantine_run_id"),
+            nullable=False,
+        )
+    )
+    # Index of the record in the source's tasks array (0-based).
+    position: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    legacy_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # The record as read, re-serialised with ASCII escapes so that NULs and lone surrogates survive.
+    raw: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    reasons: list[str] = Field(sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=False))
+    created_at: datetime = _ts()
+
+
+metadata = SQLModel.metadata

@@ -1,0 +1,24 @@
+"""Failures a user can cause or fix, each with its exit code; their messages are one line and
+safe to show (no passwords, no tracebacks)."""
+
+
+class UserFacingError(Exception):
+    exit_code = 2
+
+
+class InputError(UserFacingError):
+    """Bad input or usage: the file, a flag, a mapping (exit 2)."""
+
+    exit_code = 2
+
+
+class VerificationFailed(UserFacingError):
+    """The run finished but could not prove that nothing was lost (exit 1)."""
+
+    exit_code = 1
+
+
+class Unavailable(UserFacingError):
+    """The database cannot be used right now: unreachable, or another run holds the lock (exit 3)."""
+
+    exit_code = 3

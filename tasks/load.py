@@ -1,0 +1,406 @@
+"""Load: stream the source through map -> validate -> transform -> render, and COPY each chunk
+together with its quarantine rows and its checkpoint in one transaction.
+
+The main thread parses and transforms while writer threads (one connection each) COPY, so Python
+and PostgreSQL work at the same time. A chunk is all or nothing: after a kill -9 the next run skips
+the chunks whose checkpoint exists and loads the rest, so nothing is lost or doubled.
+
+Two ways in. When no other run has written rows of this legacy source, a chunk is a plain COPY into
+`tasks` (nothing can collide). Otherwise it is COPY into a staging table, `INSERT … ON CONFLICT DO
+NOTHING`, and a content comparison of the rows that were already there: identical ones are
+`already_present`, different ones go to quarantine (the stored row is left alone).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import errors as pgerrors
+
+from tasks.checksum import row_line_sql
+from tasks.db import connect, is_transient, retrying
+from tasks.mapping import FieldMapping, split_records
+from tasks.runs import ensure_users
+from tasks.source import SourceInfo, iter_chunks
+from tasks.transform import (
+    DuplicateTracker,
+    QuarantineEntry,
+    Rendered,
+    Rows,
+    TransformContext,
+    TransformedChunk,
+    raw_json,
+    render,
+    transform_chunk,
+    user_key,
+)
+
+TASK_COLUMNS = (
+    "id, user_id, legacy_source, legacy_id, title, description, completed, created_at, updated_at, "
+    "legacy_extra, migration_run_id"
+)
+SAMPLE_LIMIT = 1000
+
+
+def prepared_chunks(
+    info: SourceInfo, mapping: FieldMapping, ctx: TransformContext, chunk_size: int
+) -> Iterator[TransformedChunk]:
+    """The source, chunk by chunk, validated and transformed (pure apart from reading the file)."""
+    dups = DuplicateTracker(info.duplicate_ids)
+    for no, first, records in iter_chunks(info, chunk_size):
+        yield transform_chunk(no, split_records(records, first, mapping), ctx, dups)
+
+
+@dataclass
+class ChunkResult:
+    chunk_no: int
+    records: int
+    migrated: int
+    already_present: int
+    duplicates: int
+    quarantine: list[QuarantineEntry]
+    checksum: int
+
+    @property
+    def quarantined(self) -> int:
+        return len(self.quarantine)
+
+
+@dataclass
+class LoadSummary:
+    """What this process did; the run's totals are read back from its checkpoints."""
+
+    chunks_written: int = 0
+    chunks_skipped: int = 0
+    records: int = 0
+    migrated: int = 0
+    already_present: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    checksum: int = 0
+    keys_seen: set[str] = field(default_factory=set)
+    naive_timestamps: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    sample: list[QuarantineEntry] = field(default_factory=list)
+
+    def add(self, result: ChunkResult) -> None:
+        self.chunks_written += 1
+        self.records += result.records
+        self.migrated += result.migrated
+        self.already_present += result.already_present
+        self.duplicates += result.duplicates
+        self.quarantined += result.quarantined
+        self.checksum += result.checksum
+        for entry in result.quarantine:
+            self.reasons.update(reason_group(r) for r in entry.reasons)
+            if len(self.sample) < SAMPLE_LIMIT:
+                self.sample.append(entry)
+
+
+def reason_group(reason: str) -> str:
+    """The stable part of a reason, for 'most common reasons' (details follow in parentheses)."""
+    return reason.split(" (", 1)[0]
+
+
+@dataclass
+class ChunkJob:
+    chunk: TransformedChunk
+    rendered: Rendered
+
+
+ProgressFn = Callable[[int, int], None]  # (records done, records total)
+
+
+def load(
+    url: str | None,
+    info: SourceInfo,
+    mapping: FieldMapping,
+    ctx: TransformContext,
+    *,
+    run_id: str,
+    chunk_size: int,
+    committed_chunks: frozenset[int] = frozenset(),
+    expect_conflicts: bool = False,
+    workers: int = 2,
+    on_progress: ProgressFn | None = None,
+) -> LoadSummary:
+    """Run the whole source through the pipeline; url=None is a dry run (nothing is written)."""
+    summary = LoadSummary()
+    done = 0
+    users = _UserCache(url, run_id, ctx.default_owner)
+    writer = None if url is None else ChunkWriter(url, run_id, workers, expect_conflicts)
+    try:
+        for chunk in prepared_chunks(info, mapping, ctx, chunk_size):
+            summary.keys_seen |= chunk.keys_seen
+            summary.naive_timestamps += chunk.naive_timestamps
+            if chunk.chunk_no in committed_chunks:
+                summary.chunks_skipped += 1
+                done += chunk.records
+            else:
+                rendered = render(chunk.rows, ctx.source_name, users.ids(set(chunk.rows.owners)), run_id)
+                if writer is None:
+                    summary.add(_dry_result(chunk, rendered))
+                    done += chunk.records
+                else:
+                    writer.submit(ChunkJob(chunk, rendered))
+            if writer is not None:
+                for result in writer.drain():
+                    summary.add(result)
+                    done += result.records
+            if on_progress:
+                on_progress(done, info.records)
+        if writer is not None:
+            for result in writer.close():
+                summary.add(result)
+                done += result.records
+            if on_progress:
+                on_progress(done, info.records)
+    finally:
+        if writer is not None:
+            writer.abort()
+        users.close()
+    return summary
+
+
+def _dry_result(chunk: TransformedChunk, rendered: Rendered) -> ChunkResult:
+    return ChunkResult(
+        chunk.chunk_no,
+        chunk.records,
+        rendered.count,
+        0,
+        chunk.duplicates,
+        chunk.quarantine,
+        rendered.checksum,
+    )
+
+
+class _UserCache:
+    """Owner email -> user id, created on first need (in a dry run: the id it would get)."""
+
+    def __init__(self, url: str | None, run_id: str, default_email: str) -> None:
+        self.url, self.run_id, self.default_email = url, run_id, default_email
+        self.known: dict[str, str] = {}
+        self.conn: psycopg.Connection | None = None
+
+    def ids(self, emails: set[str]) -> dict[str, str]:
+        missing = emails - self.known.keys()
+        if missing:
+            if self.url is None:
+                self.known.update({e: user_key(e) for e in missing})
+            else:
+                if self.conn is None:
+                    self.conn = connect(self.url, autocommit=True)
+                conn = self.conn
+                self.known.update(
+                    retrying(
+                        lambda: ensure_users(conn, missing, self.run_id, self.default_email),
+                        what="create users",
+                    )
+                )
+        return self.known
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+class ChunkWriter:
+    """Writer threads, each with its own connection, committing one chunk per transaction."""
+
+    def __init__(self, url: str, run_id: str, workers: int, expect_conflicts: bool) -> None:
+        self.url, self.run_id = url, run_id
+        self.conflicts = expect_conflicts
+        self.jobs: queue.Queue[ChunkJob | None] = queue.Queue(maxsize=max(1, workers))
+        self.results: queue.Queue[ChunkResult] = queue.Queue()
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._work, daemon=True, name=f"copy-{i}") for i in range(workers)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, job: ChunkJob) -> None:
+        while True:
+            self._raise_if_failed()
+            try:
+                self.jobs.put(job, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def drain(self) -> list[ChunkResult]:
+        self._raise_if_failed()
+        out = []
+        while True:
+            try:
+                out.append(self.results.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> list[ChunkResult]:
+        for _ in self.threads:
+            self.submit_sentinel()
+        for t in self.threads:
+            t.join()
+        self._raise_if_failed()
+        return self.drain()
+
+    def submit_sentinel(self) -> None:
+        while any(t.is_alive() for t in self.threads):
+            try:
+                self.jobs.put(None, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def abort(self) -> None:
+        self.stop.set()
+
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _work(self) -> None:
+        conn: psycopg.Connection | None = None
+        try:
+            while not self.stop.is_set():
+                try:
+                    job = self.jobs.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if job is None:
+                    return
+                attempts = 0
+                while True:
+                    try:
+                        if conn is None or conn.closed or conn.broken:
+                            conn = connect(self.url, autocommit=True)
+                        self.results.put(self._write(conn, job))
+                        break
+                    except Exception as exc:
+                        attempts += 1
+                        if not is_transient(exc) or attempts >= 5:
+                            raise
+                        if conn is not None and not conn.broken:
+                            conn.close()
+                        conn = None
+                        self.stop.wait(min(8.0, 0.25 * 2**attempts))
+        except BaseException as exc:  # handed to the main thread, which raises it
+            self.error = exc
+            self.stop.set()
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _write(self, conn: psycopg.Connection, job: ChunkJob) -> ChunkResult:
+        if not self.conflicts:
+            try:
+                return self._transaction(conn, job, conflicts=False)
+            except pgerrors.UniqueViolation:
+                self.conflicts = True  # another run's rows are here after all: compare from now on
+        return self._transaction(conn, job, conflicts=True)
+
+    def _transaction(self, conn: psycopg.Connection, job: ChunkJob, *, conflicts: bool) -> ChunkResult:
+        chunk, rendered = job.chunk, job.rendered
+        quarantine = list(chunk.quarantine)
+        migrated, present, checksum = rendered.count, 0, rendered.checksum
+        with conn.transaction():
+            if conflicts:
+                inserted, present_ids, changed = _insert_staged(conn, chunk.rows, rendered)
+                migrated = len(inserted)
+                present = len(present_ids)
+                checksum = sum(
+                    c for tid, c in zip(rendered.task_ids, rendered.checksums, strict=True) if tid in inserted
+                )
+                quarantine.extend(_changed_entries(chunk.rows, rendered, changed))
+                quarantine.sort(key=lambda q: q.position)
+            elif rendered.count:
+                with conn.cursor().copy(f"COPY tasks ({TASK_COLUMNS}) FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(rendered.csv)
+            if quarantine:
+                with conn.cursor().copy(
+                    "COPY quarantine (run_id, position, legacy_id, raw, reasons) FROM STDIN"
+                ) as copy:
+                    for q in quarantine:
+                        copy.write_row((self.run_id, q.position, q.legacy_id, q.raw, q.reasons))
+            conn.execute(
+                "INSERT INTO migration_checkpoints (run_id, chunk_no, first_position, last_position, records, "
+                "migrated, already_present, duplicates, quarantined, checksum) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    self.run_id,
+                    chunk.chunk_no,
+                    chunk.first_position,
+                    chunk.first_position + chunk.records - 1,
+                    chunk.records,
+                    migrated,
+                    present,
+                    chunk.duplicates,
+                    len(quarantine),
+                    checksum,
+                ),
+            )
+        return ChunkResult(
+            chunk.chunk_no, chunk.records, migrated, present, chunk.duplicates, quarantine, checksum
+        )
+
+
+_STAGE = "CREATE TEMP TABLE IF NOT EXISTS stage_tasks (LIKE tasks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+
+
+def _insert_staged(
+    conn: psycopg.Connection, rows: Rows, rendered: Rendered
+) -> tuple[set[str], set[str], dict[str, str]]:
+    """COPY into a staging table, insert what is new; returns (inserted ids, identical ids,
+    {changed id: the run that wrote the stored row}). A record without its own created_at is
+    compared without timestamps: the stand-in (a run's start time) is not the record's content."""
+    conn.execute(_STAGE)
+    with conn.cursor().copy(f"COPY stage_tasks ({TASK_COLUMNS}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(rendered.csv)
+    inserted = {
+        r[0]
+        for r in conn.execute(
+            f"INSERT INTO tasks ({TASK_COLUMNS}) SELECT {TASK_COLUMNS} FROM stage_tasks "
+            "ON CONFLICT DO NOTHING RETURNING replace(id::text, '-', '')"
+        ).fetchall()
+    }
+    identical: set[str] = set()
+    changed: dict[str, str] = {}
+    if len(inserted) < rendered.count:
+        untimed = [tid for tid, d in zip(rendered.task_ids, rows.defaulted_ts, strict=True) if d]
+        same = (
+            f"CASE WHEN replace(s.id::text, '-', '') = ANY(%(untimed)s) "
+            f"THEN {row_line_sql('s', timestamps=False)} = {row_line_sql('t', timestamps=False)} "
+            f"ELSE {row_line_sql('s')} = {row_line_sql('t')} END"
+        )
+        stored = conn.execute(
+            f"SELECT replace(s.id::text, '-', ''), {same}, coalesce(t.migration_run_id::text, 'the application') "
+            "FROM stage_tasks s JOIN tasks t ON t.legacy_source = s.legacy_source AND t.legacy_id = s.legacy_id "
+            "WHERE replace(s.id::text, '-', '') <> ALL(%(inserted)s)",
+            {"untimed": untimed, "inserted": list(inserted)},
+        ).fetchall()
+        for tid, same_content, writer in stored:
+            if same_content:
+                identical.add(tid)
+            else:
+                changed[tid] = writer
+    return inserted, identical, changed
+
+
+def _changed_entries(rows: Rows, rendered: Rendered, changed: dict[str, str]) -> list[QuarantineEntry]:
+    out = []
+    for tid, position, legacy_id, raw in zip(
+        rendered.task_ids, rows.positions, rows.legacy_ids, rows.raw, strict=True
+    ):
+        if tid in changed:
+            reason = (
+                f"already in tasks with different content (row {tid}, written by {changed[tid]}); kept here"
+            )
+            out.append(QuarantineEntry(position, str(legacy_id), raw_json(raw), [reason]))
+    return out

@@ -1,0 +1,110 @@
+"""Reports: `<report-dir>/<run_id>/report.json` and `report.md`, and the rows of the quarantine table
+artifact. Everything here is built from plain data; nothing in it may carry a password (URLs are
+masked before they arrive)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+COUNT_LABELS = {
+    "records_read": "records read",
+    "migrated": "migrated",
+    "already_present": "already present",
+    "duplicates": "duplicates",
+    "quarantined": "quarantined",
+}
+
+
+def write(report: dict[str, Any], report_dir: str | Path, name: str = "report") -> Path:
+    """Write <report_dir>/<run_id>/<name>.json and .md; returns the .md path."""
+    folder = Path(report_dir) / str(report["run_id"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    md = folder / f"{name}.md"
+    md.write_text(markdown(report), encoding="utf-8")
+    return md
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown, for report.md and the Prefect artifact."""
+    kind = report.get("kind", "phase1")
+    lines = [f"# {report.get('title', 'Phase 1 → Phase 2 migration')}", ""]
+    lines += [f"- **run**: `{report['run_id']}` ({kind}, status **{report['status']}**)"]
+    for key, label in (("source", "source"), ("database", "database"), ("schema", "schema")):
+        if key in report:
+            lines.append(f"- **{label}**: {_describe(report[key])}")
+    if "timing" in report:
+        t = report["timing"]
+        lines.append(f"- **duration**: {t['duration_s']:.2f} s ({t.get('rows_per_s', 0):,.0f} rows/s)")
+    if report.get("dry_run"):
+        lines.append("- **dry run**: nothing was written")
+    if report.get("resumed"):
+        lines.append(
+            f"- **resumed** an interrupted run ({report.get('chunks_skipped', 0)} chunks were already committed)"
+        )
+    counts = report.get("counts")
+    if counts:
+        lines += ["", "## Counts", ""]
+        lines += _table([[COUNT_LABELS.get(k, k), f"{v:,}"] for k, v in counts.items()], ["", "records"])
+    checks = report.get("verification")
+    if checks:
+        lines += ["", "## Verification", "", f"**{'passed' if checks['ok'] else 'FAILED'}**", ""]
+        if "source_checksum" in checks:
+            lines.append(f"- checksum from the source: `{checks['source_checksum']}`")
+            lines.append(f"- checksum from the database: `{checks['database_checksum']}`")
+        lines += [f"- {p}" for p in checks.get("problems", [])]
+        if checks.get("mismatches"):
+            lines += [
+                "",
+                *_table(
+                    [[m["position"], m["legacy_id"], m["problem"]] for m in checks["mismatches"]],
+                    ["position", "legacy id", "problem"],
+                ),
+            ]
+    quarantine = report.get("quarantine")
+    if quarantine and quarantine.get("top_reasons"):
+        lines += ["", "## Most common quarantine reasons", ""]
+        lines += _table([[r, n] for r, n in quarantine["top_reasons"]], ["reason", "records"])
+    mapping = report.get("mapping")
+    if mapping:
+        lines += ["", "## Field mapping applied", ""]
+        applied = mapping.get("applied", {})
+        lines += [f"- `{k}` → `{v}`" for k, v in applied.items()] or ["- (no fields)"]
+        if mapping.get("kept_in_legacy_extra"):
+            lines.append(
+                f"- kept in `legacy_extra`: {', '.join(f'`{k}`' for k in mapping['kept_in_legacy_extra'])}"
+            )
+        if mapping.get("overrides"):
+            lines.append(f"- `--map` given: {', '.join(mapping['overrides'])}")
+    for note in report.get("notes", []):
+        lines.append(f"\n> {note}")
+    return "\n".join(lines) + "\n"
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: `{v}`" for k, v in value.items() if v not in (None, ""))
+    return f"`{value}`"
+
+
+def quarantine_rows(entries: list[Any], limit: int = 200) -> list[dict[str, Any]]:
+    """Rows for the quarantine table artifact (position, legacy id, reasons, the record, shortened)."""
+    rows = []
+    for q in entries[:limit]:
+        raw = q.raw if len(q.raw) <= 200 else q.raw[:200] + "…"
+        rows.append(
+            {"position": q.position, "legacy_id": q.legacy_id, "reasons": "; ".join(q.reasons), "record": raw}
+        )
+    return rows

@@ -1,0 +1,98 @@
+"""Undo a Phase 1 run: remove exactly the rows it inserted, in one transaction, and prove it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.db import acquire_run_lock, connect, release_run_lock
+from tasks.errors import InputError
+
+
+def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float = 0.0) -> dict[str, Any]:
+    """Delete the run's tasks, quarantine rows and checkpoints, and the users it created that no
+    task uses any more. Refuses (unless force) when the application changed the run's rows since."""
+    conn = connect(url, autocommit=True)
+    try:
+        acquire_run_lock(conn, wait_seconds=lock_wait)
+        run = (
+            conn.execute(
+                "SELECT status, finished_at, started_at, stats FROM migration_runs WHERE id::text = %s AND kind = 'phase1'",
+                (run_id,),
+            ).fetchone()
+            if _is_uuid(run_id)
+            else None
+        )
+        if run is None:
+            raise InputError(f"no Phase 1 run with id {run_id}")
+        status, finished_at, started_at, stats = run
+        if status == "rolled_back":
+            raise InputError(f"run {run_id} was already rolled back")
+        since = finished_at or started_at
+        changed = conn.execute(
+            "SELECT count(*) FROM tasks WHERE migration_run_id = %s AND updated_at > %s", (run_id, since)
+        ).fetchone()[0]
+        if changed and not force:
+            raise InputError(
+                f"{changed} rows of run {run_id} were changed after the run; rolling back would lose those changes "
+                "(use --force to remove them anyway)"
+            )
+        with conn.transaction():
+            tasks_removed = conn.execute("DELETE FROM tasks WHERE migration_run_id = %s", (run_id,)).rowcount
+            users = conn.execute(
+                "DELETE FROM users u WHERE u.migration_run_id = %s "
+                "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.user_id = u.id) RETURNING email",
+                (run_id,),
+            ).fetchall()
+            kept = conn.execute("SELECT email FROM users WHERE migration_run_id = %s", (run_id,)).fetchall()
+            quarantine_removed = conn.execute("DELETE FROM quarantine WHERE run_id = %s", (run_id,)).rowcount
+            checkpoints_removed = conn.execute(
+                "DELETE FROM migration_checkpoints WHERE run_id = %s", (run_id,)
+            ).rowcount
+            conn.execute(
+                "UPDATE migration_runs SET status = 'rolled_back', "
+                "stats = stats || jsonb_build_object('rolled_back_at', now(), 'rows_removed', %s::int) WHERE id = %s",
+                (tasks_removed, run_id),
+            )
+        left = conn.execute(
+            "SELECT (SELECT count(*) FROM tasks WHERE migration_run_id = %(r)s), "
+            "(SELECT count(*) FROM quarantine WHERE run_id = %(r)s), "
+            "(SELECT count(*) FROM migration_checkpoints WHERE run_id = %(r)s)",
+            {"r": run_id},
+        ).fetchone()
+        release_run_lock(conn)
+    finally:
+        conn.close()
+    problems = []
+    if any(left):
+        problems.append(
+            f"rows of the run remain after the rollback (tasks, quarantine, checkpoints: {tuple(left)})"
+        )
+    expected = (stats or {}).get("migrated")
+    if expected is not None and status == "completed" and expected != tasks_removed:
+        problems.append(f"the run migrated {expected} rows but {tasks_removed} were removed")
+    return {
+        "title": "Phase 1 rollback",
+        "kind": "phase1-rollback",
+        "run_id": run_id,
+        "status": "rolled_back" if not problems else "rollback_unverified",
+        "counts": {
+            "tasks_removed": tasks_removed,
+            "users_removed": len(users),
+            "quarantine_removed": quarantine_removed,
+            "checkpoints_removed": checkpoints_removed,
+        },
+        "users_removed": [u[0] for u in users],
+        "users_kept_in_use": [u[0] for u in kept],
+        "verification": {"ok": not problems, "problems": problems},
+        "forced": bool(changed and force),
+    }
+
+
+def _is_uuid(text: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,124 @@
+"""Run bookkeeping: the `migration_runs` row of a run, resuming an interrupted one, and the users a
+run needs (found by email, or created and marked as the run's)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from tasks.transform import user_key
+
+RESUMABLE = ("running", "interrupted")
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    started_at: datetime
+    chunk_size: int
+    resumed: bool
+    committed_chunks: frozenset[int]
+
+
+def canonical_ts(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def start_or_resume(
+    conn: psycopg.Connection,
+    *,
+    kind: str,
+    source_path: str,
+    source_name: str,
+    source_sha256: str,
+    chunk_size: int,
+    parameters: dict[str, Any],
+) -> Run:
+    """Resume the newest interrupted run of this same file and parameters, or start a new one.
+    The caller holds the migration lock, so a 'running' row here belongs to a dead process."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT id, started_at, chunk_size, parameters FROM migration_runs "
+            "WHERE kind = %s AND status = ANY(%s) AND source_sha256 = %s AND source_name = %s "
+            "ORDER BY started_at DESC LIMIT 1",
+            (kind, list(RESUMABLE), source_sha256, source_name),
+        ).fetchone()
+        if row is not None and row[3] == parameters:
+            run_id = str(row[0])
+            conn.execute(
+                "UPDATE migration_runs SET status = 'running', error = NULL WHERE id = %s", (run_id,)
+            )
+            chunks = conn.execute(
+                "SELECT chunk_no FROM migration_checkpoints WHERE run_id = %s", (run_id,)
+            ).fetchall()
+            return Run(run_id, row[1], row[2], True, frozenset(c[0] for c in chunks))
+        if row is not None:  # same file, other parameters: that run's rows stay, it is not resumed
+            conn.execute(
+                "UPDATE migration_runs SET status = 'superseded', finished_at = now() WHERE id = %s",
+                (row[0],),
+            )
+        run_id = str(uuid.uuid4())
+        started = conn.execute(
+            "INSERT INTO migration_runs (id, kind, status, source_path, source_name, source_sha256, "
+            "chunk_size, parameters) VALUES (%s, %s, 'running', %s, %s, %s, %s, %s) RETURNING started_at",
+            (run_id, kind, source_path, source_name, source_sha256, chunk_size, Jsonb(parameters)),
+        ).fetchone()
+        assert started is not None
+        return Run(run_id, started[0], chunk_size, False, frozenset())
+
+
+def finish(
+    conn: psycopg.Connection, run_id: str, status: str, stats: dict[str, Any], error: str | None = None
+) -> None:
+    with conn.transaction():
+        conn.execute(
+            "UPDATE migration_runs SET status = %s, stats = %s, error = %s, finished_at = now() WHERE id = %s",
+            (status, Jsonb(stats), error, run_id),
+        )
+
+
+def sources_with_rows_from_other_runs(conn: psycopg.Connection, source_name: str, run_id: str) -> bool:
+    """Does `tasks` hold rows of this legacy source that another run wrote? (then loads must expect
+    conflicts; otherwise a plain COPY cannot collide)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM tasks WHERE legacy_source = %s "
+        "AND migration_run_id IS DISTINCT FROM %s)",
+        (source_name, run_id),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def ensure_users(
+    conn: psycopg.Connection, emails: set[str], run_id: str, default_email: str
+) -> dict[str, str]:
+    """email -> user id (32 hex digits). Existing users are matched case-insensitively; missing ones
+    are created with a deterministic id and marked as this run's, so a rollback can remove them."""
+    wanted = sorted(emails)
+    with conn.transaction():
+        found = dict(
+            conn.execute(
+                "SELECT lower(email), replace(id::text, '-', '') FROM users WHERE lower(email) = ANY(%s)",
+                (wanted,),
+            ).fetchall()
+        )
+        missing = [e for e in wanted if e not in found]
+        if missing:
+            names = ["Phase 1 default user" if e == default_email else e.split("@")[0] for e in missing]
+            conn.execute(
+                "INSERT INTO users (id, email, name, email_verified, migration_run_id) "
+                "SELECT u.id, u.email, u.name, false, %s FROM unnest(%s::uuid[], %s::text[], %s::text[]) "
+                "AS u(id, email, name) ON CONFLICT (email) DO NOTHING",
+                (run_id, [user_key(e) for e in missing], missing, names),
+            )
+            found.update(
+                conn.execute(
+                    "SELECT lower(email), replace(id::text, '-', '') FROM users WHERE lower(email) = ANY(%s)",
+                    (missing,),
+                ).fetchall()
+            )
+    return found

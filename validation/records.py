@@ -1,0 +1,153 @@
+"""The pandera schema for Phase 1 records, after the field mapping.
+
+Validation is lazy: every failure of a record is collected, not the first, and each becomes one
+reason in quarantine. Nothing is coerced: a title of 5,000 characters fails, it is not cut; a
+completed of "yes" fails, it is not guessed. Values PostgreSQL cannot store (NUL in text, lone UTF-16
+surrogates) fail too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+
+from tasks.mapping import type_name
+
+TITLE_MAX = 200
+INT4_MAX = 2**31 - 1
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _is(kind: type, *, exact: bool = False):
+    def check(s: pd.Series) -> pd.Series:
+        if exact:
+            return s.map(lambda v: type(v) is kind)
+        return s.map(lambda v: isinstance(v, kind))
+
+    return check
+
+
+def _str_ok(pred):
+    """Apply pred to string values only; other types are the type check's business."""
+
+    def check(s: pd.Series) -> pd.Series:
+        is_str = s.map(lambda v: isinstance(v, str))
+        out = pd.Series(True, index=s.index)
+        if is_str.any():
+            out[is_str] = pred(s[is_str].astype(object)).astype(bool)
+        return out
+
+    return check
+
+
+def _int_in_range(s: pd.Series) -> pd.Series:
+    return s.map(lambda v: type(v) is not int or 1 <= v <= INT4_MAX)
+
+
+def parse_timestamps(s: pd.Series) -> pd.Series:
+    """ISO-8601 strings -> UTC timestamps (naive means UTC); anything else -> NaT."""
+    strings = s.where(s.map(lambda v: isinstance(v, str)))
+    return pd.to_datetime(strings, format="ISO8601", utc=True, errors="coerce")
+
+
+def _timestamp_ok(s: pd.Series) -> pd.Series:
+    parsed = parse_timestamps(s)
+    return parsed.notna() & (parsed.dt.year >= 1)
+
+
+def _text(
+    nullable: bool, *, required_msg: str | None = None, extra: list[pa.Check] | None = None
+) -> pa.Column:
+    checks = [
+        pa.Check(_is(str), element_wise=False, error="must be a string"),
+        pa.Check(
+            _str_ok(lambda s: ~s.str.contains(UNSTORABLE)),
+            error="contains a NUL or an unpaired surrogate, which PostgreSQL cannot store",
+        ),
+        *(extra or []),
+    ]
+    return pa.Column(None, nullable=nullable, checks=checks)
+
+
+SCHEMA = pa.DataFrameSchema(
+    {
+        "id": pa.Column(
+            None,
+            nullable=False,
+            checks=[
+                pa.Check(_is(int, exact=True), error="must be an integer"),
+                pa.Check(_int_in_range, error=f"must be between 1 and {INT4_MAX}"),
+            ],
+        ),
+        "title": _text(
+            False,
+            extra=[
+                pa.Check(_str_ok(lambda s: s.str.strip().str.len() > 0), error="is empty"),
+                pa.Check(
+                    _str_ok(lambda s: s.str.len() <= TITLE_MAX),
+                    error=f"is longer than {TITLE_MAX} characters",
+                ),
+            ],
+        ),
+        "description": _text(True),
+        "completed": pa.Column(
+            None, nullable=False, checks=[pa.Check(_is(bool, exact=True), error="must be true or false")]
+        ),
+        "created_at": pa.Column(
+            None,
+            nullable=True,
+            checks=[pa.Check(_timestamp_ok, error="is not an ISO-8601 timestamp")],
+        ),
+        "updated_at": pa.Column(
+            None,
+            nullable=True,
+            checks=[pa.Check(_timestamp_ok, error="is not an ISO-8601 timestamp")],
+        ),
+        "owner": pa.Column(
+            None,
+            nullable=True,
+            checks=[
+                pa.Check(_is(str), error="must be a string"),
+                pa.Check(_str_ok(lambda s: s.str.strip().str.match(EMAIL)), error="is not an email address"),
+            ],
+        ),
+    },
+    strict=False,
+    name="phase1_record",
+)
+
+# Human words for pandera's built-in failures.
+_BUILTIN = {"not_nullable": "is missing", "column_in_dataframe": "is missing"}
+TYPE_ERRORS = {"must be a string", "must be an integer", "must be true or false"}
+
+
+def frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
+    """Object columns, so values keep their JSON types for the checks (no pandas inference)."""
+    return pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in columns.items()})
+
+
+def validate(df: pd.DataFrame) -> dict[int, list[str]]:
+    """Row index -> every reason that row fails; rows that pass are absent."""
+    try:
+        SCHEMA.validate(df, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        return _reasons(exc.failure_cases)
+    return {}
+
+
+def _reasons(failures: pd.DataFrame) -> dict[int, list[str]]:
+    reasons: dict[int, list[str]] = {}
+    for column, check, value, index in failures[["column", "check", "failure_case", "index"]].itertuples(
+        index=False
+    ):
+        if index is None or pd.isna(index):
+            continue
+        text = _BUILTIN.get(str(check), str(check))
+        if text in TYPE_ERRORS:
+            text = f"{text} (got {type_name(value)})"
+        reasons.setdefault(int(index), []).append(f"{column} {text}")
+    return reasons
