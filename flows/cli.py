@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from flows import progress
-from tasks.db import mask_url, redact
+from tasks.db import mask_url, normalize_url, redact
 from tasks.errors import UserFacingError
 
 
@@ -44,9 +44,11 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_database_url(url: str | None) -> None:
-    """--database-url reaches the flow as DATABASE_URL of this process only."""
+    """--database-url reaches the flow as DATABASE_URL of this process only (checked first: a
+    malformed URL is a usage error, raised as InputError before any flow starts)."""
+    url = url or os.environ.get("DATABASE_URL")
     if url:
-        os.environ["DATABASE_URL"] = url
+        os.environ["DATABASE_URL"] = normalize_url(url)
 
 
 def fail(message: str, code: int = 2) -> int:

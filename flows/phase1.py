@@ -442,7 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         cli.add_common(parser)
         args = parser.parse_args(argv[1:])
-        cli.apply_database_url(args.database_url)
+        try:
+            cli.apply_database_url(args.database_url)
+        except UserFacingError as exc:
+            return cli.fail(str(exc), exc.exit_code)
         return cli.run_flow(
             lambda: phase1_rollback(
                 args.run_id, report_dir=args.report_dir, force=args.force, return_state=True
@@ -507,8 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.chunk_size < 1 or args.workers < 1:
         return cli.fail("--chunk-size and --workers must be at least 1")
-    cli.apply_database_url(args.database_url)
     try:  # bad input exits here, before the orchestrator is involved
+        cli.apply_database_url(args.database_url)
         mapping = FieldMapping.build(args.field_map)
         read_owner_map(args.owner_map)
         quick_check(args.source, mapping.array_keys)

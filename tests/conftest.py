@@ -1,0 +1,123 @@
+"""Shared fixtures: a real PostgreSQL (the embedded one, or TEST_DATABASE_URL), a fresh database
+per test cloned from a template migrated to head once, and one Prefect test harness per session."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="prefect-home-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("DATABASE_URL", None)
+
+from tasks import schema  # noqa: E402
+from tasks.db import embedded_server_url, normalize_url  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _server_url() -> str:
+    if os.environ.get("TEST_DATABASE_URL"):
+        return normalize_url(os.environ["TEST_DATABASE_URL"])
+    return embedded_server_url(ROOT / ".data" / "test-postgres")
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL, another database."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    return (
+        psycopg.conninfo.make_conninfo(**info) if "host=" in url and "://" not in url else _swap_db(url, name)
+    )
+
+
+def _swap_db(url: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    yield _server_url()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: str) -> Iterator[str]:
+    name = f"tmpl_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    schema.upgrade(with_database(pg_server, name))
+    yield name
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _fresh(pg_server: str, template: str | None) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        q = "CREATE DATABASE {} TEMPLATE {}" if template else "CREATE DATABASE {}"
+        ids = [sql.Identifier(name)] + ([sql.Identifier(template)] if template else [])
+        admin.execute(sql.SQL(q).format(*ids))
+    yield with_database(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db_url(pg_server: str, template_db: str) -> Iterator[str]:
+    """A fresh database at head."""
+    yield from _fresh(pg_server, template_db)
+
+
+@pytest.fixture
+def empty_db_url(pg_server: str) -> Iterator[str]:
+    """A fresh database with no schema at all."""
+    yield from _fresh(pg_server, None)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[str]:
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def flow_env(
+    prefect_harness: str, db_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> dict[str, str]:
+    """Run flows in-process through the Prefect engine against a fresh database."""
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    return {"db_url": db_url, "report_dir": str(tmp_path / "runs"), "api_url": prefect_harness}
+
+
+def table_checksums(url: str) -> dict[str, str]:
+    """md5 of every row of the data tables, in key order: equal only if the content is equal."""
+    out = {}
+    with psycopg.connect(url) as conn:
+        for table, key in (
+            ("users", "id"),
+            ("tasks", "id"),
+            ("quarantine", "run_id, position"),
+            ("migration_checkpoints", "run_id, chunk_no"),
+        ):
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY {}), '')) FROM {} t"
+                ).format(sql.SQL(key), sql.Identifier(table))
+            ).fetchone()
+            out[table] = f"{row[0]}:{row[1]}"
+    return out

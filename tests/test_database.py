@@ -1,0 +1,95 @@
+"""On real PostgreSQL: the Alembic revisions, and the row line that Python and SQL must agree on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psycopg
+
+from tasks import schema
+from tasks.checksum import line_checksum, row_checksum_sql, row_line_sql
+from tasks.mapping import FieldMapping, split_records
+from tasks.transform import DuplicateTracker, TransformContext, render, transform_chunk
+from tests.conftest import ROOT
+
+
+def test_upgrade_downgrade_upgrade_and_models_match(empty_db_url: str) -> None:
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine, pool
+
+    from models import metadata
+    from tasks.db import sqlalchemy_url
+
+    assert schema.upgrade(empty_db_url) == (None, schema.head_revision())
+    engine = create_engine(sqlalchemy_url(empty_db_url), poolclass=pool.NullPool)
+    with engine.begin() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+        cfg = schema.alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "base")
+    with engine.connect() as conn:
+        tables = conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        ).scalar()
+    assert tables == 0
+    engine.dispose()
+    assert schema.upgrade(empty_db_url)[1] == schema.head_revision()
+
+
+def test_offline_sql_renders_without_a_database() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head", "--sql"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "CREATE TABLE tasks" in out.stdout and "uq_tasks_legacy" in out.stdout
+
+
+def test_python_and_sql_build_the_same_line(db_url: str) -> None:
+    records = [
+        {"id": 1, "title": 'quotes " and , commas\nand newlines', "description": "", "completed": True},
+        {
+            "id": 2,
+            "title": "ünïcödé ✈ 日本語",
+            "description": None,
+            "completed": False,
+            "created_at": "0999-01-02T03:04:05.123456Z",
+        },
+        {
+            "id": 3,
+            "title": "extras",
+            "completed": False,
+            "meta": {"a": [1, 2.50, None, True], "nul": "x\u0000y"},
+            "created_at": "2025-01-01T00:00:00-05:00",
+        },
+    ]
+    ctx = TransformContext("phase1", "u@example.com", "2026-01-01T00:00:00.000000Z", {})
+    chunk = transform_chunk(
+        0, split_records(records, 0, FieldMapping.build()), ctx, DuplicateTracker(frozenset())
+    )
+    assert chunk.quarantine == []
+    user_hex = "12" * 16
+    rendered = render(
+        chunk.rows, "phase1", {"u@example.com": user_hex}, "00000000-0000-0000-0000-000000000001"
+    )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("SET TIME ZONE 'Pacific/Auckland'")  # the server's zone must not matter
+        conn.execute("INSERT INTO users (id, email) VALUES (%s, 'u@example.com')", (user_hex,))
+        conn.execute(
+            "INSERT INTO migration_runs (id, kind, status) VALUES ('00000000-0000-0000-0000-000000000001', 'phase1', 'running')"
+        )
+        with conn.cursor().copy(
+            "COPY tasks (id, user_id, legacy_source, legacy_id, title, description, completed, created_at, updated_at, legacy_extra, migration_run_id) FROM STDIN (FORMAT csv)"
+        ) as copy:
+            copy.write(rendered.csv)
+        stored = conn.execute(
+            f"SELECT {row_line_sql('t')}, {row_checksum_sql('t')} FROM tasks t ORDER BY legacy_id"
+        ).fetchall()
+    expected = rendered.csv.decode().split(",00000000-0000-0000-0000-000000000001\n")[:-1]
+    assert [s[0] for s in stored] == expected
+    assert [s[1] for s in stored] == [line_checksum(line) for line in expected] == rendered.checksums

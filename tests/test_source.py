@@ -1,0 +1,96 @@
+"""The source reader as plain functions: malformed files fail with one line (and a position), the
+variants Phase 1 CLIs wrote are accepted, and streaming keeps positions right."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.source import SourceError, iter_chunks, iter_records, precheck
+
+MALFORMED = {
+    "empty": (b"", "file is empty"),
+    "blank": (b"  \n\t ", "file is empty"),
+    "truncated_value": (b'{"tasks": [{"id": 1, "title": "a"}, {"id": 2, "title": "b"', "truncated"),
+    "truncated_array": (b'{"tasks": [{"id": 1, "title": "a"}, ', "truncated"),
+    "missing_comma": (b'{"tasks": [{"id": 1, "title": "a"},\n {"id": 2 "title": "b"}]}', "line 2, column 11"),
+    "not_utf8": (b'{"tasks": [{"id": 1, "title": "caf\xe9"}]}', "not UTF-8"),
+    "utf16": ('{"tasks": []}'.encode("utf-16"), "UTF-16"),
+    "no_tasks": (b'{"todos": [], "next_id": 1}', "no 'tasks' array (top-level keys: todos, next_id)"),
+    "tasks_not_array": (b'{"tasks": {"1": {"title": "a"}}}', "'tasks' is not an array"),
+    "scalar": (b"42", "expected a JSON object or array"),
+    "nan": (b'{"tasks": [{"id": NaN}]}', "NaN"),
+    "trailing_garbage": (b'{"tasks": []} {"tasks": []}', "unexpected data after the document"),
+    "single_quotes": (b"{'tasks': []}", "not valid JSON"),
+    "raw_control_char": (b'{"tasks": [{"id": 1, "title": "a\x01b"}]}', "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_files_fail_with_one_line_naming_the_file(tmp_path: Path, name: str) -> None:
+    data, expected = MALFORMED[name]
+    path = tmp_path / f"{name}.json"
+    path.write_bytes(data)
+    with pytest.raises(SourceError) as err:
+        precheck(path)
+    message = str(err.value)
+    assert message.startswith(str(path)), message
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="no such file"):
+        precheck(tmp_path / "nope.json")
+    with pytest.raises(SourceError, match="is a directory"):
+        precheck(tmp_path)
+
+
+def test_variants_are_accepted(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.json"
+    bare.write_text('[{"id": 1, "title": "a", "completed": false}]')
+    info = precheck(bare)
+    assert (info.shape, info.records) == ("list", 1)
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b'\xef\xbb\xbf{"tasks": [{"id": 1}], "next_id": 2}')
+    assert precheck(bom).records == 1
+    empty = tmp_path / "empty_array.json"
+    empty.write_text('{"tasks": []}')
+    assert precheck(empty).records == 0
+    renamed = tmp_path / "todos.json"
+    renamed.write_text('{"next_id": 3, "todos": [{"id": 1}, {"id": 2}]}')
+    assert precheck(renamed, array_keys=("todos", "tasks")).records == 2
+
+
+def test_surrogate_escapes_use_the_exact_decoder(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_bytes(b'{"tasks": [{"id": 1, "title": "a\\ud800b"}, {"id": 2, "title": "\\ud83d\\ude00"}]}')
+    info = precheck(path)
+    assert info.exact_decoder
+    titles = [r["title"] for r in iter_records(info)]
+    assert titles == ["a\ud800b", "\U0001f600"]  # the lone surrogate survives, the pair is one character
+
+
+def test_duplicate_ids_and_chunk_positions(tmp_path: Path) -> None:
+    path = tmp_path / "d.json"
+    path.write_text('{"tasks": [' + ", ".join(f'{{"id": {i % 7}}}' for i in range(20)) + "]}")
+    info = precheck(path)
+    assert info.records == 20
+    assert info.duplicate_ids == frozenset(range(7))
+    chunks = list(iter_chunks(info, 6))
+    assert [(no, first, len(recs)) for no, first, recs in chunks] == [
+        (0, 0, 6),
+        (1, 6, 6),
+        (2, 12, 6),
+        (3, 18, 2),
+    ]
+    assert chunks[1][2][0] == {"id": 6}
+
+
+def test_sha256_covers_the_whole_file(tmp_path: Path) -> None:
+    import hashlib
+
+    path = tmp_path / "h.json"
+    path.write_bytes(b'\xef\xbb\xbf{"tasks": [{"id": 1}]}')
+    assert precheck(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
