@@ -37,7 +37,24 @@ from tasks.mapping import FieldMapping  # noqa: E402
 from tasks.source import precheck  # noqa: E402
 from tasks.transform import TransformContext, render, user_key  # noqa: E402
 
-WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu", "nu", "xi", "omicron", "pi"]
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "omicron",
+    "pi",
+]
 
 
 def generate(n: int, path: Path) -> None:

@@ -1,7 +1,7 @@
 """Serve this project's flows from one process against the configured Prefect API:
 
-    prefect server start            # in another terminal, or point PREFECT_API_URL elsewhere
-    python -m deployments.serve     # then trigger runs from the UI or `prefect deployment run`
+prefect server start            # in another terminal, or point PREFECT_API_URL elsewhere
+python -m deployments.serve     # then trigger runs from the UI or `prefect deployment run`
 """
 
 from __future__ import annotations

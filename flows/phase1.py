@@ -33,10 +33,11 @@ from prefect.cache_policies import NONE
 from prefect.states import Completed, Failed, State
 
 from flows import progress
+from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks import report as reports
 from tasks import schema
-from tasks.db import acquire_run_lock, connect, is_transient, mask_url, release_run_lock
+from tasks.db import acquire_run_lock, connect, mask_url, release_run_lock
 from tasks.errors import InputError, UserFacingError, VerificationFailed
 from tasks.load import LoadSummary, load
 from tasks.mapping import FieldMapping, read_owner_map
@@ -50,39 +51,10 @@ KIND = "phase1"
 DEFAULT_USER = "phase1-migration@example.com"
 
 
-def _retry_transient(task: Any, task_run: Any, state: State) -> bool:
-    try:
-        state.result()
-    except Exception as exc:
-        return is_transient(exc)
-    return False
-
-
 precheck_source = task(precheck_once, name="precheck-source", cache_policy=NONE)
-upgrade_schema = task(
-    schema.upgrade,
-    name="upgrade-schema",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 4],
-    retry_condition_fn=_retry_transient,
-)
-load_chunks = task(
-    load,
-    name="load-chunks",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[2, 8],
-    retry_condition_fn=_retry_transient,
-)
-verify = task(
-    verify_run,
-    name="verify-run",
-    cache_policy=NONE,
-    retries=2,
-    retry_delay_seconds=[1, 4],
-    retry_condition_fn=_retry_transient,
-)
+upgrade_schema = db_task(schema.upgrade, "upgrade-schema")
+load_chunks = db_task(load, "load-chunks")
+verify = db_task(verify_run, "verify-run")
 
 
 @flow(name="phase1-migration")
@@ -186,7 +158,6 @@ def _migrate(
                 ctx,
                 run_id=run.id,
                 chunk_size=run.chunk_size,
-                committed_chunks=run.committed_chunks,
                 expect_conflicts=sources_with_rows_from_other_runs(control, source_name, run.id),
                 workers=workers,
                 on_progress=_progress_reporter(info.records),

@@ -124,12 +124,14 @@ def load(
     *,
     run_id: str,
     chunk_size: int,
-    committed_chunks: frozenset[int] = frozenset(),
     expect_conflicts: bool = False,
     workers: int = 2,
     on_progress: ProgressFn | None = None,
 ) -> LoadSummary:
-    """Run the whole source through the pipeline; url=None is a dry run (nothing is written)."""
+    """Run the whole source through the pipeline; url=None is a dry run (nothing is written).
+    Chunks already committed for this run are read from the database here, on every call, so a
+    resumed run or a retried task skips exactly what is there."""
+    committed = frozenset() if url is None else committed_chunks(url, run_id)
     summary = LoadSummary()
     done = 0
     users = _UserCache(url, run_id, ctx.default_owner)
@@ -138,7 +140,7 @@ def load(
         for chunk in prepared_chunks(info, mapping, ctx, chunk_size):
             summary.keys_seen |= chunk.keys_seen
             summary.naive_timestamps += chunk.naive_timestamps
-            if chunk.chunk_no in committed_chunks:
+            if chunk.chunk_no in committed:
                 summary.chunks_skipped += 1
                 done += chunk.records
             else:
@@ -165,6 +167,14 @@ def load(
             writer.abort()
         users.close()
     return summary
+
+
+def committed_chunks(url: str, run_id: str) -> frozenset[int]:
+    with connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT chunk_no FROM migration_checkpoints WHERE run_id = %s", (run_id,)
+        ).fetchall()
+    return frozenset(r[0] for r in rows)
 
 
 def _dry_result(chunk: TransformedChunk, rendered: Rendered) -> ChunkResult:

@@ -93,3 +93,24 @@ def test_python_and_sql_build_the_same_line(db_url: str) -> None:
     expected = rendered.csv.decode().split(",00000000-0000-0000-0000-000000000001\n")[:-1]
     assert [s[0] for s in stored] == expected
     assert [s[1] for s in stored] == [line_checksum(line) for line in expected] == rendered.checksums
+
+
+def test_a_retried_load_skips_what_the_failed_attempt_committed(db_url: str, tmp_path) -> None:
+    import json
+
+    from tasks.load import load
+    from tasks.runs import canonical_ts, start_or_resume
+    from tasks.source import precheck
+
+    src = tmp_path / "t.json"
+    src.write_text(json.dumps({"tasks": [{"id": i, "title": f"t{i}", "completed": False} for i in range(1, 251)]}))
+    info = precheck(src)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        run = start_or_resume(conn, kind="phase1", source_path=str(src), source_name="phase1", source_sha256=info.sha256, chunk_size=100, parameters={})
+    ctx = TransformContext("phase1", "u@example.com", canonical_ts(run.started_at), {})
+    first = load(db_url, info, FieldMapping.build(), ctx, run_id=run.id, chunk_size=100)
+    again = load(db_url, info, FieldMapping.build(), ctx, run_id=run.id, chunk_size=100)  # what a task retry does
+    assert (first.chunks_written, first.migrated) == (3, 250)
+    assert (again.chunks_written, again.chunks_skipped, again.migrated) == (0, 3, 0)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 250

@@ -22,11 +22,16 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+def is_type(s: pd.Series, kind: type, *, exact: bool = False) -> pd.Series:
+    """Elementwise type test decided once per distinct type, then a dict lookup (no lambda per value)."""
+    types = s.map(type)
+    verdict = {t: (t is kind) if exact else issubclass(t, kind) for t in types.unique()}
+    return types.map(verdict).astype(bool)
+
+
 def _is(kind: type, *, exact: bool = False):
     def check(s: pd.Series) -> pd.Series:
-        if exact:
-            return s.map(lambda v: type(v) is kind)
-        return s.map(lambda v: isinstance(v, kind))
+        return is_type(s, kind, exact=exact)
 
     return check
 
@@ -35,7 +40,7 @@ def _str_ok(pred):
     """Apply pred to string values only; other types are the type check's business."""
 
     def check(s: pd.Series) -> pd.Series:
-        is_str = s.map(lambda v: isinstance(v, str))
+        is_str = is_type(s, str)
         out = pd.Series(True, index=s.index)
         if is_str.any():
             out[is_str] = pred(s[is_str].astype(object)).astype(bool)
@@ -45,12 +50,17 @@ def _str_ok(pred):
 
 
 def _int_in_range(s: pd.Series) -> pd.Series:
-    return s.map(lambda v: type(v) is not int or 1 <= v <= INT4_MAX)
+    ints = is_type(s, int, exact=True)
+    out = pd.Series(True, index=s.index)
+    if ints.any():
+        values = s[ints]
+        out[ints] = [1 <= v <= INT4_MAX for v in values]
+    return out
 
 
 def parse_timestamps(s: pd.Series) -> pd.Series:
     """ISO-8601 strings -> UTC timestamps (naive means UTC); anything else -> NaT."""
-    strings = s.where(s.map(lambda v: isinstance(v, str)))
+    strings = s.where(is_type(s, str))
     return pd.to_datetime(strings, format="ISO8601", utc=True, errors="coerce")
 
 
