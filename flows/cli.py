@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from flows import progress
-from tasks.db import mask_url, normalize_url, redact
+from tasks.db import normalize_url, redact
 from tasks.errors import UserFacingError
 
 
@@ -129,4 +129,13 @@ def run_flow(flow_call: Callable[[], Any], *, as_json: bool, summary: Callable[[
     return int(outcome["exit_code"])
 
 
-__all__ = ["Parser", "add_common", "apply_database_url", "fail", "mask_url", "progress_bar", "run_flow"]
+__all__ = [
+    "Parser",
+    "add_common",
+    "apply_database_url",
+    "fail",
+    "progress_bar",
+    "run_flow",
+    "wait",
+    "warm_orchestrator",
+]

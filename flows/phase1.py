@@ -225,7 +225,8 @@ def _dry_run(
         "duplicates": summary.duplicates,
         "quarantined": summary.quarantined,
     }
-    verification = Verification(sum(counts.values()) == 2 * info.records, counts, "", "")
+    reconciled = counts["migrated"] + counts["duplicates"] + counts["quarantined"] == info.records
+    verification = Verification(reconciled, counts, "", "")
     run = Run(run_id, datetime.now(UTC), chunk_size, False, frozenset())
     report = _report(
         info, mapping, None, run, summary, verification, "dry_run", source_name, (None, None), started, None

@@ -13,8 +13,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -127,15 +126,6 @@ def connect(url: str, *, autocommit: bool = False, attempts: int = 4) -> psycopg
         raise DatabaseError(f"cannot connect to {mask_url(url)}: {redact(_first_line(exc), url)}") from exc
 
 
-@contextmanager
-def connection(url: str, *, autocommit: bool = False) -> Iterator[psycopg.Connection]:
-    conn = connect(url, autocommit=autocommit)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -210,7 +200,3 @@ def acquire_run_lock(conn: psycopg.Connection, *, wait_seconds: float, key: int 
 def release_run_lock(conn: psycopg.Connection, key: int = MIGRATION_LOCK_KEY) -> None:
     if not conn.closed:
         conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-
-
-def server_version(conn: psycopg.Connection) -> int:
-    return conn.info.server_version // 10000
