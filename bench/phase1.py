@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks import schema  # noqa: E402
-from tasks.db import database_url, mask_url  # noqa: E402
+from tasks.db import database_url, mask_url, with_database  # noqa: E402
 from tasks.load import TASK_COLUMNS, prepared_chunks  # noqa: E402
 from tasks.mapping import FieldMapping  # noqa: E402
 from tasks.source import precheck  # noqa: E402
@@ -75,12 +75,6 @@ def generate(n: int, path: Path) -> None:
         f.write(f'], "next_id": {n + 1}}}')
 
 
-def with_db(url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
-
-
 class Scratch:
     """A fresh database on the benchmark server, dropped afterwards."""
 
@@ -88,7 +82,7 @@ class Scratch:
         self.server, self.name = server, f"bench_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(server, autocommit=True) as c:
             c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
-        self.url = with_db(server, self.name)
+        self.url = with_database(server, self.name)
         if at_head:
             schema.upgrade(self.url)
 

@@ -148,7 +148,7 @@ def _migrate(
             parameters=_parameters(info, mapping, owners, default_user),
         )
         if run.resumed:
-            logger.info("resuming run %s: %d chunks already committed", run.id, len(run.committed_chunks))
+            logger.info("resuming interrupted run %s", run.id)
         ctx = _context(source_name, default_user, owners, run.started_at)
         try:
             summary = load_chunks(
@@ -227,7 +227,7 @@ def _dry_run(
     }
     reconciled = counts["migrated"] + counts["duplicates"] + counts["quarantined"] == info.records
     verification = Verification(reconciled, counts, "", "")
-    run = Run(run_id, datetime.now(UTC), chunk_size, False, frozenset())
+    run = Run(run_id, datetime.now(UTC), chunk_size, False)
     report = _report(
         info, mapping, None, run, summary, verification, "dry_run", source_name, (None, None), started, None
     )

@@ -73,6 +73,11 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def with_database(url: str, name: str) -> str:
+    """The same server and credentials, another database."""
+    return make_url(normalize_url(url)).set(database=name).render_as_string(hide_password=False)
+
+
 def sqlalchemy_url(url: str) -> str:
     return "postgresql+psycopg://" + normalize_url(url)[len("postgresql://") :]
 

@@ -22,7 +22,6 @@ class Run:
     started_at: datetime
     chunk_size: int
     resumed: bool
-    committed_chunks: frozenset[int]
 
 
 def canonical_ts(moment: datetime) -> str:
@@ -53,10 +52,7 @@ def start_or_resume(
             conn.execute(
                 "UPDATE migration_runs SET status = 'running', error = NULL WHERE id = %s", (run_id,)
             )
-            chunks = conn.execute(
-                "SELECT chunk_no FROM migration_checkpoints WHERE run_id = %s", (run_id,)
-            ).fetchall()
-            return Run(run_id, row[1], row[2], True, frozenset(c[0] for c in chunks))
+            return Run(run_id, row[1], row[2], True)
         if row is not None:  # same file, other parameters: that run's rows stay, it is not resumed
             conn.execute(
                 "UPDATE migration_runs SET status = 'superseded', finished_at = now() WHERE id = %s",
@@ -69,7 +65,7 @@ def start_or_resume(
             (run_id, kind, source_path, source_name, source_sha256, chunk_size, Jsonb(parameters)),
         ).fetchone()
         assert started is not None
-        return Run(run_id, started[0], chunk_size, False, frozenset())
+        return Run(run_id, started[0], chunk_size, False)
 
 
 def finish(

@@ -234,7 +234,6 @@ def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str) ->
     ids: list[str] = []
     sums: list[int] = []
     src = source
-    key_prefix = f"{src}:"
     for legacy_id, title, desc, done, created, updated, extra, owner in zip(
         rows.legacy_ids,
         rows.titles,
@@ -246,7 +245,7 @@ def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str) ->
         rows.owners,
         strict=True,
     ):
-        tid = uuid5_hex(key_prefix + str(legacy_id))
+        tid = task_key(src, legacy_id)
         line = row_line(tid, user_ids[owner], src, legacy_id, title, desc, done, created, updated, extra)
         sums.append(line_checksum(line))
         lines.append(line)

@@ -21,7 +21,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("DATABASE_URL", None)
 
 from tasks import schema  # noqa: E402
-from tasks.db import embedded_server_url, normalize_url  # noqa: E402
+from tasks.db import embedded_server_url, normalize_url, with_database  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,21 +30,6 @@ def _server_url() -> str:
     if os.environ.get("TEST_DATABASE_URL"):
         return normalize_url(os.environ["TEST_DATABASE_URL"])
     return embedded_server_url(ROOT / ".data" / "test-postgres")
-
-
-def with_database(url: str, name: str) -> str:
-    """The same server URL, another database."""
-    info = psycopg.conninfo.conninfo_to_dict(url)
-    info["dbname"] = name
-    return (
-        psycopg.conninfo.make_conninfo(**info) if "host=" in url and "://" not in url else _swap_db(url, name)
-    )
-
-
-def _swap_db(url: str, name: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")

@@ -36,26 +36,24 @@ def _is(kind: type, *, exact: bool = False):
     return check
 
 
-def _str_ok(pred):
-    """Apply pred to string values only; other types are the type check's business."""
+def _only(kind: type, pred, *, exact: bool = False):
+    """Apply pred to the values of one type only; other types are the type check's business."""
 
     def check(s: pd.Series) -> pd.Series:
-        is_str = is_type(s, str)
+        mask = is_type(s, kind, exact=exact)
         out = pd.Series(True, index=s.index)
-        if is_str.any():
-            out[is_str] = pred(s[is_str].astype(object)).astype(bool)
+        if mask.any():
+            out[mask] = pd.Series(pred(s[mask].astype(object)), index=s[mask].index).astype(bool)
         return out
 
     return check
 
 
-def _int_in_range(s: pd.Series) -> pd.Series:
-    ints = is_type(s, int, exact=True)
-    out = pd.Series(True, index=s.index)
-    if ints.any():
-        values = s[ints]
-        out[ints] = [1 <= v <= INT4_MAX for v in values]
-    return out
+def _str_ok(pred):
+    return _only(str, pred)
+
+
+_int_in_range = _only(int, lambda s: [1 <= v <= INT4_MAX for v in s], exact=True)
 
 
 def parse_timestamps(s: pd.Series) -> pd.Series:
