@@ -25,13 +25,12 @@ import uuid
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks import schema  # noqa: E402
-from tasks.db import database_url, mask_url, with_database  # noqa: E402
+from tasks.db import create_database, database_url, drop_database, mask_url  # noqa: E402
 from tasks.load import TASK_COLUMNS, prepared_chunks  # noqa: E402
 from tasks.mapping import FieldMapping  # noqa: E402
 from tasks.source import precheck  # noqa: E402
@@ -80,15 +79,12 @@ class Scratch:
 
     def __init__(self, server: str, at_head: bool) -> None:
         self.server, self.name = server, f"bench_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(server, autocommit=True) as c:
-            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
-        self.url = with_database(server, self.name)
+        self.url = create_database(server, self.name)
         if at_head:
             schema.upgrade(self.url)
 
     def drop(self) -> None:
-        with psycopg.connect(self.server, autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+        drop_database(self.server, self.name)
 
 
 def timed_process(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:

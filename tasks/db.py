@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import psycopg
+from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from tasks.errors import InputError, Unavailable
@@ -76,6 +77,21 @@ def normalize_url(url: str) -> str:
 def with_database(url: str, name: str) -> str:
     """The same server and credentials, another database."""
     return make_url(normalize_url(url)).set(database=name).render_as_string(hide_password=False)
+
+
+def create_database(server_url: str, name: str, template: str | None = None) -> str:
+    """CREATE DATABASE name [TEMPLATE template] on the server of server_url; returns its URL."""
+    query = "CREATE DATABASE {} TEMPLATE {}" if template else "CREATE DATABASE {}"
+    names = [sql.Identifier(name)] + ([sql.Identifier(template)] if template else [])
+    with psycopg.connect(normalize_url(server_url), autocommit=True) as admin:
+        admin.execute(sql.SQL(query).format(*names))
+    return with_database(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    """DROP DATABASE IF EXISTS name, ending any session still connected to it."""
+    with psycopg.connect(normalize_url(server_url), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def sqlalchemy_url(url: str) -> str:

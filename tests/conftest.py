@@ -21,7 +21,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("DATABASE_URL", None)
 
 from tasks import schema  # noqa: E402
-from tasks.db import embedded_server_url, normalize_url, with_database  # noqa: E402
+from tasks.db import create_database, drop_database, embedded_server_url, normalize_url  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,23 +40,15 @@ def pg_server() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def template_db(pg_server: str) -> Iterator[str]:
     name = f"tmpl_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    schema.upgrade(with_database(pg_server, name))
+    schema.upgrade(create_database(pg_server, name))
     yield name
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(pg_server, name)
 
 
 def _fresh(pg_server: str, template: str | None) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        q = "CREATE DATABASE {} TEMPLATE {}" if template else "CREATE DATABASE {}"
-        ids = [sql.Identifier(name)] + ([sql.Identifier(template)] if template else [])
-        admin.execute(sql.SQL(q).format(*ids))
-    yield with_database(pg_server, name)
-    with psycopg.connect(pg_server, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    yield create_database(pg_server, name, template)
+    drop_database(pg_server, name)
 
 
 @pytest.fixture
