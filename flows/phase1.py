@@ -24,15 +24,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
-    create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
 from prefect.cache_policies import NONE
-from prefect.states import Completed, Failed, State
+from prefect.states import State
 
 from flows import progress
+from flows.outcome import publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks import report as reports
@@ -98,8 +98,7 @@ def phase1_migration(
             started,
         )
     except UserFacingError as exc:
-        get_run_logger().error(str(exc))
-        return Failed(message=str(exc), data={"exit_code": exc.exit_code, "error": str(exc)})
+        return user_error(exc)
 
 
 def _context(
@@ -314,30 +313,24 @@ def _report(
     }
 
 
-def _publish(report: dict[str, Any], report_dir: str, summary: LoadSummary) -> dict[str, Any] | State:
-    md_path = reports.write(report, report_dir)
-    markdown = reports.markdown(report)
-    create_markdown_artifact(
-        markdown, key="phase1-report", description=f"Phase 1 migration report, run {report['run_id']}"
-    )
+def _publish(report: dict[str, Any], report_dir: str, summary: LoadSummary) -> State:
     if summary.sample:
         create_table_artifact(
             reports.quarantine_rows(summary.sample),
             key="phase1-quarantine",
             description="Quarantined records and their reasons",
         )
-    outcome = {
-        "exit_code": 0 if report["verification"]["ok"] else VerificationFailed.exit_code,
-        "run_id": report["run_id"],
-        "status": report["status"],
-        "report": str(md_path),
-        "counts": report["counts"],
-        "report_data": report,
-    }
-    if outcome["exit_code"]:
-        problems = "; ".join(report["verification"]["problems"])
-        return Failed(message=f"verification failed: {problems}", data=outcome)
-    return Completed(message=f"run {report['run_id']} {report['status']}", data=outcome)
+    ok = report["verification"]["ok"]
+    return publish(
+        report,
+        report_dir,
+        key="phase1-report",
+        description=f"Phase 1 migration report, run {report['run_id']}",
+        exit_code=0 if ok else VerificationFailed.exit_code,
+        message=f"run {report['run_id']} {report['status']}"
+        if ok
+        else "verification failed: " + "; ".join(report["verification"]["problems"]),
+    )
 
 
 @flow(name="phase1-rollback")
@@ -350,24 +343,18 @@ def phase1_rollback(
         url = resolve_database_url(database_secret)
         result = rollback_run(url, run_id, force=force)
     except UserFacingError as exc:
-        get_run_logger().error(str(exc))
-        return Failed(message=str(exc), data={"exit_code": exc.exit_code, "error": str(exc)})
+        return user_error(exc)
     result["database"] = mask_url(url)
-    md_path = reports.write(result, report_dir, name="rollback")
-    create_markdown_artifact(
-        reports.markdown(result), key="phase1-rollback", description=f"Rollback of run {run_id}"
+    ok = result["verification"]["ok"]
+    return publish(
+        result,
+        report_dir,
+        name="rollback",
+        key="phase1-rollback",
+        description=f"Rollback of run {run_id}",
+        exit_code=0 if ok else VerificationFailed.exit_code,
+        message=f"run {run_id} rolled back" if ok else "rollback verification failed",
     )
-    outcome = {
-        "exit_code": 0 if result["verification"]["ok"] else 1,
-        "run_id": run_id,
-        "status": result["status"],
-        "report": str(md_path),
-        "counts": result["counts"],
-        "report_data": result,
-    }
-    if outcome["exit_code"]:
-        return Failed(message="rollback verification failed", data=outcome)
-    return Completed(message=f"run {run_id} rolled back", data=outcome)
 
 
 def _summary(outcome: dict[str, Any]) -> str:

@@ -139,3 +139,23 @@ class QuarantineRecord(SQLModel, table=True):
 
 
 metadata = SQLModel.metadata
+
+
+class BackfillState(SQLModel, table=True):
+    """Where a named backfill stands; committed in the same transaction as each batch it describes,
+    so a killed run resumes from its last committed batch."""
+
+    __tablename__ = "backfill_state"
+
+    name: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    table_name: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    column_name: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    value: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    run_id: uuid.UUID | None = Field(default=None, sa_column=sa.Column(pg.UUID(as_uuid=True), nullable=True))
+    status: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    # The primary key of the last row of the last committed batch, as text (NULL: start of a pass).
+    last_key: list[str] | None = Field(default=None, sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=True))
+    rows_done: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False, server_default=sa.text("0")))
+    batches: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default=sa.text("0")))
+    started_at: datetime = _ts()
+    updated_at: datetime = _ts()

@@ -118,3 +118,16 @@ def ensure_users(
                 ).fetchall()
             )
     return found
+
+
+def open_run(conn: psycopg.Connection, kind: str, parameters: dict[str, Any], source_name: str | None = None) -> str:
+    """A new `migration_runs` row for a job that is not resumed by source file (backfill, audit,
+    schema steps); returns its id."""
+    run_id = str(uuid.uuid4())
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO migration_runs (id, kind, status, source_name, parameters) "
+            "VALUES (%s, %s, 'running', %s, %s)",
+            (run_id, kind, source_name, Jsonb(parameters)),
+        )
+    return run_id

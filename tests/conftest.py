@@ -98,3 +98,30 @@ def table_checksums(url: str) -> dict[str, str]:
             ).fetchone()
             out[table] = f"{row[0]}:{row[1]}"
     return out
+
+
+def seed_tasks(url: str, n: int, *, null_every: int = 1, email: str = "seed@example.com") -> None:
+    """One user and n tasks (legacy ids 1..n); every null_every-th task has a NULL description."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO users (id, email, name) VALUES (md5(%s)::uuid, %s, 'seed') ON CONFLICT DO NOTHING",
+            (email, email),
+        )
+        conn.execute(
+            "INSERT INTO tasks (id, user_id, legacy_source, legacy_id, title, description, completed) "
+            "SELECT md5('task' || g)::uuid, md5(%s)::uuid, 'seed', g, 'task ' || g, "
+            "CASE WHEN g %% %s = 0 THEN NULL ELSE 'd' || g END, g %% 2 = 0 FROM generate_series(1, %s) g",
+            (email, null_every, n),
+        )
+
+
+def artifact_keys(flow_run_id: object) -> set[str]:
+    """Keys of the artifacts a flow run created, read back through the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key for a in found if a.key}

@@ -16,9 +16,11 @@ import pytest
 from tests.conftest import ROOT
 
 
-def cli(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def cli(
+    args: list[str], env: dict[str, str], timeout: float = 180, module: str = "flows.phase1"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows.phase1", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -141,3 +143,40 @@ def test_kill_9_midway_then_resume_loses_and_doubles_nothing(tmp_path: Path, cli
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT legacy_id) FROM tasks").fetchone() == (n, n)
         assert conn.execute("SELECT count(*) FROM migration_runs").fetchone()[0] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "say what to fill"),
+        (["tasks.nope"], "no backfill named 'tasks.nope'"),
+        (["--table", "tasks; DROP TABLE users", "--column", "x", "--value", "1"], "no table"),
+        (["--table", "tasks", "--column", "legacy_id", "--value", "abc"], "not a valid integer"),
+        (["--table", "tasks", "--column", "title", "--value", "x", "--pause", "-1"], "positive"),
+    ],
+)
+def test_backfill_bad_input_exits_2_with_one_line(cli_env: dict[str, str], args, expected) -> None:
+    out = cli(args, cli_env, module="flows.backfill")
+    assert out.returncode == 2, out.stderr
+    assert expected in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_backfill_cli_prints_json_for_scripts(cli_env: dict[str, str], tmp_path: Path) -> None:
+    from tests.conftest import seed_tasks
+
+    seed_tasks(cli_env["DATABASE_URL"], 300, null_every=3)
+    args = [
+        "--table",
+        "tasks",
+        "--column",
+        "description",
+        "--value",
+        "",
+        "--json",
+        "--report-dir",
+        str(tmp_path),
+    ]
+    out = cli(args, cli_env, module="flows.backfill")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["status"] == "done" and report["counts"]["rows_done"] == 100

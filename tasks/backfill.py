@@ -1,0 +1,390 @@
+"""The backfill engine: set a column to a value where it IS NULL, on a live table, in small batches.
+
+How it stays out of the application's way:
+- the table is walked in primary-key order (keyset pagination), a batch at a time, each batch its own
+  short transaction under `lock_timeout`; rows another session holds locked are skipped
+  (`FOR UPDATE SKIP LOCKED`) and picked up by the next pass;
+- the batch size adapts so a batch takes about `target_seconds`: that bounds how long an
+  application write can wait on a row the backfill holds;
+- the checkpoint (last key, rows done) commits in the same transaction as the batch, so a killed run
+  resumes exactly after its last committed batch, and `max_runtime` stops cleanly between batches.
+
+It ends when a count finds no NULL left, rows written meanwhile included. Table and column are looked
+up in the live catalog and quoted as identifiers; the value is a bound parameter cast by PostgreSQL
+to the column's own type, so nothing a user passes becomes SQL.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from tasks.db import acquire_run_lock, connect, release_run_lock, retrying
+from tasks.errors import InputError
+
+DURATION = re.compile(r"\d+(ms|s|min)?")
+
+
+@dataclass(frozen=True)
+class BackfillSpec:
+    table: str
+    column: str
+    value: str  # text; PostgreSQL casts it to the column's type
+
+    @property
+    def name(self) -> str:
+        return f"{self.table}.{self.column}"
+
+
+# Backfills that schema revisions register by name (the value an expand step's rows need).
+NAMED: dict[str, BackfillSpec] = {
+    "tasks.priority": BackfillSpec("tasks", "priority", "medium"),
+    "tasks.tags": BackfillSpec("tasks", "tags", "{}"),
+}
+
+
+def named(name: str) -> BackfillSpec:
+    try:
+        return NAMED[name]
+    except KeyError:
+        raise InputError(f"no backfill named {name!r} (known: {', '.join(sorted(NAMED))})") from None
+
+
+@dataclass(frozen=True)
+class Target:
+    """A spec resolved against the live catalog."""
+
+    spec: BackfillSpec
+    schema: str
+    table: str
+    column_type: str
+    key: tuple[str, ...]
+    key_types: tuple[str, ...]
+
+    @property
+    def relation(self) -> sql.Composable:
+        return sql.Identifier(self.schema, self.table)
+
+
+@dataclass
+class Settings:
+    batch_size: int = 2_000
+    min_batch: int = 100
+    max_batch: int = 50_000
+    target_seconds: float = 0.05
+    pause: float = 0.0
+    max_runtime: float | None = None
+    lock_timeout: str = "2s"
+    statement_timeout: str = "60s"
+
+    def check(self) -> None:
+        if self.batch_size < 1 or self.pause < 0 or (self.max_runtime is not None and self.max_runtime <= 0):
+            raise InputError("--batch-size must be at least 1, --pause and --max-runtime positive")
+        for option, text in (("lock", self.lock_timeout), ("statement", self.statement_timeout)):
+            if not DURATION.fullmatch(text):
+                raise InputError(f"--{option}-timeout {text!r} is not a duration such as 2s, 500ms or 1min")
+        self.min_batch = min(self.min_batch, self.batch_size)
+        self.max_batch = max(self.max_batch, self.batch_size)
+
+
+@dataclass
+class Progress:
+    rows_done: int = 0
+    batches: int = 0
+    passes: int = 0
+    remaining: int = 0
+    total: int = 0  # rows done + rows NULL when the run started
+    elapsed: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_done / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass
+class Result:
+    name: str
+    status: str  # "done" or "paused" (max runtime reached; the next run carries on)
+    resumed: bool
+    progress: Progress
+    column_type: str
+
+
+def resolve(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
+    """Look table and column up in the catalog; InputError names what is missing."""
+    schema, _, table = spec.table.rpartition(".")
+    row = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = %s AND c.relkind IN ('r', 'p') "
+        "AND n.nspname = coalesce(nullif(%s, ''), current_schema())",
+        (table, schema),
+    ).fetchone()
+    if row is None:
+        raise InputError(f"no table {spec.table!r} in this database")
+    schema, table = row
+    qualified = sql.Identifier(schema, table).as_string(conn)
+    column = conn.execute(
+        "SELECT format_type(atttypid, atttypmod), attnotnull FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attname = %s AND attnum > 0 AND NOT attisdropped",
+        (qualified, spec.column),
+    ).fetchone()
+    if column is None:
+        raise InputError(f"table {spec.table!r} has no column {spec.column!r}")
+    key = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i "
+        "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE i.indrelid = %s::regclass AND i.indisprimary ORDER BY k.ord",
+        (qualified,),
+    ).fetchall()
+    if not key:
+        raise InputError(f"table {spec.table!r} has no primary key to walk in order")
+    if spec.column in {k for k, _ in key}:
+        raise InputError(f"{spec.name} is part of the primary key; it cannot be backfilled")
+    try:
+        with conn.transaction():
+            conn.execute(sql.SQL("SELECT CAST(%s AS {})").format(sql.SQL(column[0])), (spec.value,))
+    except psycopg.errors.DataError as exc:
+        raise InputError(
+            f"{spec.value!r} is not a valid {column[0]} for {spec.name}: {exc.diag.message_primary}"
+        ) from None
+    return Target(spec, schema, table, column[0], tuple(k for k, _ in key), tuple(t for _, t in key))
+
+
+def prepare(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
+    """Everything a run needs before it starts: its bookkeeping table and a valid target."""
+    row = conn.execute("SELECT to_regclass('backfill_state') IS NOT NULL").fetchone()
+    if not (row and row[0]):
+        raise InputError(
+            "this database has no backfill bookkeeping yet (table backfill_state); "
+            "bring its schema up first: python -m flows.schema upgrade"
+        )
+    return resolve(conn, spec)
+
+
+def check(url: str, spec: BackfillSpec) -> None:
+    """prepare() on a connection of its own: the CLI's check before a flow is started."""
+    with connect(url, autocommit=True) as conn:
+        prepare(conn, spec)
+
+
+def null_count(conn: psycopg.Connection, target: Target) -> int:
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL").format(
+            target.relation, sql.Identifier(target.spec.column)
+        )
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def batch_sql(target: Target, *, after_key: bool) -> sql.Composed:
+    """One batch: lock up to N NULL rows after the last key (skipping rows others hold), set them,
+    and return how many and the last key (as text), in one statement."""
+    key = sql.SQL(", ").join(sql.Identifier(k) for k in target.key)
+    row_key = sql.SQL("ROW({})").format(key) if len(target.key) > 1 else key
+    bound = sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(t)) for t in target.key_types)
+    bound_key = sql.SQL("ROW({})").format(bound) if len(target.key) > 1 else bound
+    after = sql.SQL("AND {} > {}").format(row_key, bound_key) if after_key else sql.SQL("")
+    join = sql.SQL(" AND ").join(sql.SQL("t.{k} = b.{k}").format(k=sql.Identifier(k)) for k in target.key)
+    returned = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in target.key)
+    as_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in target.key)
+    descending = sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(k)) for k in target.key)
+    return sql.SQL(
+        "WITH b AS (SELECT {key} FROM {rel} WHERE {col} IS NULL {after} ORDER BY {key} LIMIT %s "
+        "FOR UPDATE SKIP LOCKED), "
+        "u AS (UPDATE {rel} t SET {col} = CAST(%s AS {type}) FROM b WHERE {join} AND t.{col} IS NULL "
+        "RETURNING {returned}) "
+        "SELECT (SELECT count(*) FROM u), (SELECT ARRAY[{as_text}] FROM u ORDER BY {descending} LIMIT 1)"
+    ).format(
+        key=key,
+        rel=target.relation,
+        col=sql.Identifier(target.spec.column),
+        after=after,
+        type=sql.SQL(target.column_type),
+        join=join,
+        returned=returned,
+        as_text=as_text,
+        descending=descending,
+    )
+
+
+def lock_key(name: str) -> int:
+    """One advisory lock per backfill name: two runs of the same backfill never interleave."""
+    return 0x62_66_00_00_00_00 + zlib.crc32(name.encode())
+
+
+BatchListener = Callable[[Progress], None]
+
+
+def run_backfill(
+    url: str,
+    spec: BackfillSpec,
+    settings: Settings | None = None,
+    *,
+    run_id: str | None = None,
+    on_batch: BatchListener | None = None,
+    lock_wait: float = 0.0,
+) -> Result:
+    """Fill spec.column with spec.value wherever it is NULL; resumable, see the module docstring."""
+    settings = settings or Settings()
+    settings.check()
+    conn = connect(url)
+    conn.autocommit = True
+    walker: _Walker | None = None
+    try:
+        acquire_run_lock(conn, wait_seconds=lock_wait, key=lock_key(spec.name))
+        target = prepare(conn, spec)
+        last_key, progress, resumed = _start(conn, target, run_id)
+        walker = _Walker(url, conn, target, settings)
+        started = time.monotonic()
+        deadline = started + settings.max_runtime if settings.max_runtime else None
+        idle_passes = 0
+        while True:
+            if deadline is not None and time.monotonic() >= deadline:
+                status = "paused"
+                break
+            count, last_key = walker.batch(last_key)
+            progress.elapsed = time.monotonic() - started
+            if count:
+                progress.rows_done += count
+                progress.batches += 1
+                progress.batch_sizes.append(count)
+                progress.remaining = max(progress.total - progress.rows_done, 0)
+                if on_batch:
+                    on_batch(progress)
+                if settings.pause:
+                    time.sleep(settings.pause)
+                continue
+            # End of a pass: done when nothing is NULL any more; otherwise rows were locked by others
+            # or written behind us, so walk again from the start (after a breath if nothing moved).
+            progress.passes += 1
+            progress.remaining = retrying(lambda: null_count(walker.conn, target), what="count NULL rows")
+            if progress.remaining == 0:
+                status = "done"
+                break
+            progress.total = progress.rows_done + progress.remaining
+            idle_passes = idle_passes + 1 if last_key is None else 0
+            last_key = None
+            walker.save(None)
+            time.sleep(min(0.05 * 2**idle_passes, 2.0) if idle_passes else 0)
+        progress.elapsed = time.monotonic() - started
+        walker.finish(status)
+        if on_batch:
+            on_batch(progress)
+        return Result(spec.name, status, resumed, progress, target.column_type)
+    finally:
+        conn = walker.conn if walker else conn
+        if not conn.closed and not conn.broken:
+            release_run_lock(conn, lock_key(spec.name))
+        conn.close()
+
+
+def _start(
+    conn: psycopg.Connection, target: Target, run_id: str | None
+) -> tuple[list[str] | None, Progress, bool]:
+    """Resume the checkpoint of an unfinished run of the same backfill and value, or start afresh."""
+    spec = target.spec
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT status, value, last_key, rows_done, batches FROM backfill_state WHERE name = %s FOR UPDATE",
+            (spec.name,),
+        ).fetchone()
+        resumed = row is not None and row[0] != "done" and row[1] == spec.value
+        last_key = row[2] if resumed and row else None
+        progress = Progress(rows_done=int(row[3]), batches=int(row[4])) if resumed and row else Progress()
+        conn.execute(
+            "INSERT INTO backfill_state AS s (name, table_name, column_name, value, run_id, status, last_key, "
+            "rows_done, batches) VALUES (%s, %s, %s, %s, %s, 'running', %s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value, run_id = excluded.run_id, "
+            "status = 'running', last_key = excluded.last_key, rows_done = excluded.rows_done, "
+            "batches = excluded.batches, updated_at = now(), "
+            "started_at = CASE WHEN %s THEN s.started_at ELSE now() END",
+            (
+                spec.name,
+                f"{target.schema}.{target.table}",
+                spec.column,
+                spec.value,
+                run_id,
+                last_key,
+                progress.rows_done,
+                progress.batches,
+                resumed,
+            ),
+        )
+    progress.remaining = null_count(conn, target)
+    progress.total = progress.rows_done + progress.remaining
+    return last_key, progress, resumed
+
+
+class _Walker:
+    """Runs batches on one connection, reconnecting and retrying when the error is transient."""
+
+    def __init__(self, url: str, conn: psycopg.Connection, target: Target, settings: Settings) -> None:
+        self.url, self.conn, self.target, self.settings = url, conn, target, settings
+        self.size = settings.batch_size
+        self.first = batch_sql(target, after_key=False)
+        self.after = batch_sql(target, after_key=True)
+
+    def _reconnect(self) -> None:
+        if self.conn.closed or self.conn.broken:
+            self.conn = connect(self.url)
+            self.conn.autocommit = True
+            acquire_run_lock(self.conn, wait_seconds=30, key=lock_key(self.target.spec.name))
+
+    def _limits(self) -> None:
+        self.conn.execute(
+            "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+            (self.settings.lock_timeout, self.settings.statement_timeout),
+        )
+
+    def batch(self, last_key: list[str] | None) -> tuple[int, list[str] | None]:
+        def attempt() -> tuple[int, list[str] | None]:
+            self._reconnect()
+            began = time.monotonic()
+            with self.conn.transaction():
+                self._limits()
+                params = [*(last_key or []), self.size, self.target.spec.value]
+                row = self.conn.execute(self.after if last_key else self.first, params).fetchone()
+                count, new_key = (int(row[0]), row[1]) if row else (0, None)
+                if count:
+                    self._checkpoint(new_key, count)
+            self._adapt(count, time.monotonic() - began)
+            return count, (new_key if count else last_key)
+
+        return retrying(attempt, attempts=6, what=f"backfill batch of {self.target.spec.name}")
+
+    def _checkpoint(self, last_key: list[str] | None, count: int) -> None:
+        self.conn.execute(
+            "UPDATE backfill_state SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, "
+            "updated_at = now() WHERE name = %s",
+            (last_key, count, self.target.spec.name),
+        )
+
+    def _adapt(self, count: int, seconds: float) -> None:
+        """Steer the batch size towards target_seconds per batch, at most doubling or halving."""
+        if count < self.size or seconds <= 0:
+            return
+        factor = min(max(self.settings.target_seconds / seconds, 0.5), 2.0)
+        self.size = int(min(max(self.size * factor, self.settings.min_batch), self.settings.max_batch))
+
+    def save(self, last_key: list[str] | None) -> None:
+        self._reconnect()
+        self.conn.execute(
+            "UPDATE backfill_state SET last_key = %s, updated_at = now() WHERE name = %s",
+            (last_key, self.target.spec.name),
+        )
+
+    def finish(self, status: str) -> None:
+        self._reconnect()
+        self.conn.execute(
+            "UPDATE backfill_state SET status = %s, last_key = CASE WHEN %s = 'done' THEN NULL ELSE last_key END, "
+            "updated_at = now() WHERE name = %s",
+            (status, status, self.target.spec.name),
+        )
