@@ -42,9 +42,9 @@ from tasks.errors import InputError, UserFacingError, VerificationFailed
 from tasks.load import LoadSummary, load
 from tasks.mapping import FieldMapping, read_owner_map
 from tasks.rollback import rollback_run
-from tasks.runs import Run, canonical_ts, finish, sources_with_rows_from_other_runs, start_or_resume
+from tasks.runs import Run, finish, sources_with_rows_from_other_runs, start_or_resume, transform_context
 from tasks.source import SourceInfo, precheck_once, quick_check
-from tasks.transform import TransformContext, normalize_email
+from tasks.transform import normalize_email
 from tasks.verify import Verification, find_mismatches, verify_run
 
 KIND = "phase1"
@@ -101,12 +101,6 @@ def phase1_migration(
         return user_error(exc)
 
 
-def _context(
-    source_name: str, default_user: str, owners: dict[int, str], started: datetime
-) -> TransformContext:
-    return TransformContext(source_name, normalize_email(default_user), canonical_ts(started), owners)
-
-
 def _parameters(
     info: SourceInfo, mapping: FieldMapping, owners: dict[int, str], default_user: str
 ) -> dict[str, Any]:
@@ -148,7 +142,7 @@ def _migrate(
         )
         if run.resumed:
             logger.info("resuming interrupted run %s", run.id)
-        ctx = _context(source_name, default_user, owners, run.started_at)
+        ctx = transform_context(source_name, default_user, owners, run.started_at)
         try:
             summary = load_chunks(
                 url,
@@ -207,7 +201,7 @@ def _dry_run(
     import uuid
 
     run_id = str(uuid.uuid4())
-    ctx = _context(source_name, default_user, owners, datetime.now(UTC))
+    ctx = transform_context(source_name, default_user, owners, datetime.now(UTC))
     summary = load(
         None,
         info,

@@ -122,7 +122,7 @@ def resolve(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
     schema, _, table = spec.table.rpartition(".")
     row = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relname = %s AND c.relkind IN ('r', 'p') "
+        "WHERE c.relname = %s AND c.relkind = 'r' "
         "AND n.nspname = coalesce(nullif(%s, ''), current_schema())",
         (table, schema),
     ).fetchone()
@@ -185,22 +185,23 @@ def null_count(conn: psycopg.Connection, target: Target) -> int:
 
 
 def batch_sql(target: Target, *, after_key: bool) -> sql.Composed:
-    """One batch: lock up to N NULL rows after the last key (skipping rows others hold), set them,
-    and return how many and the last key (as text), in one statement."""
+    """One batch: lock up to N NULL rows after the last key (skipping rows others hold), set them by
+    their ctid (a TID scan: the locked rows cannot move before commit, and a join on the key would
+    let the planner scan the whole table every batch), and return how many and the last key (as
+    text), in one statement."""
     key = sql.SQL(", ").join(sql.Identifier(k) for k in target.key)
     row_key = sql.SQL("ROW({})").format(key) if len(target.key) > 1 else key
     bound = sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(t)) for t in target.key_types)
     bound_key = sql.SQL("ROW({})").format(bound) if len(target.key) > 1 else bound
     after = sql.SQL("AND {} > {}").format(row_key, bound_key) if after_key else sql.SQL("")
-    join = sql.SQL(" AND ").join(sql.SQL("t.{k} = b.{k}").format(k=sql.Identifier(k)) for k in target.key)
     returned = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in target.key)
     as_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in target.key)
     descending = sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(k)) for k in target.key)
     return sql.SQL(
-        "WITH b AS (SELECT {key} FROM {rel} WHERE {col} IS NULL {after} ORDER BY {key} LIMIT %s "
+        "WITH b AS (SELECT ctid FROM {rel} WHERE {col} IS NULL {after} ORDER BY {key} LIMIT %s "
         "FOR UPDATE SKIP LOCKED), "
-        "u AS (UPDATE {rel} t SET {col} = CAST(%s AS {type}) FROM b WHERE {join} AND t.{col} IS NULL "
-        "RETURNING {returned}) "
+        "u AS (UPDATE {rel} t SET {col} = CAST(%s AS {type}) "
+        "WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM b)) AND t.{col} IS NULL RETURNING {returned}) "
         "SELECT (SELECT count(*) FROM u), (SELECT ARRAY[{as_text}] FROM u ORDER BY {descending} LIMIT 1)"
     ).format(
         key=key,
@@ -208,7 +209,6 @@ def batch_sql(target: Target, *, after_key: bool) -> sql.Composed:
         col=sql.Identifier(target.spec.column),
         after=after,
         type=sql.SQL(target.column_type),
-        join=join,
         returned=returned,
         as_text=as_text,
         descending=descending,

@@ -73,6 +73,15 @@ def markdown(report: dict[str, Any]) -> str:
                     ["position", "legacy id", "problem"],
                 ),
             ]
+    if report.get("checks"):
+        lines += ["", "## Checks", ""]
+        lines += _table(
+            [
+                [c["check"], c["status"].upper(), c["count"], c["sample"], c["detail"]]
+                for c in report["checks"]
+            ],
+            ["check", "status", "count", "sample", "detail"],
+        )
     quarantine = report.get("quarantine")
     if quarantine and quarantine.get("top_reasons"):
         lines += ["", "## Most common quarantine reasons", ""]

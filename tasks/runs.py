@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from tasks.transform import user_key
+from tasks.transform import TransformContext, normalize_email, user_key
 
 RESUMABLE = ("running", "interrupted")
 
@@ -26,6 +26,14 @@ class Run:
 
 def canonical_ts(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def transform_context(
+    source_name: str, default_user: str, owners: dict[int, str], started: datetime
+) -> TransformContext:
+    """What a run's rows are derived with besides the records (a resumed run and an audit of it
+    rebuild the very same)."""
+    return TransformContext(source_name, normalize_email(default_user), canonical_ts(started), owners)
 
 
 def start_or_resume(
@@ -120,7 +128,9 @@ def ensure_users(
     return found
 
 
-def open_run(conn: psycopg.Connection, kind: str, parameters: dict[str, Any], source_name: str | None = None) -> str:
+def open_run(
+    conn: psycopg.Connection, kind: str, parameters: dict[str, Any], source_name: str | None = None
+) -> str:
     """A new `migration_runs` row for a job that is not resumed by source file (backfill, audit,
     schema steps); returns its id."""
     run_id = str(uuid.uuid4())

@@ -143,11 +143,11 @@ def validate(df: pd.DataFrame) -> dict[int, list[str]]:
     try:
         SCHEMA.validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        return _reasons(exc.failure_cases)
+        return reasons_by_row(exc.failure_cases)
     return {}
 
 
-def _reasons(failures: pd.DataFrame) -> dict[int, list[str]]:
+def reasons_by_row(failures: pd.DataFrame) -> dict[int, list[str]]:
     reasons: dict[int, list[str]] = {}
     for column, check, value, index in failures[["column", "check", "failure_case", "index"]].itertuples(
         index=False

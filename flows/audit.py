@@ -1,0 +1,166 @@
+"""Audit: prove after a migration (and every night) that the data still holds together.
+
+The story of a run:
+1. run every check against the live database: orphans, constraints left NOT VALID, invalid indexes,
+   NULLs in required columns, duplicate legacy ids, and every `tasks` row through pandera in chunks;
+2. given the Phase 1 file, compare row counts and per-record checksums with the run that migrated it;
+3. with `fix_orphans`, move orphan rows into `quarantine` with the reason (one transaction; `undo-fix
+   RUN_ID` puts them back) and check again;
+4. report: the `audit-checks` table artifact, `audit-report`, and `runs/<run_id>/audit.json`.
+
+A failing check fails the run and the command exits 1 naming it. `python -m flows.audit --help`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from prefect.states import Completed, State
+
+from flows.outcome import publish, user_error
+from flows.retry import db_task
+from flows.settings import resolve_database_url
+from tasks import audit as checks
+from tasks.db import connect, mask_url
+from tasks.errors import InputError, UserFacingError, VerificationFailed
+from tasks.runs import finish, open_run
+
+run_checks = db_task(checks.run_checks, "run-checks")
+fix_orphans = db_task(checks.fix_orphans, "fix-orphans", retries=0)
+
+
+@flow(name="audit")
+def audit(
+    source: str | None = None,
+    fix: bool = False,
+    report_dir: str = "runs",
+    database_secret: str | None = None,
+) -> State:
+    """Run the post-migration checks (and, with `fix`, quarantine orphans); fails when any check does."""
+    started = time.monotonic()
+    try:
+        url = resolve_database_url(database_secret)
+        with connect(url, autocommit=True) as conn:
+            run_id = open_run(conn, "audit", {"source": source, "fix_orphans": fix})
+            found = run_checks(conn, source)
+            moved = 0
+            if fix and any(c.check == "orphan" and c.failed for c in found):
+                moved = fix_orphans(conn, run_id)
+                found = run_checks(conn, source)
+            failed = sorted({c.check for c in found if c.failed})
+            status = "failed" if failed else "passed"
+            finish(conn, run_id, status, {"failed": failed, "orphans_quarantined": moved})
+    except UserFacingError as exc:
+        return user_error(exc)
+    rows = [c.as_row() for c in found]
+    create_table_artifact(rows, key="audit-checks", description=f"Audit checks, run {run_id}")
+    report: dict[str, Any] = {
+        "title": "Post-migration audit",
+        "kind": "audit",
+        "run_id": run_id,
+        "status": status,
+        "database": mask_url(url),
+        "failed": failed,
+        "checks": rows,
+        "counts": {"checks": len(rows), "failed": sum(c.failed for c in found), "orphans_quarantined": moved},
+        "timing": {"duration_s": round(time.monotonic() - started, 3)},
+        "notes": [
+            f"{moved} orphan rows moved to quarantine; undo with: python -m flows.audit undo-fix {run_id}"
+        ]
+        if moved
+        else [],
+    }
+    return publish(
+        report,
+        report_dir,
+        name="audit",
+        key="audit-report",
+        description=f"Audit, run {run_id}",
+        exit_code=VerificationFailed.exit_code if failed else 0,
+        message=f"audit failed: {', '.join(failed)}" if failed else "audit passed",
+    )
+
+
+@flow(name="audit-undo-fix")
+def audit_undo_fix(run_id: str, database_secret: str | None = None) -> State:
+    """Put back the rows an audit's --fix-orphans moved to quarantine."""
+    try:
+        with connect(resolve_database_url(database_secret), autocommit=True) as conn:
+            restored = checks.undo_fix(conn, run_id)
+    except UserFacingError as exc:
+        return user_error(exc)
+    return Completed(
+        message=f"{restored} rows restored", data={"exit_code": 0, "run_id": run_id, "restored": restored}
+    )
+
+
+def _summary(outcome: dict[str, Any]) -> str:
+    r = outcome["report_data"]
+    width = max(len(c["check"]) for c in r["checks"])
+    lines = [f"{'check':{width}}  status  count  detail"]
+    for c in r["checks"]:
+        sample = f" (e.g. {c['sample']})" if c["sample"] else ""
+        lines.append(f"{c['check']:{width}}  {c['status'].upper():6}  {c['count']:5}  {c['detail']}{sample}")
+    lines.append(f"audit {'FAILED: ' + ', '.join(r['failed']) if r['failed'] else 'passed'}")
+    lines += [f"note: {n}" for n in r["notes"]]
+    lines.append(f"report: {outcome['report']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flows import cli
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["undo-fix"]:
+        parser = cli.Parser(prog="python -m flows.audit undo-fix", description=audit_undo_fix.__doc__)
+        parser.add_argument("run_id", help="the audit run whose --fix-orphans to undo")
+        cli.add_common(parser)
+        args = parser.parse_args(argv[1:])
+        try:
+            cli.apply_database_url(args.database_url)
+        except UserFacingError as exc:
+            return cli.fail(str(exc), exc.exit_code)
+        state = audit_undo_fix(args.run_id, return_state=True)
+        out = state.result(raise_on_failure=False)
+        if "error" in out:
+            return cli.fail(out["error"], out["exit_code"])
+        print(f"{out['restored']} rows restored from quarantine")
+        return 0
+    parser = cli.Parser(
+        prog="python -m flows.audit",
+        description="Check the migrated data: orphans, NOT VALID constraints, required NULLs, duplicates, "
+        "row schema, and (with --source) counts and checksums against the Phase 1 file.",
+        epilog="Exit codes: 0 every check passed, 1 a check failed (named), 2 bad input, 3 database unavailable. "
+        "Undo a --fix-orphans: python -m flows.audit undo-fix RUN_ID.",
+    )
+    parser.add_argument("--source", metavar="FILE", help="the Phase 1 file to compare the database with")
+    parser.add_argument(
+        "--fix-orphans",
+        action="store_true",
+        help="move orphan rows to quarantine (undoable), then check again",
+    )
+    cli.add_common(parser)
+    args = parser.parse_args(argv)
+    try:
+        cli.apply_database_url(args.database_url)
+        if args.source and not Path(args.source).is_file():
+            raise InputError(f"{args.source}: no such file")
+    except UserFacingError as exc:
+        return cli.fail(str(exc), exc.exit_code)
+    with cli.progress_bar(False):
+        return cli.run_flow(
+            lambda: audit(
+                source=args.source, fix=args.fix_orphans, report_dir=args.report_dir, return_state=True
+            ),
+            as_json=args.json,
+            summary=_summary,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

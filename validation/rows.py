@@ -1,0 +1,70 @@
+"""The pandera schema for `tasks` rows as the database holds them: what the audit reads back, chunk
+by chunk, to catch rows the constraints no longer guard (a dropped CHECK, a column that went
+nullable, a title written by some other path). The same rules as a Phase 1 record, on stored types."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+
+from validation.records import TITLE_MAX, UNSTORABLE, reasons_by_row
+
+PRIORITIES = ("low", "medium", "high")
+
+
+def _not_blank(s: pd.Series) -> pd.Series:
+    return s.astype(str).str.strip().str.len() > 0
+
+
+TASK_ROWS = pa.DataFrameSchema(
+    {
+        "id": pa.Column(str, nullable=False, unique=True),
+        "user_id": pa.Column(str, nullable=False),
+        "title": pa.Column(
+            str,
+            nullable=False,
+            checks=[
+                pa.Check(_not_blank, error="is empty"),
+                pa.Check(lambda s: s.str.len() <= TITLE_MAX, error=f"is longer than {TITLE_MAX} characters"),
+                pa.Check(lambda s: ~s.str.contains(UNSTORABLE), error="contains an unstorable character"),
+            ],
+        ),
+        "description": pa.Column(str, nullable=True),
+        "completed": pa.Column(bool, nullable=False),
+        "created_at": pa.Column(pd.DatetimeTZDtype("ns", "UTC"), nullable=False),
+        "updated_at": pa.Column(pd.DatetimeTZDtype("ns", "UTC"), nullable=False),
+        # Columns of later revisions, checked when the database has them.
+        "priority": pa.Column(str, nullable=False, required=False, checks=pa.Check.isin(PRIORITIES)),
+        "tags": pa.Column(object, nullable=False, required=False),
+    },
+    strict=False,
+    coerce=False,
+    name="tasks_row",
+)
+
+COLUMNS = ("id", "user_id", "title", "description", "completed", "created_at", "updated_at")
+OPTIONAL = ("priority", "tags")
+
+
+def frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
+    """A chunk of rows as the schema expects them: uuids as text, timestamps in UTC."""
+    df = pd.DataFrame.from_records(rows, columns=columns)
+    for name in ("id", "user_id"):
+        df[name] = df[name].astype(str).where(df[name].notna(), None)
+    for name in ("created_at", "updated_at"):
+        df[name] = pd.to_datetime(df[name], utc=True).astype(pd.DatetimeTZDtype("ns", "UTC"))
+    for name in ("title", "description", "priority"):
+        if name in df:
+            df[name] = df[name].astype(object)
+    if "completed" in df and df["completed"].notna().all():
+        df["completed"] = df["completed"].astype(bool)
+    return df
+
+
+def validate(df: pd.DataFrame) -> dict[int, list[str]]:
+    """Row index -> every reason that row fails."""
+    try:
+        TASK_ROWS.validate(df, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        return reasons_by_row(exc.failure_cases)
+    return {}
