@@ -45,7 +45,11 @@ class User(SQLModel, table=True):
 
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
-    __table_args__ = (sa.UniqueConstraint("legacy_source", "legacy_id", name="uq_tasks_legacy"),)
+    __table_args__ = (
+        sa.UniqueConstraint("legacy_source", "legacy_id", name="uq_tasks_legacy"),
+        sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="ck_tasks_priority"),
+        sa.Index("ix_tasks_user_id_completed", "user_id", "completed"),
+    )
 
     id: uuid.UUID = Field(sa_column=sa.Column(pg.UUID(as_uuid=True), primary_key=True))
     user_id: uuid.UUID = Field(
@@ -64,6 +68,14 @@ class Task(SQLModel, table=True):
     updated_at: datetime = _ts()
     # `json`, not `jsonb`: it keeps the text byte for byte (checksums stay exact) and accepts \u0000.
     legacy_extra: Any | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    # Revisions 0003-0006 (expand → backfill → contract); the defaults keep older writers working.
+    tags: list[str] = Field(
+        default_factory=list,
+        sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'::text[]")),
+    )
+    priority: str = Field(
+        default="medium", sa_column=sa.Column(sa.Text, nullable=False, server_default=sa.text("'medium'"))
+    )
     migration_run_id: uuid.UUID | None = Field(
         default=None, sa_column=sa.Column(pg.UUID(as_uuid=True), nullable=True)
     )

@@ -16,7 +16,6 @@ to the column's own type, so nothing a user passes becomes SQL.
 
 from __future__ import annotations
 
-import re
 import time
 import zlib
 from collections.abc import Callable
@@ -25,10 +24,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from tasks.db import acquire_run_lock, connect, release_run_lock, retrying
+from tasks.db import acquire_run_lock, check_duration, connect, release_run_lock, retrying
 from tasks.errors import InputError
-
-DURATION = re.compile(r"\d+(ms|s|min)?")
 
 
 @dataclass(frozen=True)
@@ -86,9 +83,8 @@ class Settings:
     def check(self) -> None:
         if self.batch_size < 1 or self.pause < 0 or (self.max_runtime is not None and self.max_runtime <= 0):
             raise InputError("--batch-size must be at least 1, --pause and --max-runtime positive")
-        for option, text in (("lock", self.lock_timeout), ("statement", self.statement_timeout)):
-            if not DURATION.fullmatch(text):
-                raise InputError(f"--{option}-timeout {text!r} is not a duration such as 2s, 500ms or 1min")
+        check_duration("--lock-timeout", self.lock_timeout)
+        check_duration("--statement-timeout", self.statement_timeout)
         self.min_batch = min(self.min_batch, self.batch_size)
         self.max_batch = max(self.max_batch, self.batch_size)
 

@@ -127,6 +127,16 @@ def redact(text: str, url: str | None) -> str:
     return text.replace(url, mask_url(url))
 
 
+# A PostgreSQL duration setting as we accept it from users (lock_timeout, statement_timeout).
+DURATION = re.compile(r"\d+(ms|s|min)?")
+
+
+def check_duration(option: str, text: str) -> str:
+    if not DURATION.fullmatch(text):
+        raise InputError(f"{option} {text!r} is not a duration such as 2s, 500ms or 1min")
+    return text
+
+
 # --- connections ----------------------------------------------------------------------------------
 
 SESSION_SETTINGS = "SET TIME ZONE 'UTC'; SET application_name = 'todo-migrations'"
@@ -161,6 +171,9 @@ TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
 
 def is_transient(exc: BaseException) -> bool:
     """True for errors a retry can cure; never for bad data or bad SQL."""
+    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error (Alembic runs through it)
+    if isinstance(orig, psycopg.Error):
+        exc = orig
     if isinstance(exc, psycopg.Error):
         state = exc.sqlstate or ""
         if state in TRANSIENT_SQLSTATES or state.startswith("08"):

@@ -19,6 +19,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("DATABASE_URL", None)
+# Whatever falls back to "the embedded server" in a test lands on the test server, never on .data/postgres.
+os.environ["MIGRATION_DATA_DIR"] = str(Path(__file__).resolve().parents[1] / ".data" / "test-postgres")
 
 from tasks import schema  # noqa: E402
 from tasks.db import create_database, drop_database, embedded_server_url, normalize_url  # noqa: E402

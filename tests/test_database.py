@@ -7,36 +7,10 @@ import sys
 
 import psycopg
 
-from tasks import schema
 from tasks.checksum import line_checksum, row_checksum_sql, row_line_sql
 from tasks.mapping import FieldMapping, split_records
 from tasks.transform import DuplicateTracker, TransformContext, render, transform_chunk
 from tests.conftest import ROOT
-
-
-def test_upgrade_downgrade_upgrade_and_models_match(empty_db_url: str) -> None:
-    from alembic import command
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-    from sqlalchemy import create_engine, pool
-
-    from models import metadata
-    from tasks.db import sqlalchemy_url
-
-    assert schema.upgrade(empty_db_url) == (None, schema.head_revision())
-    engine = create_engine(sqlalchemy_url(empty_db_url), poolclass=pool.NullPool)
-    with engine.begin() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
-        cfg = schema.alembic_config()
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "base")
-    with engine.connect() as conn:
-        tables = conn.exec_driver_sql(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-        ).scalar()
-    assert tables == 0
-    engine.dispose()
-    assert schema.upgrade(empty_db_url)[1] == schema.head_revision()
 
 
 def test_offline_sql_renders_without_a_database() -> None:

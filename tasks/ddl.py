@@ -1,0 +1,107 @@
+"""Building blocks for revisions a running application survives (expand → backfill → contract).
+
+Each block takes no lock longer than a catalog update on a populated table:
+- a column is added nullable, and its default is set separately (both metadata-only), so the old
+  application's inserts, which do not name it, get the default;
+- NOT NULL is enforced as CHECK (c IS NOT NULL) NOT VALID → VALIDATE (a scan under a lock that lets
+  writes through) → SET NOT NULL (which trusts the validated check instead of scanning) → drop the
+  check; each statement commits on its own, so no ACCESS EXCLUSIVE lock is held across the scan;
+- indexes are built and dropped CONCURRENTLY, outside any transaction, clearing an invalid
+  leftover of an earlier failed build first.
+
+Every statement in an autocommit block is idempotent, so a step that failed half-way (a lock timeout,
+say) is simply run again. The session's lock_timeout and statement_timeout are set by env.py.
+
+A caller that must keep a revision inside one transaction (pytest-alembic's downgrade-leaves-no-trace
+test rolls savepoints back) sets `config.attributes["single_transaction"]`: the same statements then
+run in the revision's transaction and indexes are built without CONCURRENTLY. Same schema, no
+online guarantees: that mode is for checking DDL on empty databases only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from alembic import context, op
+
+
+def _single_transaction() -> bool:
+    return bool(context.config.attributes.get("single_transaction"))
+
+
+@contextmanager
+def outside_transaction() -> Iterator[None]:
+    """Each statement commits on its own (the revision's transaction is committed first)."""
+    if _single_transaction():
+        yield
+        return
+    with op.get_context().autocommit_block():
+        yield
+
+
+def add_column_with_default(table: str, column: sa.Column, default_sql: str) -> None:
+    """Expand: the column, nullable, and a default for rows inserted from now on."""
+    op.add_column(table, column)
+    op.alter_column(table, column.name, server_default=sa.text(default_sql))
+
+
+def _not_null_check(table: str, column: str) -> str:
+    return f"ck_{table}_{column}_not_null"
+
+
+def require_no_nulls(table: str, column: str, backfill: str) -> None:
+    """Refuse (online) to contract while rows are still NULL, naming the backfill that fills them."""
+    if op.get_context().as_sql:
+        return
+    left = op.get_bind().execute(sa.text(f'SELECT count(*) FROM "{table}" WHERE "{column}" IS NULL')).scalar()
+    if left:
+        raise RuntimeError(
+            f"{left} rows of {table}.{column} are still NULL: run `python -m flows.backfill {backfill}` "
+            "first (python -m flows.schema upgrade does it for you)"
+        )
+
+
+def enforce_not_null(table: str, column: str) -> None:
+    """Contract: SET NOT NULL without holding ACCESS EXCLUSIVE during the scan."""
+    check = _not_null_check(table, column)
+    with outside_transaction():
+        op.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT IF EXISTS "{check}"')
+        op.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{check}" CHECK ("{column}" IS NOT NULL) NOT VALID')
+        op.execute(f'ALTER TABLE "{table}" VALIDATE CONSTRAINT "{check}"')
+        op.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" SET NOT NULL')
+        op.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT IF EXISTS "{check}"')
+
+
+def relax_not_null(table: str, column: str) -> None:
+    """Undo enforce_not_null: a catalog change only, no data touched."""
+    op.alter_column(table, column, nullable=True)
+
+
+def add_check_not_valid(table: str, name: str, condition: str) -> None:
+    """A CHECK that holds for new rows at once and is validated later, without a scan now."""
+    op.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{name}" CHECK ({condition}) NOT VALID')
+
+
+def validate_constraint(table: str, name: str) -> None:
+    with outside_transaction():
+        op.execute(f'ALTER TABLE "{table}" VALIDATE CONSTRAINT "{name}"')
+
+
+def create_index_concurrently(name: str, table: str, columns: list[str]) -> None:
+    cols = ", ".join(f'"{c}"' for c in columns)
+    with outside_transaction():
+        # A failed CONCURRENTLY build leaves an INVALID index of this name behind: clear it first.
+        op.execute(
+            f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass('{name}') "
+            f"AND NOT indisvalid) THEN EXECUTE 'DROP INDEX \"{name}\"'; END IF; END $$"
+        )
+        concurrently = "" if _single_transaction() else "CONCURRENTLY "
+        op.execute(f'CREATE INDEX {concurrently}IF NOT EXISTS "{name}" ON "{table}" ({cols})')
+
+
+def drop_index_concurrently(name: str) -> None:
+    with outside_transaction():
+        concurrently = "" if _single_transaction() else "CONCURRENTLY "
+        op.execute(f'DROP INDEX {concurrently}IF EXISTS "{name}"')
