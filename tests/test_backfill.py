@@ -94,7 +94,9 @@ def test_interrupted_run_resumes_from_its_last_committed_batch(db_url: str) -> N
 
 def test_max_runtime_pauses_cleanly_and_the_next_run_carries_on(db_url: str) -> None:
     seed_tasks(db_url, 3_000)
-    first = run_backfill(db_url, DESCRIPTION, Settings(batch_size=100, max_batch=100, pause=0.05, max_runtime=0.3))
+    first = run_backfill(
+        db_url, DESCRIPTION, Settings(batch_size=100, max_batch=100, pause=0.05, max_runtime=0.3)
+    )
     assert first.status == "paused" and 0 < first.progress.rows_done < 3_000
     assert state(db_url)[0] == "paused"
     second = run_backfill(db_url, DESCRIPTION, Settings(batch_size=1_000))
