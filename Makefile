@@ -26,3 +26,5 @@ test: setup
 
 bench: setup
 	$(PY) bench/phase1.py 1000000
+	$(PY) bench/backfill.py 1000000
+	$(PY) bench/schema_online.py 300000

@@ -13,13 +13,10 @@ writes, failures, p99 and max latency.
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -27,78 +24,18 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.workload import Writers, Writes, seed_tasks  # noqa: E402
 from tasks import schema  # noqa: E402
 from tasks.backfill import BackfillSpec, run_backfill  # noqa: E402
 from tasks.db import create_database, database_url, drop_database  # noqa: E402
 
 
-@dataclass
-class Writes:
-    latencies: list[float] = field(default_factory=list)
-    failures: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def add(self, other: Writes) -> None:
-        self.latencies += other.latencies
-        self.failures += other.failures
-        self.errors += other.errors[:3]
-
-    def p(self, q: float) -> float:
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-def seed(url: str, n: int) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("INSERT INTO users (id, email) VALUES (md5('bench')::uuid, 'bench@example.com')")
-        conn.execute(
-            "INSERT INTO tasks (id, user_id, legacy_source, legacy_id, title, description, completed) "
-            "SELECT md5('t' || g)::uuid, md5('bench')::uuid, 'bench', g, 'task number ' || g, NULL, false "
-            "FROM generate_series(1, %s) g",
-            (n,),
-        )
-        conn.execute("VACUUM ANALYZE tasks")
-
-
-def writer(url: str, n: int, stop: threading.Event, out: Writes, seed_no: int) -> None:
-    """The running application: update a random row, again and again, timing each write."""
-    rnd = random.Random(seed_no)
-    with psycopg.connect(url, autocommit=True) as conn:
-        while not stop.is_set():
-            began = time.perf_counter()
-            try:
-                conn.execute(
-                    "UPDATE tasks SET completed = NOT completed, updated_at = now() "
-                    "WHERE legacy_source = 'bench' AND legacy_id = %s",
-                    (rnd.randint(1, n),),
-                )
-                out.latencies.append(time.perf_counter() - began)
-            except psycopg.Error as exc:
-                out.failures += 1
-                out.errors.append(str(exc).splitlines()[0])
-
-
 def with_writers(url: str, n: int, work) -> tuple[float, Writes]:
-    stop = threading.Event()
-    parts = [Writes(), Writes()]
-    threads = [threading.Thread(target=writer, args=(url, n, stop, parts[i], i)) for i in range(2)]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)  # writers at full speed before the work starts
-    mark = [len(p.latencies) for p in parts]
+    writers = Writers(url, n).start()
     began = time.perf_counter()
     work(url)
     seconds = time.perf_counter() - began
-    stop.set()
-    for t in threads:
-        t.join()
-    during = Writes()
-    for part, m in zip(parts, mark, strict=True):
-        part.latencies = part.latencies[m:]
-        during.add(part)
-    return seconds, during
+    return seconds, writers.stop()
 
 
 def plain_update(url: str) -> None:
@@ -112,7 +49,9 @@ def backfill(url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("n", nargs="?", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
@@ -120,7 +59,9 @@ def main() -> None:
     template = f"bench_bf_{uuid.uuid4().hex[:8]}"
     template_url = create_database(server, template)
     schema.upgrade(template_url)
-    seed(template_url, args.n)
+    seed_tasks(template_url, args.n, null_every=1)
+    with psycopg.connect(template_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE tasks")
     results: dict[str, list[tuple[float, Writes]]] = {"update": [], "backfill": []}
     try:
         for _ in range(args.repeat):
@@ -130,7 +71,9 @@ def main() -> None:
                 try:
                     results[name].append(with_writers(url, args.n, work))
                     with psycopg.connect(url) as conn:
-                        left = conn.execute("SELECT count(*) FROM tasks WHERE description IS NULL").fetchone()[0]
+                        left = conn.execute(
+                            "SELECT count(*) FROM tasks WHERE description IS NULL"
+                        ).fetchone()[0]
                     assert left == 0, f"{name} left {left} rows NULL"
                 finally:
                     drop_database(server, clone)
@@ -145,8 +88,8 @@ def main() -> None:
         print(
             f"  {name:9s} {seconds:7.2f} s | writes {statistics.median(len(w.latencies) for w in writes):,.0f}"
             f" failed {sum(w.failures for w in writes)}"
-            f" p99 {statistics.median(w.p(0.99) for w in writes):8.1f} ms"
-            f" max {statistics.median(w.p(1.0) for w in writes):8.1f} ms"
+            f" p99 {statistics.median(w.ms(0.99) for w in writes):8.1f} ms"
+            f" max {statistics.median(w.ms(1.0) for w in writes):8.1f} ms"
         )
         for w in writes:
             for e in w.errors[:2]:

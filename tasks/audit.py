@@ -101,7 +101,8 @@ def check_orphans(conn: psycopg.Connection) -> list[Check]:
     return out
 
 
-def check_not_valid(conn: psycopg.Connection) -> list[Check]:
+def not_valid_objects(conn: psycopg.Connection) -> tuple[list[str], list[str]]:
+    """(constraints left NOT VALID, indexes left invalid) in the current schema."""
     constraints = conn.execute(
         "SELECT conrelid::regclass::text || '.' || conname FROM pg_constraint "
         "WHERE NOT convalidated AND connamespace = current_schema()::regnamespace ORDER BY 1"
@@ -110,19 +111,16 @@ def check_not_valid(conn: psycopg.Connection) -> list[Check]:
         "SELECT indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "WHERE NOT (i.indisvalid AND i.indisready) AND c.relnamespace = current_schema()::regnamespace ORDER BY 1"
     ).fetchall()
+    return [r[0] for r in constraints], [r[0] for r in indexes]
+
+
+def check_not_valid(conn: psycopg.Connection) -> list[Check]:
+    constraints, indexes = not_valid_objects(conn)
     return [
         _check(
-            "not valid",
-            len(constraints),
-            [r[0] for r in constraints],
-            "constraints created NOT VALID and never validated",
+            "not valid", len(constraints), constraints, "constraints created NOT VALID and never validated"
         ),
-        _check(
-            "invalid index",
-            len(indexes),
-            [r[0] for r in indexes],
-            "indexes a failed CONCURRENTLY build left behind",
-        ),
+        _check("invalid index", len(indexes), indexes, "indexes a failed CONCURRENTLY build left behind"),
     ]
 
 
@@ -315,3 +313,17 @@ def run_checks(conn: psycopg.Connection, source: str | Path | None = None) -> li
     if source is not None:
         checks += check_source(conn, source)
     return checks
+
+
+def snapshot(conn: psycopg.Connection) -> dict[str, Any]:
+    """Row counts of every table and what is not valid: taken before and after a schema change."""
+    tables = conn.execute(
+        "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace "
+        "ORDER BY 1"
+    ).fetchall()
+    counts = {}
+    for (name,) in tables:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()
+        counts[name] = int(row[0]) if row else 0
+    not_valid, invalid = not_valid_objects(conn)
+    return {"row_counts": counts, "not_valid": not_valid, "invalid_indexes": invalid}

@@ -9,8 +9,9 @@ Each block takes no lock longer than a catalog update on a populated table:
 - indexes are built and dropped CONCURRENTLY, outside any transaction, clearing an invalid
   leftover of an earlier failed build first.
 
-Every statement in an autocommit block is idempotent, so a step that failed half-way (a lock timeout,
-say) is simply run again. The session's lock_timeout and statement_timeout are set by env.py.
+A step outside a transaction that fails half-way removes what it left (the helper CHECK, an invalid
+index) and its statements tolerate an earlier attempt's leftovers, so it is simply run again. An
+index name already taken by something else fails loudly rather than being skipped. The session's lock_timeout and statement_timeout are set by env.py.
 
 A caller that must keep a revision inside one transaction (pytest-alembic's downgrade-leaves-no-trace
 test rolls savepoints back) sets `config.attributes["single_transaction"]`: the same statements then
@@ -21,7 +22,7 @@ online guarantees: that mode is for checking DDL on empty databases only.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import sqlalchemy as sa
 from alembic import context, op
@@ -39,6 +40,23 @@ def outside_transaction() -> Iterator[None]:
         return
     with op.get_context().autocommit_block():
         yield
+
+
+@contextmanager
+def _cleanup_on_failure(statement: str) -> Iterator[None]:
+    """A step outside a transaction that fails half-way removes what it left (a helper CHECK, an
+    invalid index) before the error goes on, so the database is as the previous revision left it."""
+    try:
+        yield
+    except Exception:
+        if not _single_transaction():
+            # On a connection of its own: the failed one may be unusable. The original error is the
+            # one worth reporting, so a failing cleanup stays quiet (the audit finds any leftover).
+            with suppress(Exception), op.get_bind().engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.exec_driver_sql("SET lock_timeout = '2s'")
+                conn.exec_driver_sql(statement)
+        raise
 
 
 def add_column_with_default(table: str, column: sa.Column, default_sql: str) -> None:
@@ -66,12 +84,13 @@ def require_no_nulls(table: str, column: str, backfill: str) -> None:
 def enforce_not_null(table: str, column: str) -> None:
     """Contract: SET NOT NULL without holding ACCESS EXCLUSIVE during the scan."""
     check = _not_null_check(table, column)
-    with outside_transaction():
-        op.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT IF EXISTS "{check}"')
+    drop = f'ALTER TABLE "{table}" DROP CONSTRAINT IF EXISTS "{check}"'
+    with outside_transaction(), _cleanup_on_failure(drop):
+        op.execute(drop)
         op.execute(f'ALTER TABLE "{table}" ADD CONSTRAINT "{check}" CHECK ("{column}" IS NOT NULL) NOT VALID')
         op.execute(f'ALTER TABLE "{table}" VALIDATE CONSTRAINT "{check}"')
         op.execute(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" SET NOT NULL')
-        op.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT IF EXISTS "{check}"')
+        op.execute(drop)
 
 
 def relax_not_null(table: str, column: str) -> None:
@@ -91,14 +110,14 @@ def validate_constraint(table: str, name: str) -> None:
 
 def create_index_concurrently(name: str, table: str, columns: list[str]) -> None:
     cols = ", ".join(f'"{c}"' for c in columns)
-    with outside_transaction():
+    concurrently = "" if _single_transaction() else "CONCURRENTLY "
+    with outside_transaction(), _cleanup_on_failure(f'DROP INDEX {concurrently}IF EXISTS "{name}"'):
         # A failed CONCURRENTLY build leaves an INVALID index of this name behind: clear it first.
         op.execute(
             f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass('{name}') "
             f"AND NOT indisvalid) THEN EXECUTE 'DROP INDEX \"{name}\"'; END IF; END $$"
         )
-        concurrently = "" if _single_transaction() else "CONCURRENTLY "
-        op.execute(f'CREATE INDEX {concurrently}IF NOT EXISTS "{name}" ON "{table}" ({cols})')
+        op.execute(f'CREATE INDEX {concurrently}"{name}" ON "{table}" ({cols})')
 
 
 def drop_index_concurrently(name: str) -> None:

@@ -73,6 +73,12 @@ def markdown(report: dict[str, Any]) -> str:
                     ["position", "legacy id", "problem"],
                 ),
             ]
+    if report.get("checkpoint"):
+        lines.append(f"- **checkpoint branch**: `{report['checkpoint']['name']}` (of `{report['checkpoint']['parent']}`)")
+    if report.get("steps"):
+        header = list(report["steps"][0])
+        lines += ["", "## Steps", ""]
+        lines += _table([[row[k] for k in header] for row in report["steps"]], header)
     if report.get("checks"):
         lines += ["", "## Checks", ""]
         lines += _table(
@@ -97,6 +103,8 @@ def markdown(report: dict[str, Any]) -> str:
             )
         if mapping.get("overrides"):
             lines.append(f"- `--map` given: {', '.join(mapping['overrides'])}")
+    for block in report.get("sql", []):
+        lines += ["", f"### SQL of {block['revision']}", "", "```sql", block["sql"].strip(), "```"]
     for note in report.get("notes", []):
         lines.append(f"\n> {note}")
     return "\n".join(lines) + "\n"

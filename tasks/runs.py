@@ -129,11 +129,15 @@ def ensure_users(
 
 
 def open_run(
-    conn: psycopg.Connection, kind: str, parameters: dict[str, Any], source_name: str | None = None
+    conn: psycopg.Connection,
+    kind: str,
+    parameters: dict[str, Any],
+    source_name: str | None = None,
+    run_id: str | None = None,
 ) -> str:
     """A new `migration_runs` row for a job that is not resumed by source file (backfill, audit,
     schema steps); returns its id."""
-    run_id = str(uuid.uuid4())
+    run_id = run_id or str(uuid.uuid4())
     with conn.transaction():
         conn.execute(
             "INSERT INTO migration_runs (id, kind, status, source_name, parameters) "
@@ -141,3 +145,9 @@ def open_run(
             (run_id, kind, source_name, Jsonb(parameters)),
         )
     return run_id
+
+
+def has_bookkeeping(conn: psycopg.Connection) -> bool:
+    """Does this database have `migration_runs` yet (a database below revision 0001 does not)?"""
+    row = conn.execute("SELECT to_regclass('migration_runs') IS NOT NULL").fetchone()
+    return bool(row and row[0])

@@ -137,39 +137,64 @@ def move(url: str, revision: str | None, direction: str, **timeouts: str | None)
 
 
 StepListener = Callable[[Step, str], None]
+BackfillRunner = Callable[[str], object]
+
+
+def engine_backfill(url: str) -> BackfillRunner:
+    """Run a named backfill with the engine's defaults (waiting for a scheduled run of it to finish)."""
+    from tasks.backfill import named, run_backfill
+
+    return lambda name: run_backfill(url, named(name), lock_wait=60)
+
+
+def apply(
+    url: str,
+    steps: list[Step],
+    direction: str,
+    *,
+    run_backfill: BackfillRunner | None = None,
+    on_step: StepListener | None = None,
+    lock_timeout: str | None = None,
+    statement_timeout: str | None = None,
+) -> None:
+    """Move through `steps` (as path() returned them). Going up, a contract step's backfills run to
+    completion first; going down, each step's downgrade runs."""
+    run_backfill = run_backfill or engine_backfill(url)
+    for s in steps:
+        if direction == "up":
+            for name in s.backfills:
+                if on_step:
+                    on_step(s, f"backfill {name}")
+                run_backfill(name)
+        if on_step:
+            on_step(s, "upgrade" if direction == "up" else "downgrade")
+        revision = s.revision if direction == "up" else s.down_revision
+        move(url, revision, direction, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
 
 
 def upgrade(
     url: str,
     target: str = "head",
     *,
-    run_backfill: Callable[[str], object] | None = None,
+    run_backfill: BackfillRunner | None = None,
     on_step: StepListener | None = None,
     lock_timeout: str | None = None,
     statement_timeout: str | None = None,
 ) -> tuple[str | None, str | None]:
-    """Upgrade to target revision by revision; before a contract step, run its backfills (by name)
-    to completion. Returns (revision before, revision after)."""
-    if run_backfill is None:
-        from tasks.backfill import named
-        from tasks.backfill import run_backfill as engine
-
-        def run_backfill(name: str) -> object:
-            return engine(url, named(name), lock_wait=30)
-
+    """Upgrade to target revision by revision (see apply()). Returns (revision before, after)."""
     before = current_revision(url)
     direction, steps = path(before, resolve(target))
     if direction == "down":
         raise InputError(f"the database is at {before}, past {target}: that is a downgrade")
-    for s in steps:
-        if s.backfills and run_backfill is not None:
-            for name in s.backfills:
-                if on_step:
-                    on_step(s, f"backfill {name}")
-                run_backfill(name)
-        if on_step:
-            on_step(s, "apply")
-        move(url, s.revision, "up", lock_timeout=lock_timeout, statement_timeout=statement_timeout)
+    apply(
+        url,
+        steps,
+        "up",
+        run_backfill=run_backfill,
+        on_step=on_step,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+    )
     return before, current_revision(url)
 
 
@@ -184,3 +209,17 @@ def offline_sql(start: str | None, target: str | None, direction: str = "up") ->
     else:
         command.downgrade(cfg, spec, sql=True)
     return buffer.getvalue()
+
+
+def model_drift(url: str) -> list[str]:
+    """Differences Alembic's autogenerate sees between the SQLModel models and the live schema."""
+    from alembic.autogenerate import compare_metadata
+
+    from models import metadata
+
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return [str(d) for d in compare_metadata(MigrationContext.configure(conn), metadata)]
+    finally:
+        engine.dispose()

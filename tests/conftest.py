@@ -50,7 +50,12 @@ def template_db(pg_server: str) -> Iterator[str]:
 def _fresh(pg_server: str, template: str | None) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield create_database(pg_server, name, template)
-    drop_database(pg_server, name)
+    with psycopg.connect(pg_server, autocommit=True) as conn:  # the database and its branches
+        names = [
+            r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",))
+        ]
+    for each in names:
+        drop_database(pg_server, each)
 
 
 @pytest.fixture
@@ -100,21 +105,6 @@ def table_checksums(url: str) -> dict[str, str]:
             ).fetchone()
             out[table] = f"{row[0]}:{row[1]}"
     return out
-
-
-def seed_tasks(url: str, n: int, *, null_every: int = 1, email: str = "seed@example.com") -> None:
-    """One user and n tasks (legacy ids 1..n); every null_every-th task has a NULL description."""
-    with psycopg.connect(url) as conn:
-        conn.execute(
-            "INSERT INTO users (id, email, name) VALUES (md5(%s)::uuid, %s, 'seed') ON CONFLICT DO NOTHING",
-            (email, email),
-        )
-        conn.execute(
-            "INSERT INTO tasks (id, user_id, legacy_source, legacy_id, title, description, completed) "
-            "SELECT md5('task' || g)::uuid, md5(%s)::uuid, 'seed', g, 'task ' || g, "
-            "CASE WHEN g %% %s = 0 THEN NULL ELSE 'd' || g END, g %% 2 = 0 FROM generate_series(1, %s) g",
-            (email, null_every, n),
-        )
 
 
 def artifact_keys(flow_run_id: object) -> set[str]:

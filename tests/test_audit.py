@@ -10,9 +10,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench.workload import seed_tasks
 from tasks.audit import fix_orphans, run_checks, undo_fix
 from tasks.runs import open_run
-from tests.conftest import ROOT, artifact_keys, seed_tasks, table_checksums
+from tests.conftest import ROOT, artifact_keys, table_checksums
 
 EXAMPLE = ROOT / "examples" / "tasks.json"
 

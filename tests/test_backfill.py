@@ -11,9 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench.workload import seed_tasks
 from tasks.backfill import BackfillSpec, Settings, run_backfill
 from tasks.errors import InputError
-from tests.conftest import artifact_keys, seed_tasks
+from tests.conftest import artifact_keys
 
 DESCRIPTION = BackfillSpec("tasks", "description", "filled")
 

@@ -162,7 +162,7 @@ def test_backfill_bad_input_exits_2_with_one_line(cli_env: dict[str, str], args,
 
 
 def test_backfill_cli_prints_json_for_scripts(cli_env: dict[str, str], tmp_path: Path) -> None:
-    from tests.conftest import seed_tasks
+    from bench.workload import seed_tasks
 
     seed_tasks(cli_env["DATABASE_URL"], 300, null_every=3)
     args = [

@@ -13,10 +13,10 @@ from sqlalchemy import create_engine, pool
 from sqlmodel import Session, select
 
 import models.tables as head
+from bench.workload import seed_tasks
 from tasks import schema
 from tasks.db import sqlalchemy_url
 from tests.compat import app_v1, app_v2
-from tests.conftest import seed_tasks
 
 # (expand revision, its contract revision or None, the application before it, the application after it)
 STEPS = [

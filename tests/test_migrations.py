@@ -17,9 +17,10 @@ from pytest_alembic.tests import (  # noqa: F401  (collected as tests here)
 )
 from sqlalchemy import create_engine, pool
 
+from bench.workload import seed_tasks
 from tasks import schema
 from tasks.db import sqlalchemy_url
-from tests.conftest import ROOT, seed_tasks
+from tests.conftest import ROOT
 
 REVISIONS = [s.revision for s in reversed(list(schema.scripts().walk_revisions()))]
 
