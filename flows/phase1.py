@@ -2,7 +2,8 @@
 
 The story of a run:
 1. pre-check the whole file (well formed, sha256, duplicate ids) before anything is written;
-2. take the migration lock and bring the schema up to head;
+2. take a checkpoint branch `<db>-backup-<UTC time>` (unless told not to), then the migration lock,
+   and bring the schema up to head (backfills included);
 3. start a run, or resume the interrupted run of this same file;
 4. stream the file chunk by chunk: map fields, validate with pandera, transform, and COPY each chunk
    with its quarantine rows and its checkpoint in one transaction;
@@ -32,6 +33,7 @@ from prefect.cache_policies import NONE
 from prefect.states import State
 
 from flows import progress
+from flows.checkpoint import take_checkpoint
 from flows.outcome import publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
@@ -69,6 +71,8 @@ def phase1_migration(
     report_dir: str = "runs",
     workers: int = 2,
     lock_wait_seconds: float = 0.0,
+    checkpoint: bool = True,
+    branch_provider: str | None = None,
     database_secret: str | None = None,
 ) -> dict[str, Any] | State:
     """Migrate one Phase 1 file; returns the outcome (exit_code, run_id, report path, counts)."""
@@ -96,6 +100,7 @@ def phase1_migration(
             workers,
             lock_wait_seconds,
             started,
+            (checkpoint, branch_provider),
         )
     except UserFacingError as exc:
         return user_error(exc)
@@ -125,8 +130,10 @@ def _migrate(
     workers: int,
     lock_wait: float,
     started: float,
+    checkpoint: tuple[bool, str | None],
 ) -> dict[str, Any] | State:
     logger = get_run_logger()
+    branch, notes = take_checkpoint(url, checkpoint[1], lock_wait) if checkpoint[0] else (None, [])
     control = connect(url, autocommit=True)
     try:
         acquire_run_lock(control, wait_seconds=lock_wait)
@@ -181,6 +188,8 @@ def _migrate(
             started,
             control,
         )
+        report["checkpoint"] = branch
+        report["notes"] = notes
         finish(control, run.id, status, {**verification.counts, "checksum": verification.source_checksum})
         release_run_lock(control)
     finally:
@@ -379,6 +388,9 @@ def _summary(outcome: dict[str, Any]) -> str:
         f"  position {m['position']} (id {m['legacy_id']}): {m['problem']}"
         for m in v.get("mismatches", [])[:10]
     ]
+    if r.get("checkpoint"):
+        lines.append(f"checkpoint branch: {r['checkpoint']['name']}")
+    lines += [f"note: {n}" for n in r.get("notes", []) if not r.get("dry_run")]
     lines.append(f"report: {outcome['report']}")
     return "\n".join(lines)
 
@@ -459,6 +471,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="seconds to wait for another run to finish before giving up (default: 0)",
     )
+    parser.add_argument(
+        "--no-checkpoint",
+        action="store_true",
+        help="skip the checkpoint branch <db>-backup-<UTC time> taken before writing",
+    )
+    parser.add_argument("--provider", choices=["local", "neon"], help="branch provider (default local)")
     cli.add_common(parser)
     args = parser.parse_args(argv)
     if args.chunk_size < 1 or args.workers < 1:
@@ -490,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
                 report_dir=args.report_dir,
                 workers=args.workers,
                 lock_wait_seconds=args.lock_wait,
+                checkpoint=not args.no_checkpoint,
+                branch_provider=args.provider,
                 return_state=True,
             ),
             as_json=args.json,

@@ -27,11 +27,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.states import State
 
+from flows.checkpoint import take_checkpoint
 from flows.outcome import publish, user_error
 from flows.settings import resolve_database_url
 from tasks import schema
 from tasks.audit import snapshot
-from tasks.branching import checkpoint_name, provider
 from tasks.db import acquire_run_lock, check_duration, connect, is_transient, mask_url
 from tasks.errors import InputError, Unavailable, UserFacingError, VerificationFailed
 from tasks.runs import finish, has_bookkeeping, open_run
@@ -125,7 +125,7 @@ def _move(
         branch = None
         notes: list[str] = []
         if steps and (checkpoint or losing):
-            branch, notes = _checkpoint(url, branch_provider)
+            branch, notes = take_checkpoint(url, branch_provider, lock_wait)
         with connect(url, autocommit=True) as control:
             acquire_run_lock(control, wait_seconds=lock_wait)
             journal = Journal(
@@ -183,13 +183,6 @@ def _move(
         exit_code=code,
         message=failure or ("; ".join(problems) if problems else f"at {after}"),
     )
-
-
-def _checkpoint(url: str, kind: str | None) -> tuple[dict[str, Any], list[str]]:
-    branches = provider(kind, url)
-    made = branches.create(checkpoint_name(branches.main), branches.main)
-    get_run_logger().info("checkpoint branch %s taken", made.name)
-    return made.describe(), list(getattr(branches, "notes", []))
 
 
 class Journal:

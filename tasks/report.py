@@ -74,7 +74,9 @@ def markdown(report: dict[str, Any]) -> str:
                 ),
             ]
     if report.get("checkpoint"):
-        lines.append(f"- **checkpoint branch**: `{report['checkpoint']['name']}` (of `{report['checkpoint']['parent']}`)")
+        lines.append(
+            f"- **checkpoint branch**: `{report['checkpoint']['name']}` (of `{report['checkpoint']['parent']}`)"
+        )
     if report.get("steps"):
         header = list(report["steps"][0])
         lines += ["", "## Steps", ""]

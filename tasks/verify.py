@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from tasks.checksum import row_checksum_sql
 from tasks.load import prepared_chunks
@@ -142,3 +143,54 @@ def find_mismatches(
             if len(found) >= limit:
                 return found
     return found
+
+
+# Bookkeeping that a verifying run itself writes to: never part of a before/after comparison.
+BOOKKEEPING = ("migration_runs", "alembic_version", "backfill_state")
+
+
+def table_fingerprints(
+    conn: psycopg.Connection, columns: dict[str, list[str]] | None = None
+) -> dict[str, str]:
+    """table -> "rows:sum of 64-bit row hashes" over the given columns (default: all), for every
+    table of the current schema except bookkeeping. Order-independent and exact: equal only if the
+    tables hold the same rows (as multisets) in those columns."""
+    found = columns if columns is not None else table_columns(conn)
+    out = {}
+    for table, cols in sorted(found.items()):
+        row_text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.Identifier(c) for c in cols))
+        total = conn.execute(
+            sql.SQL(
+                "SELECT count(*), coalesce(sum(('x' || left(md5({}), 16))::bit(64)::bigint::numeric), 0) FROM {}"
+            ).format(row_text, sql.Identifier(table))
+        ).fetchone()
+        assert total is not None
+        out[table] = f"{total[0]}:{checksum_hex(int(total[1]))}"
+    return out
+
+
+def table_columns(conn: psycopg.Connection, *, bookkeeping: bool = False) -> dict[str, list[str]]:
+    """table -> its columns, for the tables of the current schema (bookkeeping only when asked)."""
+    rows = conn.execute(
+        "SELECT c.relname, a.attname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace AND a.attnum > 0 "
+        "AND NOT a.attisdropped AND NOT (c.relname = ANY(%s)) ORDER BY c.relname, a.attnum",
+        ([] if bookkeeping else list(BOOKKEEPING),),
+    ).fetchall()
+    out: dict[str, list[str]] = {}
+    for table, column in rows:
+        out.setdefault(table, []).append(column)
+    return out
+
+
+def compare_fingerprints(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """What differs, as one line per table."""
+    problems = []
+    for table in sorted(set(before) | set(after)):
+        if table not in after:
+            problems.append(f"table {table} is gone")
+        elif table not in before:
+            problems.append(f"table {table} appeared")
+        elif before[table] != after[table]:
+            problems.append(f"table {table} differs: {before[table]} before, {after[table]} after")
+    return problems

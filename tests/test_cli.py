@@ -106,6 +106,7 @@ def test_kill_9_midway_then_resume_loses_and_doubles_nothing(tmp_path: Path, cli
         "500",
         "--workers",
         "1",
+        "--no-checkpoint",  # a local checkpoint would end this test's watching session
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "flows.phase1", *args],

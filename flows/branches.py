@@ -1,0 +1,297 @@
+"""Branches: copies of the main database for development, staging, rehearsals and checkpoints.
+
+- `create NAME [--parent P] [--at T]`, `list`, `delete NAME`, `reset NAME` (a fresh copy of its
+  parent again: how staging is refreshed from main);
+- `rehearse`: branch main, run the schema upgrade (or the Phase 1 migration) on the branch, audit the
+  branch, report, and drop the branch on success; on failure keep it and say where it is.
+
+`--provider local` (default: databases on the same server, CREATE DATABASE … TEMPLATE) or `neon`
+(Neon's API v2). The branch's URL reaches the flows it runs in-process, never as a parameter.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.states import State
+
+from flows.outcome import publish, user_error
+from flows.settings import database_override, resolve_database_url
+from tasks.branching import BranchProvider, provider
+from tasks.db import mask_url
+from tasks.errors import InputError, UserFacingError, VerificationFailed
+
+
+def _report(kind: str, title: str, status: str, url: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "title": title,
+        "kind": kind,
+        "run_id": str(uuid.uuid4()),
+        "status": status,
+        "database": mask_url(url),
+        **extra,
+    }
+
+
+def _notes(branches: BranchProvider) -> list[str]:
+    return list(getattr(branches, "notes", []))
+
+
+@flow(name="branch-create")
+def branch_create(
+    name: str,
+    parent: str | None = None,
+    at: str | None = None,
+    branch_provider: str | None = None,
+    report_dir: str = "runs",
+    database_secret: str | None = None,
+) -> State:
+    """Create branch `name` from `parent` (default main), optionally at a timestamp or LSN (Neon)."""
+    try:
+        url = resolve_database_url(database_secret)
+        branches = provider(branch_provider, url)
+        made = branches.create(name, parent or branches.main, at=at)
+    except UserFacingError as exc:
+        return user_error(exc)
+    report = _report(
+        "branch", f"Branch {name} created", "created", url, branch=made.describe(), notes=_notes(branches)
+    )
+    return publish(
+        report,
+        report_dir,
+        name="branch",
+        key="branch-report",
+        description=report["title"],
+        exit_code=0,
+        message=report["title"],
+    )
+
+
+@flow(name="branch-delete")
+def branch_delete(
+    name: str,
+    branch_provider: str | None = None,
+    report_dir: str = "runs",
+    database_secret: str | None = None,
+) -> State:
+    """Delete branch `name` (never main)."""
+    try:
+        url = resolve_database_url(database_secret)
+        branches = provider(branch_provider, url)
+        branches.delete(name)
+    except UserFacingError as exc:
+        return user_error(exc)
+    report = _report("branch", f"Branch {name} deleted", "deleted", url, notes=_notes(branches))
+    return publish(
+        report,
+        report_dir,
+        name="branch",
+        key="branch-report",
+        description=report["title"],
+        exit_code=0,
+        message=report["title"],
+    )
+
+
+@flow(name="branch-reset")
+def branch_reset(
+    name: str = "staging",
+    branch_provider: str | None = None,
+    report_dir: str = "runs",
+    database_secret: str | None = None,
+) -> State:
+    """Make branch `name` a fresh copy of its parent (the weekly staging refresh from main)."""
+    try:
+        url = resolve_database_url(database_secret)
+        branches = provider(branch_provider, url)
+        made = branches.reset(name)
+    except UserFacingError as exc:
+        return user_error(exc)
+    report = _report(
+        "branch",
+        f"Branch {name} reset from {made.parent}",
+        "reset",
+        url,
+        branch=made.describe(),
+        notes=_notes(branches),
+    )
+    return publish(
+        report,
+        report_dir,
+        name="branch",
+        key="branch-report",
+        description=report["title"],
+        exit_code=0,
+        message=report["title"],
+    )
+
+
+@flow(name="rehearse")
+def rehearse(
+    what: Literal["schema", "phase1"] = "schema",
+    target: str = "head",
+    source: str | None = None,
+    keep: bool = False,
+    branch_provider: str | None = None,
+    report_dir: str = "runs",
+    database_secret: str | None = None,
+) -> State:
+    """Rehearse a migration on a fresh branch of main, audit the result, and report."""
+    from flows.audit import audit
+    from flows.phase1 import phase1_migration
+    from flows.schema import schema_upgrade
+
+    logger = get_run_logger()
+    try:
+        if what == "phase1" and not source:
+            raise InputError("a Phase 1 rehearsal needs the source file (--source)")
+        url = resolve_database_url(database_secret)
+        branches = provider(branch_provider, url)
+        name = f"{branches.main}-rehearsal-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        made = branches.create(name, branches.main)
+        branch_url = branches.url(name)
+    except UserFacingError as exc:
+        return user_error(exc)
+    with database_override(branch_url):
+        if what == "schema":
+            migration = schema_upgrade(
+                target=target, checkpoint=False, report_dir=report_dir, return_state=True
+            )
+        else:
+            migration = phase1_migration(
+                source=source, checkpoint=False, report_dir=report_dir, return_state=True
+            )
+        checked = audit(source=source if what == "phase1" else None, report_dir=report_dir, return_state=True)
+    results = {
+        "migration": _outcome(migration),
+        "audit": _outcome(checked),
+    }
+    ok = migration.is_completed() and checked.is_completed()
+    notes = _notes(branches)
+    if ok and not keep:
+        branches.delete(name)
+        notes.append(f"rehearsal passed; branch {name} dropped")
+    else:
+        where = f"branch {name} kept at {mask_url(branch_url)}"
+        notes.append(where if ok else f"rehearsal FAILED; {where} for inspection")
+        logger.warning(notes[-1])
+    report = _report(
+        "rehearsal",
+        f"Rehearsal of the {'schema upgrade to ' + target if what == 'schema' else 'Phase 1 migration'} on a branch",
+        "passed" if ok else "failed",
+        url,
+        branch=made.describe(),
+        steps=[{"step": k, **v} for k, v in results.items()],
+        verification={
+            "ok": ok,
+            "problems": [f"{k}: {v['message']}" for k, v in results.items() if v["status"] != "COMPLETED"],
+        },
+        notes=notes,
+    )
+    return publish(
+        report,
+        report_dir,
+        name="rehearsal",
+        key="rehearsal-report",
+        description=report["title"],
+        exit_code=0 if ok else VerificationFailed.exit_code,
+        message=report["title"] + (" passed" if ok else " failed"),
+    )
+
+
+def _outcome(state: State) -> dict[str, Any]:
+    data = state.result(raise_on_failure=False)
+    report = data.get("report") if isinstance(data, dict) else None
+    return {"status": state.type.value, "message": state.message or "", "report": report or ""}
+
+
+def _summary(outcome: dict[str, Any]) -> str:
+    r = outcome["report_data"]
+    lines = [f"{r['title']}: {r['status']}"]
+    if r.get("branch"):
+        b = r["branch"]
+        lines.append(f"  branch {b['name']} (parent {b['parent']}, created {b['created_at']})")
+    lines += [
+        f"  {s['step']}: {s['status']} {s['message']} {s['report']}".rstrip() for s in r.get("steps", [])
+    ]
+    lines += [f"note: {n}" for n in r.get("notes", [])]
+    lines.append(f"report: {outcome['report']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+
+    from flows import cli
+
+    parser = cli.Parser(
+        prog="python -m flows.branches",
+        description="Branches of the main database (--database-url names main): create, list, delete, reset, rehearse.",
+        epilog="Exit codes: 0 done, 1 rehearsal failed (the branch is kept), 2 bad input, 3 database or API unavailable.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=cli.Parser)
+    sub = {
+        name: commands.add_parser(name, help=text, description=text)
+        for name, text in (
+            ("create", "create a branch of main (or of --parent)"),
+            ("list", "list the branches"),
+            ("delete", "delete a branch"),
+            ("reset", "make a branch a fresh copy of its parent (e.g. refresh staging from main)"),
+            ("rehearse", "rehearse a migration on a throwaway branch of main, then audit it"),
+        )
+    }
+    for name in ("create", "delete", "reset"):
+        sub[name].add_argument("name")
+    sub["create"].add_argument("--parent", help="the branch to copy (default: main)")
+    sub["create"].add_argument("--at", help="a timestamp or LSN of the parent to branch at (Neon only)")
+    sub["rehearse"].add_argument("what", nargs="?", choices=["schema", "phase1"], default="schema")
+    sub["rehearse"].add_argument(
+        "--target", default="head", help="schema revision to rehearse (default head)"
+    )
+    sub["rehearse"].add_argument("--source", help="the Phase 1 file, for a phase1 rehearsal")
+    sub["rehearse"].add_argument(
+        "--keep", action="store_true", help="keep the branch even when the rehearsal passes"
+    )
+    for p in sub.values():
+        p.add_argument(
+            "--provider",
+            choices=["local", "neon"],
+            help="branch provider (default local, or $BRANCH_PROVIDER)",
+        )
+        cli.add_common(p)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cli.apply_database_url(args.database_url)
+        if args.command == "list":
+            from tasks.db import database_url
+
+            branches = provider(args.provider, database_url())
+            rows = [b.describe() for b in branches.list()]
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                print(f"main: {branches.main}")
+                for b in rows:
+                    print(f"  {b['name']:40} parent {b['parent'] or '-':20} created {b['created_at'] or '-'}")
+            return 0
+    except UserFacingError as exc:
+        return cli.fail(str(exc), exc.exit_code)
+    common = {"branch_provider": args.provider, "report_dir": args.report_dir, "return_state": True}
+    calls = {
+        "create": lambda: branch_create(args.name, parent=args.parent, at=args.at, **common),
+        "delete": lambda: branch_delete(args.name, **common),
+        "reset": lambda: branch_reset(args.name, **common),
+        "rehearse": lambda: rehearse(
+            what=args.what, target=args.target, source=args.source, keep=args.keep, **common
+        ),
+    }
+    with cli.progress_bar(not args.json):
+        return cli.run_flow(calls[args.command], as_json=args.json, summary=_summary)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

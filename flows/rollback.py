@@ -1,0 +1,242 @@
+"""Rollback and recovery, each one verified by whole-table checksums against its source.
+
+- `downgrade STEPS|REVISION`: take a checkpoint branch, downgrade the schema (the schema flow's
+  rules: a data-losing downgrade needs --allow-data-loss), then prove the schema is at the target and
+  every table holds exactly what the checkpoint holds, in every column that still exists;
+- `restore --from-branch NAME`: main becomes the branch's content (its previous state is kept as
+  `<main>-before-restore-<UTC time>`), proven equal to the branch table by table;
+- `restore --timestamp T` (Neon): main becomes its own state at T (previous state preserved),
+  proven equal to a branch taken of the preserved history at T.
+
+Undoing one Phase 1 run precisely is `python -m flows.phase1 rollback RUN_ID`.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow
+from prefect.states import Failed, State
+
+from flows.outcome import publish, user_error
+from flows.settings import resolve_database_url
+from tasks import schema
+from tasks.branching import provider
+from tasks.db import connect, mask_url
+from tasks.errors import InputError, UserFacingError, VerificationFailed
+from tasks.verify import compare_fingerprints, table_columns, table_fingerprints
+
+
+def steps_back(current: str | None, to: str) -> str:
+    """`to` as a revision: a revision id, or a number N meaning N revisions below the current one."""
+    known = {s.revision for s in schema.scripts().walk_revisions()}
+    if to in known or not to.isdigit():
+        return schema.resolve(to) or "base"
+    n = int(to)
+    _, down = schema.path(current, None)
+    if n < 1 or n > len(down):
+        raise InputError(
+            f"cannot go {n} steps back from {current or 'base'} ({len(down)} revisions below it)"
+        )
+    return down[n - 1].down_revision or "base"
+
+
+def fingerprints(url: str, columns: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """Every table (bookkeeping included unless columns are given) of the database at url."""
+    with connect(url, autocommit=True) as conn:
+        return table_fingerprints(
+            conn, columns if columns is not None else table_columns(conn, bookkeeping=True)
+        )
+
+
+def columns_of(url: str) -> dict[str, list[str]]:
+    with connect(url, autocommit=True) as conn:
+        return table_columns(conn)
+
+
+def _publish(report: dict[str, Any], report_dir: str) -> State:
+    ok = report["verification"]["ok"]
+    return publish(
+        report,
+        report_dir,
+        name="rollback",
+        key="rollback-report",
+        description=report["title"],
+        exit_code=0 if ok else VerificationFailed.exit_code,
+        message=report["title"]
+        + (" verified" if ok else ": " + "; ".join(report["verification"]["problems"])),
+    )
+
+
+@flow(name="rollback-downgrade")
+def rollback_downgrade(
+    to: str,
+    allow_data_loss: bool = False,
+    branch_provider: str | None = None,
+    report_dir: str = "runs",
+    database_secret: str | None = None,
+) -> State:
+    """Downgrade to a revision (or N steps back) and verify against a checkpoint taken first."""
+    from flows.schema import schema_downgrade
+
+    try:
+        url = resolve_database_url(database_secret)
+        before = schema.current_revision(url)
+        target = steps_back(before, to)
+    except UserFacingError as exc:
+        return user_error(exc)
+    moved = schema_downgrade(
+        target=target,
+        allow_data_loss=allow_data_loss,
+        checkpoint=True,
+        branch_provider=branch_provider,
+        report_dir=report_dir,
+        return_state=True,
+    )
+    outcome = moved.result(raise_on_failure=False)
+    if not moved.is_completed():  # refused or failed: the schema flow's outcome and report say why
+        return Failed(message=moved.message, data=outcome)
+    checkpoint = outcome["report_data"]["checkpoint"]
+    after = schema.current_revision(url)
+    branch_url = provider(branch_provider, url).url(checkpoint["name"])
+    kept = columns_of(url)
+    old = columns_of(branch_url)
+    common = {t: [c for c in old[t] if c in kept[t]] for t in old if t in kept}
+    problems = compare_fingerprints(fingerprints(branch_url, common), fingerprints(url, common))
+    if (after or "base") != target:
+        problems.insert(0, f"schema is at {after or 'base'}, not {target}")
+    dropped = {t: [c for c in old[t] if c not in kept.get(t, [])] for t in old if t in kept}
+    gone = sorted(t for t in old if t not in kept)
+    report = {
+        "title": f"Rollback: downgrade to {target}",
+        "kind": "rollback",
+        "run_id": str(uuid.uuid4()),
+        "status": "verified" if not problems else "verification_failed",
+        "database": mask_url(url),
+        "schema": {"before": before, "after": after, "target": target},
+        "checkpoint": checkpoint,
+        "verification": {"ok": not problems, "problems": problems},
+        "notes": [f"columns dropped by the downgrade: {t}.{', '.join(cs)}" for t, cs in dropped.items() if cs]
+        + ([f"tables dropped by the downgrade: {', '.join(gone)}"] if gone else [])
+        + [f"schema flow report: {outcome['report']}"],
+    }
+    return _publish(report, report_dir)
+
+
+@flow(name="rollback-restore")
+def rollback_restore(
+    from_branch: str | None = None,
+    timestamp: str | None = None,
+    branch_provider: str | None = None,
+    report_dir: str = "runs",
+    database_secret: str | None = None,
+) -> State:
+    """Make main the content of a branch (or, on Neon, of its own past at a timestamp) and verify."""
+    try:
+        if bool(from_branch) == bool(timestamp):
+            raise InputError("restore needs exactly one of --from-branch NAME or --timestamp T")
+        url = resolve_database_url(database_secret)
+        branches = provider(branch_provider, url)
+        main = branches.main
+        preserved = f"{main}-before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        if from_branch:
+            source_url = branches.url(from_branch)
+            expected = fingerprints(source_url)
+            expected_revision = schema.current_revision(source_url)
+            branches.restore(main, source_branch=from_branch, preserve_under_name=preserved)
+            source = from_branch
+        else:
+            branches.restore(main, timestamp=timestamp, preserve_under_name=preserved)
+            # The preserved branch holds main's old history: a branch of it at T is main as it was at T.
+            probe = f"{main}-verify-{uuid.uuid4().hex[:6]}"
+            branches.create(probe, preserved, at=timestamp)
+            try:
+                probe_url = branches.url(probe)
+                expected, expected_revision = fingerprints(probe_url), schema.current_revision(probe_url)
+            finally:
+                branches.delete(probe)
+            source = f"{main} at {timestamp}"
+        actual = fingerprints(url)
+        revision = schema.current_revision(url)
+    except UserFacingError as exc:
+        return user_error(exc)
+    problems = compare_fingerprints(expected, actual)
+    if revision != expected_revision:
+        problems.insert(0, f"schema is at {revision}, the source at {expected_revision}")
+    report = {
+        "title": f"Restore of {main} from {source}",
+        "kind": "rollback",
+        "run_id": str(uuid.uuid4()),
+        "status": "verified" if not problems else "verification_failed",
+        "database": mask_url(url),
+        "schema": {"after": revision, "source": expected_revision},
+        "checkpoint": {"name": preserved, "parent": main},
+        "counts": {t: int(v.split(":")[0]) for t, v in actual.items()},
+        "verification": {"ok": not problems, "problems": problems},
+        "notes": [f"main's previous state is kept as branch {preserved}"]
+        + list(getattr(branches, "notes", [])),
+    }
+    return _publish(report, report_dir)
+
+
+def _summary(outcome: dict[str, Any]) -> str:
+    r = outcome["report_data"]
+    lines = [f"{r['title']}: {r['status']}"]
+    lines += [f"problem: {p}" for p in r["verification"]["problems"]]
+    lines += [f"note: {n}" for n in r.get("notes", [])]
+    lines.append(f"report: {outcome['report']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flows import cli
+
+    parser = cli.Parser(
+        prog="python -m flows.rollback",
+        description="Roll the database back (schema downgrade) or restore it from a branch or a point in time, verified.",
+        epilog="Exit codes: 0 done and verified, 1 verification failed, 2 bad input, 3 database or API unavailable.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=cli.Parser)
+    down = commands.add_parser(
+        "downgrade",
+        help="downgrade to REVISION, or STEPS revisions back",
+        description="downgrade to REVISION, or STEPS revisions back, verified against a checkpoint",
+    )
+    down.add_argument("to", metavar="STEPS|REVISION")
+    down.add_argument("--allow-data-loss", action="store_true", help="allow a downgrade that drops data")
+    restore = commands.add_parser(
+        "restore",
+        help="main becomes a branch's content, or its own past (Neon)",
+        description="main becomes a branch's content, or its own past at --timestamp (Neon)",
+    )
+    restore.add_argument("--from-branch", metavar="NAME")
+    restore.add_argument("--timestamp", metavar="T", help="ISO 8601, e.g. 2026-11-24T01:00:00Z (Neon only)")
+    for p in (down, restore):
+        p.add_argument("--provider", choices=["local", "neon"], help="branch provider (default local)")
+        cli.add_common(p)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cli.apply_database_url(args.database_url)
+        if args.command == "restore" and bool(args.from_branch) == bool(args.timestamp):
+            raise InputError("restore needs exactly one of --from-branch NAME or --timestamp T")
+    except UserFacingError as exc:
+        return cli.fail(str(exc), exc.exit_code)
+    common = {"branch_provider": args.provider, "report_dir": args.report_dir, "return_state": True}
+    if args.command == "downgrade":
+        call = lambda: rollback_downgrade(args.to, allow_data_loss=args.allow_data_loss, **common)  # noqa: E731
+    else:
+        call = lambda: rollback_restore(from_branch=args.from_branch, timestamp=args.timestamp, **common)  # noqa: E731
+    from flows.schema import _summary as schema_summary
+
+    def summary(outcome: dict[str, Any]) -> str:
+        return (_summary if outcome["report_data"]["kind"] == "rollback" else schema_summary)(outcome)
+
+    with cli.progress_bar(not args.json):
+        return cli.run_flow(call, as_json=args.json, summary=summary)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
