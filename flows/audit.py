@@ -22,6 +22,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, State
 
+from flows import params as P
 from flows.outcome import publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
@@ -34,12 +35,14 @@ run_checks = db_task(checks.run_checks, "run-checks")
 fix_orphans = db_task(checks.fix_orphans, "fix-orphans", retries=0)
 
 
-@flow(name="audit")
+@flow(name="audit", persist_result=True)
 def audit(
-    source: str | None = None,
-    fix: bool = False,
-    report_dir: str = "runs",
-    database_secret: str | None = None,
+    source: str | None = P.described(
+        None, "The Phase 1 file to compare counts and checksums with (path on the worker)"
+    ),
+    fix: bool = P.described(False, "Move orphan rows to quarantine (undoable), then check again"),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
 ) -> State:
     """Run the post-migration checks (and, with `fix`, quarantine orphans); fails when any check does."""
     started = time.monotonic()
@@ -86,8 +89,11 @@ def audit(
     )
 
 
-@flow(name="audit-undo-fix")
-def audit_undo_fix(run_id: str, database_secret: str | None = None) -> State:
+@flow(name="audit-undo-fix", persist_result=True)
+def audit_undo_fix(
+    run_id: str = P.described(..., "The audit run whose --fix-orphans to undo"),
+    database_secret: str | None = P.database_secret(),
+) -> State:
     """Put back the rows an audit's --fix-orphans moved to quarantine."""
     try:
         with connect(resolve_database_url(database_secret), autocommit=True) as conn:

@@ -23,6 +23,7 @@ from prefect import flow
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.states import State
 
+from flows import params as P
 from flows import progress as progress_events
 from flows.outcome import publish, user_error
 from flows.retry import db_task
@@ -45,19 +46,25 @@ def spec_for(name: str | None, table: str | None, column: str | None, value: str
     return BackfillSpec(table, column, value)
 
 
-@flow(name="backfill")
+@flow(name="backfill", persist_result=True)
 def backfill(
-    name: str | None = None,
-    table: str | None = None,
-    column: str | None = None,
-    value: str | None = None,
-    batch_size: int = 2_000,
-    target_batch_seconds: float = 0.05,
-    pause: float = 0.0,
-    max_runtime: float | None = None,
-    lock_timeout: str = "2s",
-    report_dir: str = "runs",
-    database_secret: str | None = None,
+    name: str | None = P.described(
+        None, "A registered backfill (tasks.priority, tasks.tags); or give table/column/value"
+    ),
+    table: str | None = P.described(None, "Table to fill (checked against the catalog)"),
+    column: str | None = P.described(None, "Column to set where it IS NULL"),
+    value: str | None = P.described(
+        None, "The value, as PostgreSQL text for the column's type (e.g. {} for text[])"
+    ),
+    batch_size: int = P.described(2_000, "First batch size; it adapts from there", ge=1),
+    target_batch_seconds: float = P.described(0.05, "The batch size adapts to keep a batch near this", gt=0),
+    pause: float = P.described(0.0, "Seconds to sleep between batches", ge=0),
+    max_runtime: float | None = P.described(
+        None, "Stop cleanly after this many seconds; the next run resumes", gt=0
+    ),
+    lock_timeout: str = P.lock_timeout(),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
 ) -> State:
     """Set a column to a value where it is NULL, in resumable batches; returns the outcome."""
     try:
@@ -76,7 +83,7 @@ def backfill(
                 conn, "backfill", {"name": spec.name, "value": spec.value}, source_name=spec.name
             )
         try:
-            result = run_engine(url, spec, settings, run_id=run_id, on_batch=_reporter(spec.name))
+            result = run_engine(url, spec, settings, run_id=run_id, on_batch=batch_reporter(spec.name))
         except BaseException as exc:
             with connect(url, autocommit=True) as conn:
                 finish(conn, run_id, "interrupted", {}, error=str(exc).splitlines()[0] if str(exc) else None)
@@ -106,7 +113,7 @@ def _counts(p: Progress) -> dict[str, int]:
     }
 
 
-def _reporter(name: str, every: float = 0.5):
+def batch_reporter(name: str, every: float = 0.5):
     """Per-batch progress: the local bar at every batch, the Prefect artifact at most every `every`
     seconds (an API call per 50 ms batch would slow the backfill down) and always at the end."""
     artifact = create_progress_artifact(

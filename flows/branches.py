@@ -19,6 +19,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 from prefect.states import State
 
+from flows import params as P
 from flows.outcome import publish, user_error
 from flows.settings import database_override, resolve_database_url
 from tasks.branching import BranchProvider, provider
@@ -41,14 +42,14 @@ def _notes(branches: BranchProvider) -> list[str]:
     return list(getattr(branches, "notes", []))
 
 
-@flow(name="branch-create")
+@flow(name="branch-create", persist_result=True)
 def branch_create(
-    name: str,
-    parent: str | None = None,
-    at: str | None = None,
-    branch_provider: str | None = None,
-    report_dir: str = "runs",
-    database_secret: str | None = None,
+    name: str = P.described(..., "Name of the new branch"),
+    parent: str | None = P.described(None, "Branch to copy (default: main)"),
+    at: str | None = P.described(None, "Timestamp or LSN of the parent to branch at (Neon only)"),
+    branch_provider: P.Provider | None = P.branch_provider(),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
 ) -> State:
     """Create branch `name` from `parent` (default main), optionally at a timestamp or LSN (Neon)."""
     try:
@@ -71,12 +72,12 @@ def branch_create(
     )
 
 
-@flow(name="branch-delete")
+@flow(name="branch-delete", persist_result=True)
 def branch_delete(
-    name: str,
-    branch_provider: str | None = None,
-    report_dir: str = "runs",
-    database_secret: str | None = None,
+    name: str = P.described(..., "The branch to delete (never main)"),
+    branch_provider: P.Provider | None = P.branch_provider(),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
 ) -> State:
     """Delete branch `name` (never main)."""
     try:
@@ -97,12 +98,12 @@ def branch_delete(
     )
 
 
-@flow(name="branch-reset")
+@flow(name="branch-reset", persist_result=True)
 def branch_reset(
-    name: str = "staging",
-    branch_provider: str | None = None,
-    report_dir: str = "runs",
-    database_secret: str | None = None,
+    name: str = P.described("staging", "The branch to make a fresh copy of its parent"),
+    branch_provider: P.Provider | None = P.branch_provider(),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
 ) -> State:
     """Make branch `name` a fresh copy of its parent (the weekly staging refresh from main)."""
     try:
@@ -130,15 +131,17 @@ def branch_reset(
     )
 
 
-@flow(name="rehearse")
+@flow(name="rehearse", persist_result=True)
 def rehearse(
-    what: Literal["schema", "phase1"] = "schema",
-    target: str = "head",
-    source: str | None = None,
-    keep: bool = False,
-    branch_provider: str | None = None,
-    report_dir: str = "runs",
-    database_secret: str | None = None,
+    what: Literal["schema", "phase1"] = P.described(
+        "schema", "What to rehearse: the schema upgrade or the Phase 1 migration"
+    ),
+    target: str = P.described("head", "Schema revision to rehearse"),
+    source: str | None = P.described(None, "The Phase 1 file, for a phase1 rehearsal (path on the worker)"),
+    keep: bool = P.described(False, "Keep the branch even when the rehearsal passes"),
+    branch_provider: P.Provider | None = P.branch_provider(),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
 ) -> State:
     """Rehearse a migration on a fresh branch of main, audit the result, and report."""
     from flows.audit import audit

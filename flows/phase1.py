@@ -32,6 +32,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NONE
 from prefect.states import State
 
+from flows import params as P
 from flows import progress
 from flows.checkpoint import take_checkpoint
 from flows.outcome import publish, user_error
@@ -53,27 +54,33 @@ KIND = "phase1"
 DEFAULT_USER = "phase1-migration@example.com"
 
 
-precheck_source = task(precheck_once, name="precheck-source", cache_policy=NONE)
+precheck_source = task(precheck_once, name="precheck-source", cache_policy=NONE, persist_result=False)
 upgrade_schema = db_task(schema.upgrade, "upgrade-schema")
 load_chunks = db_task(load, "load-chunks")
 verify = db_task(verify_run, "verify-run")
 
 
-@flow(name="phase1-migration")
+@flow(name="phase1-migration", persist_result=True)
 def phase1_migration(
-    source: str = "cli/tasks.json",
-    source_name: str = "phase1",
-    chunk_size: int = 10_000,
-    default_user_email: str = DEFAULT_USER,
-    owner_map: str | None = None,
-    field_map: list[str] | None = None,
-    dry_run: bool = False,
-    report_dir: str = "runs",
-    workers: int = 2,
-    lock_wait_seconds: float = 0.0,
-    checkpoint: bool = True,
-    branch_provider: str | None = None,
-    database_secret: str | None = None,
+    source: str = P.described("cli/tasks.json", "The Phase 1 tasks.json, as a path on the worker"),
+    source_name: str = P.described(
+        "phase1", "Names the legacy source; with the legacy id it makes each row's uuid5"
+    ),
+    chunk_size: int = P.described(10_000, "Records per COPY and per checkpoint", ge=1),
+    default_user_email: str = P.described(
+        DEFAULT_USER, "Owner of records that name none (created if missing)"
+    ),
+    owner_map: str | None = P.described(
+        None, "CSV of legacy_id,email owners per task, as a path on the worker"
+    ),
+    field_map: list[str] | None = P.described(None, "SOURCE=TARGET field mappings (like --map)"),
+    dry_run: bool = P.described(False, "Validate, transform and report without writing anything"),
+    report_dir: str = P.report_dir(),
+    workers: int = P.described(2, "Parallel COPY connections", ge=1),
+    lock_wait_seconds: float = P.described(0.0, "Seconds to wait for another migration run to finish", ge=0),
+    checkpoint: bool = P.checkpoint(),
+    branch_provider: P.Provider | None = P.branch_provider(),
+    database_secret: str | None = P.database_secret(),
 ) -> dict[str, Any] | State:
     """Migrate one Phase 1 file; returns the outcome (exit_code, run_id, report path, counts)."""
     started = time.monotonic()
@@ -336,9 +343,12 @@ def _publish(report: dict[str, Any], report_dir: str, summary: LoadSummary) -> S
     )
 
 
-@flow(name="phase1-rollback")
+@flow(name="phase1-rollback", persist_result=True)
 def phase1_rollback(
-    run_id: str, report_dir: str = "runs", force: bool = False, database_secret: str | None = None
+    run_id: str = P.described(..., "The Phase 1 run to undo (its id is in the run's report)"),
+    report_dir: str = P.report_dir(),
+    force: bool = P.described(False, "Remove the rows even if the application changed them since"),
+    database_secret: str | None = P.database_secret(),
 ) -> dict[str, Any] | State:
     """Remove exactly the rows a Phase 1 run inserted (and the users it created that nothing else
     uses), verify that none is left, and report."""

@@ -28,6 +28,7 @@ def db_task(fn: Callable[..., Any], name: str, retries: int = 2) -> Any:
         fn,
         name=name,
         cache_policy=NONE,
+        persist_result=False,  # live connections in, run-specific results out: nothing to reuse
         retries=retries,
         retry_delay_seconds=[1, 4, 16][:retries],
         retry_jitter_factor=0.5,

@@ -21,6 +21,7 @@ from typing import Any
 from prefect import flow
 from prefect.states import Failed, State
 
+from flows import params as P
 from flows.outcome import publish, user_error
 from flows.settings import resolve_database_url
 from tasks import schema
@@ -71,13 +72,13 @@ def _publish(report: dict[str, Any], report_dir: str) -> State:
     )
 
 
-@flow(name="rollback-downgrade")
+@flow(name="rollback-downgrade", persist_result=True)
 def rollback_downgrade(
-    to: str,
-    allow_data_loss: bool = False,
-    branch_provider: str | None = None,
-    report_dir: str = "runs",
-    database_secret: str | None = None,
+    to: str = P.described(..., "A revision id (e.g. 0004), or a number N: that many revisions back"),
+    allow_data_loss: bool = P.described(False, "Allow a downgrade that drops data (checkpointed first)"),
+    branch_provider: P.Provider | None = P.branch_provider(),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
 ) -> State:
     """Downgrade to a revision (or N steps back) and verify against a checkpoint taken first."""
     from flows.schema import schema_downgrade
@@ -126,13 +127,13 @@ def rollback_downgrade(
     return _publish(report, report_dir)
 
 
-@flow(name="rollback-restore")
+@flow(name="rollback-restore", persist_result=True)
 def rollback_restore(
-    from_branch: str | None = None,
-    timestamp: str | None = None,
-    branch_provider: str | None = None,
-    report_dir: str = "runs",
-    database_secret: str | None = None,
+    from_branch: str | None = P.described(None, "The branch whose content main becomes"),
+    timestamp: str | None = P.described(None, "ISO 8601 point in time of main to restore (Neon only)"),
+    branch_provider: P.Provider | None = P.branch_provider(),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
 ) -> State:
     """Make main the content of a branch (or, on Neon, of its own past at a timestamp) and verify."""
     try:

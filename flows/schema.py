@@ -27,6 +27,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.states import State
 
+from flows import params as P
+from flows.backfill import batch_reporter
 from flows.checkpoint import take_checkpoint
 from flows.outcome import publish, user_error
 from flows.settings import resolve_database_url
@@ -37,16 +39,16 @@ from tasks.errors import InputError, Unavailable, UserFacingError, VerificationF
 from tasks.runs import finish, has_bookkeeping, open_run
 
 
-@flow(name="schema-upgrade")
+@flow(name="schema-upgrade", persist_result=True)
 def schema_upgrade(
-    target: str = "head",
-    checkpoint: bool = True,
-    branch_provider: str | None = None,
-    lock_timeout: str = "2s",
-    statement_timeout: str = "15min",
-    lock_wait_seconds: float = 30.0,
-    report_dir: str = "runs",
-    database_secret: str | None = None,
+    target: str = P.described("head", "Revision to reach (head, or an id such as 0005)"),
+    checkpoint: bool = P.checkpoint(),
+    branch_provider: P.Provider | None = P.branch_provider(),
+    lock_timeout: str = P.lock_timeout(),
+    statement_timeout: str = P.described("15min", "statement_timeout of every statement"),
+    lock_wait_seconds: float = P.described(30.0, "Seconds to wait for another migration run to finish", ge=0),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
 ) -> State:
     """Upgrade to `target` (default head), expand → backfill → contract, and report."""
     return _move(
@@ -63,17 +65,19 @@ def schema_upgrade(
     )
 
 
-@flow(name="schema-downgrade")
+@flow(name="schema-downgrade", persist_result=True)
 def schema_downgrade(
-    target: str,
-    allow_data_loss: bool = False,
-    checkpoint: bool = True,
-    branch_provider: str | None = None,
-    lock_timeout: str = "2s",
-    statement_timeout: str = "15min",
-    lock_wait_seconds: float = 30.0,
-    report_dir: str = "runs",
-    database_secret: str | None = None,
+    target: str = P.described(..., "Revision to go back to (an id such as 0004, or base)"),
+    allow_data_loss: bool = P.described(
+        False, "Run a downgrade that drops data (a checkpoint is taken first)"
+    ),
+    checkpoint: bool = P.checkpoint(),
+    branch_provider: P.Provider | None = P.branch_provider(),
+    lock_timeout: str = P.lock_timeout(),
+    statement_timeout: str = P.described("15min", "statement_timeout of every statement"),
+    lock_wait_seconds: float = P.described(30.0, "Seconds to wait for another migration run to finish", ge=0),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
 ) -> State:
     """Downgrade to `target`; refuses a data-losing downgrade without allow_data_loss."""
     return _move(
@@ -242,6 +246,7 @@ def _apply(
                 url,
                 [s],
                 direction,
+                run_backfill=schema.engine_backfill(url, batch_reporter),
                 lock_timeout=lock_timeout,
                 statement_timeout=statement_timeout,
                 on_step=lambda st, action: logger.info("%s %s (%s)", action, st.revision, st.phase),

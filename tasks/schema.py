@@ -140,11 +140,14 @@ StepListener = Callable[[Step, str], None]
 BackfillRunner = Callable[[str], object]
 
 
-def engine_backfill(url: str) -> BackfillRunner:
-    """Run a named backfill with the engine's defaults (waiting for a scheduled run of it to finish)."""
+def engine_backfill(url: str, listener: Callable[[str], Callable[..., None]] | None = None) -> BackfillRunner:
+    """Run a named backfill with the engine's defaults (waiting for a scheduled run of it to finish);
+    listener(name) gives the per-batch progress callback, if any."""
     from tasks.backfill import named, run_backfill
 
-    return lambda name: run_backfill(url, named(name), lock_wait=60)
+    return lambda name: run_backfill(
+        url, named(name), lock_wait=60, on_batch=listener(name) if listener else None
+    )
 
 
 def apply(

@@ -47,7 +47,7 @@ def test_upgrade_runs_backfills_records_steps_and_reports(flow_env: dict[str, st
     )
     assert steps == 5
     assert report["checkpoint"]["name"] in {b.name for b in LocalBranches(url).list()}
-    assert artifact_keys(state.state_details.flow_run_id) == {"schema-report"}
+    assert artifact_keys(state.state_details.flow_run_id) == {"schema-report", "backfill-progress"}
 
     again = schema_upgrade(report_dir=flow_env["report_dir"], return_state=True, checkpoint=False)
     assert again.is_completed() and again.result()["status"] == "noop"

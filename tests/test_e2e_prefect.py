@@ -1,0 +1,172 @@
+"""End to end on a real Prefect server: `prefect server start` on loopback with its own PREFECT_HOME,
+`python -m deployments.serve` serving every deployment, runs triggered through the REST API with
+parameters, waited for, and their artifacts read back through the API. Everything started is stopped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tasks import schema
+from tasks.db import create_database, drop_database
+from tests.conftest import ROOT
+
+EXAMPLE = ROOT / "examples" / "tasks.json"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what: str, check, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def served(pg_server: str) -> Iterator[dict[str, str]]:
+    home = tempfile.mkdtemp(prefix="prefect-e2e-")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    name = f"t_e2e_{uuid.uuid4().hex[:8]}"
+    db_url = create_database(pg_server, name)
+    schema.upgrade(db_url)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": home,
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "DATABASE_URL": db_url,
+    }
+    logs = Path(home)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=(logs / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    serve = None
+    try:
+        wait_for("prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "deployments.serve"],
+            cwd=ROOT,
+            env=env,
+            stdout=(logs / "serve.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(
+            "deployments",
+            lambda: (
+                httpx.get(f"{api}/deployments/name/backfill/backfill-tasks-priority", timeout=2).status_code
+                == 200
+            ),
+        )
+        yield {"api": api, "db_url": db_url, "home": home}
+    finally:
+        if serve is not None:
+            stop(serve)
+        stop(server)
+        drop_database(pg_server, name)
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            branches = [
+                r[0]
+                for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",))
+            ]
+        for branch in branches:
+            drop_database(pg_server, branch)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run(api: str, flow: str, deployment: str, parameters: dict) -> tuple[dict, set[str]]:
+    """Trigger a deployment through the REST API, wait for a final state, return (flow run, artifact keys)."""
+    with httpx.Client(base_url=api, timeout=30) as client:
+        dep = client.get(f"/deployments/name/{flow}/{deployment}").raise_for_status().json()
+        created = client.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters})
+        flow_run_id = created.raise_for_status().json()["id"]
+        final: dict = {}
+
+        def finished() -> bool:
+            final.update(client.get(f"/flow_runs/{flow_run_id}").raise_for_status().json())
+            return final["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+        wait_for(f"{deployment} run", finished, timeout=240)
+        artifacts = client.post(
+            "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
+        )
+        keys = {a["key"] for a in artifacts.raise_for_status().json() if a.get("key")}
+    return final, keys
+
+
+def test_phase1_deployment_runs_with_a_source_parameter(served: dict[str, str], tmp_path: Path) -> None:
+    flow_run, keys = run(
+        served["api"],
+        "phase1-migration",
+        "phase1-migration",
+        {"source": str(EXAMPLE), "report_dir": str(tmp_path / "runs")},
+    )
+    assert flow_run["state"]["type"] == "COMPLETED", flow_run["state"]
+    assert "database_url" not in flow_run["parameters"]
+    assert {"phase1-report", "phase1-quarantine", "phase1-progress"} <= keys
+    with psycopg.connect(served["db_url"]) as conn:
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 7
+    assert list((tmp_path / "runs").glob("*/report.json"))
+
+
+def test_backfill_deployment_runs_and_reports(served: dict[str, str], tmp_path: Path) -> None:
+    with psycopg.connect(served["db_url"]) as conn:
+        conn.execute(
+            "INSERT INTO users (id, email) VALUES (gen_random_uuid(), 'e2e@example.com') ON CONFLICT DO NOTHING"
+        )
+        conn.execute(
+            "INSERT INTO tasks (id, user_id, title, completed) "
+            "SELECT gen_random_uuid(), (SELECT id FROM users WHERE email = 'e2e@example.com'), 'e2e ' || g, false "
+            "FROM generate_series(1, 500) g"
+        )
+    flow_run, keys = run(
+        served["api"],
+        "backfill",
+        "backfill-tasks-priority",
+        {"name": None, "table": "tasks", "column": "description", "value": "", "report_dir": str(tmp_path)},
+    )
+    assert flow_run["state"]["type"] == "COMPLETED", flow_run["state"]
+    assert {"backfill-report", "backfill-progress"} <= keys
+    with psycopg.connect(served["db_url"]) as conn:
+        assert conn.execute("SELECT count(*) FROM tasks WHERE description IS NULL").fetchone()[0] == 0
