@@ -12,11 +12,9 @@ writes, failures, p99 and max latency.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -24,10 +22,9 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.workload import Writers, Writes, seed_tasks  # noqa: E402
-from tasks import schema  # noqa: E402
+from bench.workload import Writers, Writes, bench_args, seeded_template  # noqa: E402
 from tasks.backfill import BackfillSpec, run_backfill  # noqa: E402
-from tasks.db import create_database, database_url, drop_database  # noqa: E402
+from tasks.db import create_database, drop_database  # noqa: E402
 
 
 def with_writers(url: str, n: int, work) -> tuple[float, Writes]:
@@ -49,19 +46,8 @@ def backfill(url: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("n", nargs="?", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    server = database_url()
-    template = f"bench_bf_{uuid.uuid4().hex[:8]}"
-    template_url = create_database(server, template)
-    schema.upgrade(template_url)
-    seed_tasks(template_url, args.n, null_every=1)
-    with psycopg.connect(template_url, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE tasks")
+    args = bench_args(__doc__, 1_000_000)
+    server, template = seeded_template("bench_bf", args.rows)
     results: dict[str, list[tuple[float, Writes]]] = {"update": [], "backfill": []}
     try:
         for _ in range(args.repeat):
@@ -69,7 +55,7 @@ def main() -> None:
                 clone = f"{template}_{name}"
                 url = create_database(server, clone, template)
                 try:
-                    results[name].append(with_writers(url, args.n, work))
+                    results[name].append(with_writers(url, args.rows, work))
                     with psycopg.connect(url) as conn:
                         left = conn.execute(
                             "SELECT count(*) FROM tasks WHERE description IS NULL"
@@ -79,7 +65,9 @@ def main() -> None:
                     drop_database(server, clone)
     finally:
         drop_database(server, template)
-    print(f"backfill of {args.n:,} rows, 2 writers updating random rows throughout; medians of {args.repeat}")
+    print(
+        f"backfill of {args.rows:,} rows, 2 writers updating random rows throughout; medians of {args.repeat}"
+    )
     medians = {}
     for name, runs in results.items():
         seconds = statistics.median(s for s, _ in runs)

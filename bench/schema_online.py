@@ -12,11 +12,9 @@ Target at 300,000 rows: 0 failures, p99 < 100 ms.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -24,25 +22,14 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.workload import Writers, seed_tasks  # noqa: E402
+from bench.workload import Writers, bench_args, seeded_template  # noqa: E402
 from tasks import schema  # noqa: E402
-from tasks.db import create_database, database_url, drop_database  # noqa: E402
+from tasks.db import create_database, drop_database  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("rows", nargs="?", type=int, default=300_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
-    server = database_url()
-    template = f"bench_online_{uuid.uuid4().hex[:8]}"
-    url = create_database(server, template)
-    schema.upgrade(url, "0002")
-    seed_tasks(url, args.rows)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("VACUUM ANALYZE tasks")
+    args = bench_args(__doc__, 300_000)
+    server, template = seeded_template("bench_online", args.rows, "0002")
     runs = []
     try:
         for i in range(args.repeat):

@@ -4,6 +4,7 @@ online tests and the benchmarks use it to prove a migration does not stop the ap
 
 from __future__ import annotations
 
+import argparse
 import random
 import threading
 import time
@@ -11,6 +12,9 @@ import uuid
 from dataclasses import dataclass, field
 
 import psycopg
+
+from tasks import schema
+from tasks.db import create_database, database_url
 
 
 @dataclass
@@ -99,3 +103,24 @@ class Writers:
                 except psycopg.Error as exc:
                     out.failures += 1
                     out.errors.append(str(exc).splitlines()[0])
+
+
+def bench_args(doc: str | None, default_rows: int) -> argparse.Namespace:
+    """`ROWS [--repeat R]`, the command line every benchmark here takes."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rows", nargs="?", type=int, default=default_rows)
+    parser.add_argument("--repeat", type=int, default=3)
+    return parser.parse_args()
+
+
+def seeded_template(prefix: str, rows: int, revision: str = "head") -> tuple[str, str]:
+    """A database at `revision` with `rows` seeded tasks (description NULL), vacuumed, to clone per
+    repetition; returns (server URL, its name)."""
+    server = database_url()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    url = create_database(server, name)
+    schema.upgrade(url, revision)
+    seed_tasks(url, rows)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE tasks")
+    return server, name

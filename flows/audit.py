@@ -23,7 +23,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.states import Completed, State
 
 from flows import params as P
-from flows.outcome import publish, user_error
+from flows.outcome import closing_lines, publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks import audit as checks
@@ -113,9 +113,7 @@ def _summary(outcome: dict[str, Any]) -> str:
         sample = f" (e.g. {c['sample']})" if c["sample"] else ""
         lines.append(f"{c['check']:{width}}  {c['status'].upper():6}  {c['count']:5}  {c['detail']}{sample}")
     lines.append(f"audit {'FAILED: ' + ', '.join(r['failed']) if r['failed'] else 'passed'}")
-    lines += [f"note: {n}" for n in r["notes"]]
-    lines.append(f"report: {outcome['report']}")
-    return "\n".join(lines)
+    return "\n".join(lines + closing_lines(outcome))
 
 
 def main(argv: list[str] | None = None) -> int:

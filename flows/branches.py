@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -20,9 +21,9 @@ from prefect import flow, get_run_logger
 from prefect.states import State
 
 from flows import params as P
-from flows.outcome import publish, user_error
+from flows.outcome import closing_lines, publish, user_error
 from flows.settings import database_override, resolve_database_url
-from tasks.branching import BranchProvider, provider
+from tasks.branching import Branch, BranchProvider, provider
 from tasks.db import mask_url
 from tasks.errors import InputError, UserFacingError, VerificationFailed
 
@@ -42,6 +43,26 @@ def _notes(branches: BranchProvider) -> list[str]:
     return list(getattr(branches, "notes", []))
 
 
+def _branch_op(
+    branch_provider: str | None,
+    report_dir: str,
+    database_secret: str | None,
+    act: Callable[[BranchProvider], tuple[str, str, Branch | None]],
+) -> State:
+    """Resolve the provider, do one branch operation, report it: act() returns (title, status, branch)."""
+    try:
+        url = resolve_database_url(database_secret)
+        branches = provider(branch_provider, url)
+        title, status, made = act(branches)
+    except UserFacingError as exc:
+        return user_error(exc)
+    extra = {"branch": made.describe()} if made else {}
+    report = _report("branch", title, status, url, notes=_notes(branches), **extra)
+    return publish(
+        report, report_dir, name="branch", key="branch-report", description=title, exit_code=0, message=title
+    )
+
+
 @flow(name="branch-create", persist_result=True)
 def branch_create(
     name: str = P.described(..., "Name of the new branch"),
@@ -52,24 +73,11 @@ def branch_create(
     database_secret: str | None = P.database_secret(),
 ) -> State:
     """Create branch `name` from `parent` (default main), optionally at a timestamp or LSN (Neon)."""
-    try:
-        url = resolve_database_url(database_secret)
-        branches = provider(branch_provider, url)
-        made = branches.create(name, parent or branches.main, at=at)
-    except UserFacingError as exc:
-        return user_error(exc)
-    report = _report(
-        "branch", f"Branch {name} created", "created", url, branch=made.describe(), notes=_notes(branches)
-    )
-    return publish(
-        report,
-        report_dir,
-        name="branch",
-        key="branch-report",
-        description=report["title"],
-        exit_code=0,
-        message=report["title"],
-    )
+
+    def act(branches: BranchProvider) -> tuple[str, str, Branch | None]:
+        return f"Branch {name} created", "created", branches.create(name, parent or branches.main, at=at)
+
+    return _branch_op(branch_provider, report_dir, database_secret, act)
 
 
 @flow(name="branch-delete", persist_result=True)
@@ -80,22 +88,12 @@ def branch_delete(
     database_secret: str | None = P.database_secret(),
 ) -> State:
     """Delete branch `name` (never main)."""
-    try:
-        url = resolve_database_url(database_secret)
-        branches = provider(branch_provider, url)
+
+    def act(branches: BranchProvider) -> tuple[str, str, Branch | None]:
         branches.delete(name)
-    except UserFacingError as exc:
-        return user_error(exc)
-    report = _report("branch", f"Branch {name} deleted", "deleted", url, notes=_notes(branches))
-    return publish(
-        report,
-        report_dir,
-        name="branch",
-        key="branch-report",
-        description=report["title"],
-        exit_code=0,
-        message=report["title"],
-    )
+        return f"Branch {name} deleted", "deleted", None
+
+    return _branch_op(branch_provider, report_dir, database_secret, act)
 
 
 @flow(name="branch-reset", persist_result=True)
@@ -106,29 +104,12 @@ def branch_reset(
     database_secret: str | None = P.database_secret(),
 ) -> State:
     """Make branch `name` a fresh copy of its parent (the weekly staging refresh from main)."""
-    try:
-        url = resolve_database_url(database_secret)
-        branches = provider(branch_provider, url)
+
+    def act(branches: BranchProvider) -> tuple[str, str, Branch | None]:
         made = branches.reset(name)
-    except UserFacingError as exc:
-        return user_error(exc)
-    report = _report(
-        "branch",
-        f"Branch {name} reset from {made.parent}",
-        "reset",
-        url,
-        branch=made.describe(),
-        notes=_notes(branches),
-    )
-    return publish(
-        report,
-        report_dir,
-        name="branch",
-        key="branch-report",
-        description=report["title"],
-        exit_code=0,
-        message=report["title"],
-    )
+        return f"Branch {name} reset from {made.parent}", "reset", made
+
+    return _branch_op(branch_provider, report_dir, database_secret, act)
 
 
 @flow(name="rehearse", persist_result=True)
@@ -221,9 +202,7 @@ def _summary(outcome: dict[str, Any]) -> str:
     lines += [
         f"  {s['step']}: {s['status']} {s['message']} {s['report']}".rstrip() for s in r.get("steps", [])
     ]
-    lines += [f"note: {n}" for n in r.get("notes", [])]
-    lines.append(f"report: {outcome['report']}")
-    return "\n".join(lines)
+    return "\n".join(lines + closing_lines(outcome))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Branches of the main database (--database-url names main): create, list, delete, reset, rehearse.",
         epilog="Exit codes: 0 done, 1 rehearsal failed (the branch is kept), 2 bad input, 3 database or API unavailable.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=cli.Parser)
+    commands = cli.subcommands(parser)
     sub = {
         name: commands.add_parser(name, help=text, description=text)
         for name, text in (
@@ -260,11 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "--keep", action="store_true", help="keep the branch even when the rehearsal passes"
     )
     for p in sub.values():
-        p.add_argument(
-            "--provider",
-            choices=["local", "neon"],
-            help="branch provider (default local, or $BRANCH_PROVIDER)",
-        )
+        cli.add_provider(p)
         cli.add_common(p)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:

@@ -43,6 +43,19 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def subcommands(parser: argparse.ArgumentParser) -> Any:
+    """Subcommands whose usage errors also exit 2 with one line."""
+    return parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+
+def add_provider(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--provider",
+        choices=["local", "neon"],
+        help="branch provider (default: $BRANCH_PROVIDER, else local)",
+    )
+
+
 def apply_database_url(url: str | None) -> None:
     """--database-url reaches the flow as DATABASE_URL of this process only (checked first: a
     malformed URL is a usage error, raised as InputError before any flow starts)."""
@@ -132,10 +145,12 @@ def run_flow(flow_call: Callable[[], Any], *, as_json: bool, summary: Callable[[
 __all__ = [
     "Parser",
     "add_common",
+    "add_provider",
     "apply_database_url",
     "fail",
     "progress_bar",
     "run_flow",
+    "subcommands",
     "wait",
     "warm_orchestrator",
 ]

@@ -42,3 +42,11 @@ def publish(
         "report_data": report,
     }
     return (Failed if exit_code else Completed)(message=message, data=outcome)
+
+
+def closing_lines(outcome: dict[str, Any]) -> list[str]:
+    """The end of every command's summary: problems, notes, and where the report is."""
+    r = outcome["report_data"]
+    lines = [f"problem: {p}" for p in r.get("verification", {}).get("problems", [])]
+    lines += [f"note: {n}" for n in r.get("notes", [])]
+    return [*lines, f"report: {outcome['report']}"]

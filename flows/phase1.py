@@ -35,7 +35,7 @@ from prefect.states import State
 from flows import params as P
 from flows import progress
 from flows.checkpoint import take_checkpoint
-from flows.outcome import publish, user_error
+from flows.outcome import closing_lines, publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks import report as reports
@@ -393,16 +393,13 @@ def _summary(outcome: dict[str, Any]) -> str:
     if not r.get("dry_run"):
         verdict = "match" if v["ok"] else "DO NOT MATCH"
         lines.append(f"checksums {verdict}: source {v['source_checksum']}, database {v['database_checksum']}")
-    lines += [f"problem: {p}" for p in v["problems"]]
     lines += [
         f"  position {m['position']} (id {m['legacy_id']}): {m['problem']}"
         for m in v.get("mismatches", [])[:10]
     ]
     if r.get("checkpoint"):
         lines.append(f"checkpoint branch: {r['checkpoint']['name']}")
-    lines += [f"note: {n}" for n in r.get("notes", []) if not r.get("dry_run")]
-    lines.append(f"report: {outcome['report']}")
-    return "\n".join(lines)
+    return "\n".join(lines + closing_lines(outcome))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -486,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the checkpoint branch <db>-backup-<UTC time> taken before writing",
     )
-    parser.add_argument("--provider", choices=["local", "neon"], help="branch provider (default local)")
+    cli.add_provider(parser)
     cli.add_common(parser)
     args = parser.parse_args(argv)
     if args.chunk_size < 1 or args.workers < 1:

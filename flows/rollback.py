@@ -22,7 +22,7 @@ from prefect import flow
 from prefect.states import Failed, State
 
 from flows import params as P
-from flows.outcome import publish, user_error
+from flows.outcome import closing_lines, publish, user_error
 from flows.settings import resolve_database_url
 from tasks import schema
 from tasks.branching import provider
@@ -186,10 +186,7 @@ def rollback_restore(
 def _summary(outcome: dict[str, Any]) -> str:
     r = outcome["report_data"]
     lines = [f"{r['title']}: {r['status']}"]
-    lines += [f"problem: {p}" for p in r["verification"]["problems"]]
-    lines += [f"note: {n}" for n in r.get("notes", [])]
-    lines.append(f"report: {outcome['report']}")
-    return "\n".join(lines)
+    return "\n".join(lines + closing_lines(outcome))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Roll the database back (schema downgrade) or restore it from a branch or a point in time, verified.",
         epilog="Exit codes: 0 done and verified, 1 verification failed, 2 bad input, 3 database or API unavailable.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=cli.Parser)
+    commands = cli.subcommands(parser)
     down = commands.add_parser(
         "downgrade",
         help="downgrade to REVISION, or STEPS revisions back",
@@ -216,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     restore.add_argument("--from-branch", metavar="NAME")
     restore.add_argument("--timestamp", metavar="T", help="ISO 8601, e.g. 2026-11-24T01:00:00Z (Neon only)")
     for p in (down, restore):
-        p.add_argument("--provider", choices=["local", "neon"], help="branch provider (default local)")
+        cli.add_provider(p)
         cli.add_common(p)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:

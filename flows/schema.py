@@ -30,7 +30,7 @@ from prefect.states import State
 from flows import params as P
 from flows.backfill import batch_reporter
 from flows.checkpoint import take_checkpoint
-from flows.outcome import publish, user_error
+from flows.outcome import closing_lines, publish, user_error
 from flows.settings import resolve_database_url
 from tasks import schema
 from tasks.audit import snapshot
@@ -338,10 +338,7 @@ def _summary(outcome: dict[str, Any]) -> str:
     lines += [f"  {s['revision']} {s['phase']:8} {s['status']:8} {s['doc']}" for s in r["steps"]]
     if r.get("checkpoint"):
         lines.append(f"checkpoint branch: {r['checkpoint']['name']}")
-    lines += [f"problem: {p}" for p in r["verification"]["problems"]]
-    lines += [f"note: {n}" for n in r["notes"]]
-    lines.append(f"report: {outcome['report']}")
-    return "\n".join(lines)
+    return "\n".join(lines + closing_lines(outcome))
 
 
 def status(url: str) -> dict[str, Any]:
@@ -376,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Exit codes: 0 done, 1 a step or check failed (the database is back where it started), "
         "2 bad input, 3 database unavailable, busy, or a lock timeout outlasted the retries.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=cli.Parser)
+    commands = cli.subcommands(parser)
     for name, text in (
         ("status", "where the database stands and what is pending"),
         ("sql", "the SQL that would run, from the current revision to TARGET (default head)"),
@@ -399,9 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument(
             "--no-checkpoint", action="store_true", help="skip the checkpoint branch taken before writing"
         )
-        sub.add_argument(
-            "--provider", choices=["local", "neon"], help="branch provider for the checkpoint (default local)"
-        )
+        cli.add_provider(sub)
         sub.add_argument("--lock-timeout", default="2s", help="lock_timeout of every statement (default 2s)")
         sub.add_argument("--statement-timeout", default="15min", help="statement_timeout (default 15min)")
         sub.add_argument(

@@ -59,22 +59,27 @@ class LocalBranches:
             log.warning(note)
             self.notes.append(note)
 
-    def _copy(self, admin: psycopg.Connection, name: str, template: str) -> None:
-        """CREATE DATABASE name TEMPLATE template, ending sessions on the template if they block it."""
+    def _while_busy(
+        self, admin: psycopg.Connection, database: str, why: str, statement: sql.Composable
+    ) -> None:
+        """Run a statement that needs `database` free of other sessions, ending them when they block it."""
         for attempt in range(5):
             try:
-                admin.execute(
-                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                        sql.Identifier(name), sql.Identifier(template)
-                    )
-                )
+                admin.execute(statement)
                 return
             except psycopg.errors.ObjectInUse:
                 if attempt == 4:
                     raise DatabaseError(
-                        f"{template} stays busy: sessions keep reconnecting; cannot copy it"
+                        f"{database} stays busy: sessions keep reconnecting; cannot {why}"
                     ) from None
-                self._end_sessions(admin, template, f"copy it into {name}")
+                self._end_sessions(admin, database, why)
+
+    def _copy(self, admin: psycopg.Connection, name: str, template: str) -> None:
+        """CREATE DATABASE name TEMPLATE template."""
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
+        self._while_busy(admin, template, f"copy it into {name}", statement)
 
     def _mark(self, admin: psycopg.Connection, name: str, parent: str, created: datetime) -> None:
         comment = json.dumps({MARK: parent, "created_at": created.isoformat()})
@@ -178,18 +183,8 @@ class LocalBranches:
         """Put `staged` in place of `target` by renames (instant), keeping or dropping the old one."""
         old = keep_as or f"{target[:40]}-old-{uuid.uuid4().hex[:8]}"
         self._end_sessions(admin, target, "replace it")
-        for attempt in range(5):
-            try:
-                admin.execute(
-                    sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                        sql.Identifier(target), sql.Identifier(old)
-                    )
-                )
-                break
-            except psycopg.errors.ObjectInUse:
-                if attempt == 4:
-                    raise DatabaseError(f"{target} stays busy: sessions keep reconnecting") from None
-                self._end_sessions(admin, target, "replace it")
+        rename = sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target), sql.Identifier(old))
+        self._while_busy(admin, target, "replace it", rename)
         admin.execute(
             sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staged), sql.Identifier(target))
         )
