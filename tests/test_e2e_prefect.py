@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -115,24 +116,37 @@ def served(pg_server: str) -> Iterator[dict[str, str]]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> Any:
+    """One API call, retried on 502/503 as Prefect's own client does (a busy SQLite answers 503)."""
+    for attempt in range(10):
+        response = client.request(method, path, **kwargs)
+        if response.status_code not in (502, 503) or attempt == 9:
+            return response.raise_for_status().json()
+        time.sleep(0.2 * 2 ** min(attempt, 4))
+    raise AssertionError("unreachable")
+
+
 def run(api: str, flow: str, deployment: str, parameters: dict) -> tuple[dict, set[str]]:
     """Trigger a deployment through the REST API, wait for a final state, return (flow run, artifact keys)."""
     with httpx.Client(base_url=api, timeout=30) as client:
-        dep = client.get(f"/deployments/name/{flow}/{deployment}").raise_for_status().json()
-        created = client.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters})
-        flow_run_id = created.raise_for_status().json()["id"]
+        dep = call(client, "GET", f"/deployments/name/{flow}/{deployment}")
+        created = call(
+            client, "POST", f"/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters}
+        )
         final: dict = {}
 
         def finished() -> bool:
-            final.update(client.get(f"/flow_runs/{flow_run_id}").raise_for_status().json())
+            final.update(call(client, "GET", f"/flow_runs/{created['id']}"))
             return final["state"]["type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
         wait_for(f"{deployment} run", finished, timeout=240)
-        artifacts = client.post(
-            "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
+        artifacts = call(
+            client,
+            "POST",
+            "/artifacts/filter",
+            json={"artifacts": {"flow_run_id": {"any_": [created["id"]]}}},
         )
-        keys = {a["key"] for a in artifacts.raise_for_status().json() if a.get("key")}
-    return final, keys
+    return final, {a["key"] for a in artifacts if a.get("key")}
 
 
 def test_phase1_deployment_runs_with_a_source_parameter(served: dict[str, str], tmp_path: Path) -> None:
