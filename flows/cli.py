@@ -8,12 +8,11 @@ import argparse
 import json
 import os
 import sys
-import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any
 
-from flows import progress
+from flows import orchestrator, progress
 from tasks.db import normalize_url, redact
 from tasks.errors import UserFacingError
 
@@ -99,31 +98,19 @@ def progress_bar(enabled: bool):
             stop()
 
 
-def warm_orchestrator() -> threading.Thread | None:
-    """Boot Prefect's temporary server while the CLI pre-checks the input (it takes seconds).
-    Only when no API is configured; join with wait() before running a flow."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return None
+def run_flow(
+    flow_call: Callable[[], Any],
+    *,
+    as_json: bool,
+    summary: Callable[[dict[str, Any]], str],
+    server: orchestrator.TemporaryServer | None = None,
+) -> int:
+    """Run a flow that returns an outcome dict (or a Failed state carrying one); print and exit.
+    Without a configured Prefect API the flow talks to a temporary server (started early by the
+    caller and handed in, or started here)."""
     try:
-        from prefect.server.api.server import SubprocessASGIServer
-    except ImportError:  # not this Prefect: the flow starts its server itself
-        return None
-    thread = threading.Thread(target=SubprocessASGIServer().start, name="prefect-server-start", daemon=True)
-    thread.start()
-    return thread
-
-
-def wait(thread: threading.Thread | None) -> None:
-    if thread is not None:
-        thread.join()
-
-
-def run_flow(flow_call: Callable[[], Any], *, as_json: bool, summary: Callable[[dict[str, Any]], str]) -> int:
-    """Run a flow that returns an outcome dict (or a Failed state carrying one); print and exit."""
-    try:
-        state = flow_call()
+        with orchestrator.connected(server or orchestrator.start()):
+            state = flow_call()
         outcome = state.result(raise_on_failure=False)
     except UserFacingError as exc:
         return fail(str(exc), exc.exit_code)
@@ -151,6 +138,4 @@ __all__ = [
     "progress_bar",
     "run_flow",
     "subcommands",
-    "wait",
-    "warm_orchestrator",
 ]

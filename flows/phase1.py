@@ -403,7 +403,7 @@ def _summary(outcome: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flows import cli
+    from flows import cli, orchestrator
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["rollback"]:
@@ -495,13 +495,13 @@ def main(argv: list[str] | None = None) -> int:
         quick_check(args.source, mapping.array_keys)
     except UserFacingError as exc:
         return cli.fail(str(exc), exc.exit_code)
-    warming = cli.warm_orchestrator()  # boots while the whole file is checked
+    server = orchestrator.start()  # boots while the whole file is checked
     try:
         precheck_once(args.source, mapping.array_keys, mapping.aliases["id"])
     except UserFacingError as exc:
+        if server is not None:
+            server.stop()
         return cli.fail(str(exc), exc.exit_code)
-    finally:
-        cli.wait(warming)
     with cli.progress_bar(not args.json):
         return cli.run_flow(
             lambda: phase1_migration(
@@ -521,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             as_json=args.json,
             summary=_summary,
+            server=server,
         )
 
 

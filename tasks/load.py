@@ -225,7 +225,7 @@ class ChunkWriter:
     def __init__(self, url: str, run_id: str, workers: int, expect_conflicts: bool) -> None:
         self.url, self.run_id = url, run_id
         self.conflicts = expect_conflicts
-        self.jobs: queue.Queue[ChunkJob | None] = queue.Queue(maxsize=max(1, workers))
+        self.jobs: queue.Queue[ChunkJob | None] = queue.Queue(maxsize=1)
         self.results: queue.Queue[ChunkResult] = queue.Queue()
         self.error: BaseException | None = None
         self.stop = threading.Event()
