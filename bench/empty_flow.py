@@ -1,6 +1,14 @@
-"""An empty Prefect flow, started the way `python -m flows.phase1` is: what the orchestrator costs."""
+"""An empty Prefect flow, started the way this project's commands start theirs (flows/cli.py:
+a temporary Prefect server unless PREFECT_API_URL is set): what the orchestrator itself costs."""
 
-from prefect import flow
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prefect import flow  # noqa: E402
+
+from flows import orchestrator  # noqa: E402
 
 
 @flow(name="empty")
@@ -9,4 +17,5 @@ def empty() -> int:
 
 
 if __name__ == "__main__":
-    empty()
+    with orchestrator.connected(orchestrator.start()):
+        empty()

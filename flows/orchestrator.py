@@ -123,6 +123,19 @@ def connected(server: TemporaryServer | None) -> Iterator[None]:
     try:
         server.wait(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-            yield
+            try:
+                yield
+            finally:
+                _drain()
     finally:
         server.stop()
+
+
+def _drain(timeout: float = 10.0) -> None:
+    """Send the logs and events still queued while the server is up (Prefect would otherwise try
+    at interpreter exit, after the server is gone, and print connection errors)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=timeout)
