@@ -136,3 +136,18 @@ def test_audit_flow_fix_orphans_then_passes(flow_env: dict[str, str]) -> None:
     assert state.is_completed(), state.message
     out = state.result()
     assert out["counts"]["orphans_quarantined"] == 30 and out["report_data"]["failed"] == []
+
+
+def test_audit_cli_prints_the_table_and_names_what_failed(flow_env: dict[str, str], capsys) -> None:
+    from flows.audit import main
+
+    url = flow_env["db_url"]
+    seed_tasks(url, 20)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE tasks DROP CONSTRAINT fk_tasks_user_id")
+        conn.execute("DELETE FROM users")
+    assert main(["--report-dir", flow_env["report_dir"]]) == 1
+    out = capsys.readouterr().out
+    assert "orphan               FAIL" in out and "audit FAILED: orphan" in out
+    assert main(["--fix-orphans", "--report-dir", flow_env["report_dir"]]) == 0
+    assert "audit passed" in capsys.readouterr().out

@@ -147,3 +147,19 @@ def test_old_application_keeps_writing_while_upgrade_head_runs(flow_env: dict[st
     assert len(writes.latencies) > 100 and writes.ms(1.0) < 2_000
     assert one(url, "SELECT count(*) FROM tasks WHERE tags IS NULL OR priority IS NULL") == 0
     assert one(url, "SELECT count(*) FROM tasks WHERE legacy_id IS NULL") > 0  # inserted during the upgrade
+
+
+def test_status_and_sql_commands(flow_env: dict[str, str], capsys) -> None:
+    from flows.schema import main
+
+    url = flow_env["db_url"]
+    at(url, "0004")
+    assert main(["status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["current"] == "0004" and [p["revision"] for p in status["pending"]] == ["0005", "0006", "0007"]
+    assert status["pending"][1]["backfills"] == ["tasks.priority"]
+    assert main(["sql"]) == 0
+    sql = capsys.readouterr().out
+    assert "ADD COLUMN priority" in sql and "CREATE INDEX CONCURRENTLY" in sql and "0003" not in sql
+    assert main(["upgrade", "nope"]) == 2
+    assert "no revision 'nope'" in capsys.readouterr().err
