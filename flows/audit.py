@@ -20,7 +20,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.states import Completed, State
+from prefect.states import State
 
 from flows import params as P
 from flows.outcome import closing_lines, publish, user_error
@@ -92,16 +92,33 @@ def audit(
 @flow(name="audit-undo-fix", persist_result=True)
 def audit_undo_fix(
     run_id: str = P.described(..., "The audit run whose --fix-orphans to undo"),
+    report_dir: str = P.report_dir(),
     database_secret: str | None = P.database_secret(),
 ) -> State:
     """Put back the rows an audit's --fix-orphans moved to quarantine."""
     try:
-        with connect(resolve_database_url(database_secret), autocommit=True) as conn:
+        url = resolve_database_url(database_secret)
+        with connect(url, autocommit=True) as conn:
             restored = checks.undo_fix(conn, run_id)
     except UserFacingError as exc:
         return user_error(exc)
-    return Completed(
-        message=f"{restored} rows restored", data={"exit_code": 0, "run_id": run_id, "restored": restored}
+    report = {
+        "title": f"Undo of audit run {run_id}'s --fix-orphans",
+        "kind": "audit-undo-fix",
+        "run_id": run_id,
+        "status": "undone",
+        "database": mask_url(url),
+        "counts": {"rows_restored": restored},
+        "notes": [f"{restored} rows restored from quarantine"],
+    }
+    return publish(
+        report,
+        report_dir,
+        name="undo-fix",
+        key="audit-undo-fix",
+        description=report["title"],
+        exit_code=0,
+        message=report["notes"][0],
     )
 
 
@@ -121,20 +138,14 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["undo-fix"]:
-        parser = cli.Parser(prog="python -m flows.audit undo-fix", description=audit_undo_fix.__doc__)
-        parser.add_argument("run_id", help="the audit run whose --fix-orphans to undo")
-        cli.add_common(parser)
-        args = parser.parse_args(argv[1:])
-        try:
-            cli.apply_database_url(args.database_url)
-        except UserFacingError as exc:
-            return cli.fail(str(exc), exc.exit_code)
-        state = audit_undo_fix(args.run_id, return_state=True)
-        out = state.result(raise_on_failure=False)
-        if "error" in out:
-            return cli.fail(out["error"], out["exit_code"])
-        print(f"{out['restored']} rows restored from quarantine")
-        return 0
+        args = cli.run_id_command("python -m flows.audit undo-fix", audit_undo_fix.__doc__, argv[1:])
+        if isinstance(args, int):
+            return args
+        return cli.run_flow(
+            lambda: audit_undo_fix(args.run_id, report_dir=args.report_dir, return_state=True),
+            as_json=args.json,
+            summary=lambda outcome: "\n".join(closing_lines(outcome)),
+        )
     parser = cli.Parser(
         prog="python -m flows.audit",
         description="Check the migrated data: orphans, NOT VALID constraints, required NULLs, duplicates, "

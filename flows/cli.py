@@ -55,6 +55,24 @@ def add_provider(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def run_id_command(
+    prog: str, description: str | None, argv: list[str], flags: dict[str, str] | None = None
+) -> argparse.Namespace | int:
+    """A subcommand acting on one earlier run (`RUN_ID` plus the common flags and boolean `flags`):
+    its parsed arguments, or the exit code of a usage error."""
+    parser = Parser(prog=prog, description=description)
+    parser.add_argument("run_id", help="the run's id (it is in the run's report)")
+    for flag, text in (flags or {}).items():
+        parser.add_argument(flag, action="store_true", help=text)
+    add_common(parser)
+    args = parser.parse_args(argv)
+    try:
+        apply_database_url(args.database_url)
+    except UserFacingError as exc:
+        return fail(str(exc), exc.exit_code)
+    return args
+
+
 def apply_database_url(url: str | None) -> None:
     """--database-url reaches the flow as DATABASE_URL of this process only (checked first: a
     malformed URL is a usage error, raised as InputError before any flow starts)."""
@@ -137,5 +155,6 @@ __all__ = [
     "fail",
     "progress_bar",
     "run_flow",
+    "run_id_command",
     "subcommands",
 ]

@@ -407,17 +407,14 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["rollback"]:
-        parser = cli.Parser(prog="python -m flows.phase1 rollback", description=phase1_rollback.__doc__)
-        parser.add_argument("run_id", help="the run to undo (its id is in the run's report)")
-        parser.add_argument(
-            "--force", action="store_true", help="remove the rows even if the application changed them since"
+        args = cli.run_id_command(
+            "python -m flows.phase1 rollback",
+            phase1_rollback.__doc__,
+            argv[1:],
+            flags={"--force": "remove the rows even if the application changed them since"},
         )
-        cli.add_common(parser)
-        args = parser.parse_args(argv[1:])
-        try:
-            cli.apply_database_url(args.database_url)
-        except UserFacingError as exc:
-            return cli.fail(str(exc), exc.exit_code)
+        if isinstance(args, int):
+            return args
         return cli.run_flow(
             lambda: phase1_rollback(
                 args.run_id, report_dir=args.report_dir, force=args.force, return_state=True

@@ -280,7 +280,7 @@ def fix_orphans(conn: psycopg.Connection, run_id: str) -> int:
 def undo_fix(conn: psycopg.Connection, run_id: str) -> int:
     """Put the rows fix_orphans() moved back where they were, and forget them in quarantine."""
     with conn.transaction():
-        kind = conn.execute("SELECT kind FROM migration_runs WHERE id = %s", (run_id,)).fetchone()
+        kind = conn.execute("SELECT kind FROM migration_runs WHERE id::text = %s", (run_id,)).fetchone()
         if kind is None or kind[0] != "audit":
             raise InputError(f"no audit run {run_id} in this database")
         tables = conn.execute(

@@ -150,4 +150,10 @@ def test_audit_cli_prints_the_table_and_names_what_failed(flow_env: dict[str, st
     out = capsys.readouterr().out
     assert "orphan               FAIL" in out and "audit FAILED: orphan" in out
     assert main(["--fix-orphans", "--report-dir", flow_env["report_dir"]]) == 0
-    assert "audit passed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "audit passed" in out
+    run_id = out.split("python -m flows.audit undo-fix ")[1].split()[0]
+    assert main(["undo-fix", run_id, "--report-dir", flow_env["report_dir"]]) == 0
+    assert "20 rows restored from quarantine" in capsys.readouterr().out
+    assert main(["--report-dir", flow_env["report_dir"]]) == 1  # the orphans are back
+    assert main(["undo-fix", "not-a-run"]) == 2
