@@ -4,16 +4,18 @@
 
 Seeds N tasks (default 1,000,000) whose `description` is NULL into a template database, and for each
 repetition clones it twice: on one clone a single `UPDATE tasks SET description = '' WHERE description
-IS NULL` runs, on the other the backfill engine (`tasks.backfill.run_backfill`, the flow's defaults;
-the orchestrator's start-up is not part of it). On both, two writers update random rows without pause
-for the whole time. Prints the medians: both durations and their ratio, and per side the writers'
+IS NULL` runs, on the other the `backfill` flow with its defaults, through the Prefect engine with its
+progress artifact (a temporary Prefect server is started once, before any timing: the orchestrator's
+start-up is not part of it). On both, two writers update random rows without pause for the whole time. Prints the medians: both durations and their ratio, and per side the writers'
 writes, failures, p99 and max latency.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,8 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.workload import Writers, Writes, bench_args, seeded_template  # noqa: E402
-from tasks.backfill import BackfillSpec, run_backfill  # noqa: E402
+from flows import orchestrator  # noqa: E402
+from flows.backfill import backfill as backfill_flow  # noqa: E402
 from tasks.db import create_database, drop_database  # noqa: E402
+
+REPORTS = tempfile.mkdtemp(prefix="bench-backfill-")
 
 
 def with_writers(url: str, n: int, work) -> tuple[float, Writes]:
@@ -41,8 +46,11 @@ def plain_update(url: str) -> None:
 
 
 def backfill(url: str) -> None:
-    result = run_backfill(url, BackfillSpec("tasks", "description", ""))
-    assert result.status == "done", result
+    os.environ["DATABASE_URL"] = url  # how the flow finds its database (never a parameter)
+    state = backfill_flow(
+        table="tasks", column="description", value="", report_dir=REPORTS, return_state=True
+    )
+    assert state.is_completed() and state.result()["status"] == "done", state.message
 
 
 def main() -> None:
@@ -50,19 +58,20 @@ def main() -> None:
     server, template = seeded_template("bench_bf", args.rows)
     results: dict[str, list[tuple[float, Writes]]] = {"update": [], "backfill": []}
     try:
-        for _ in range(args.repeat):
-            for name, work in (("update", plain_update), ("backfill", backfill)):
-                clone = f"{template}_{name}"
-                url = create_database(server, clone, template)
-                try:
-                    results[name].append(with_writers(url, args.rows, work))
-                    with psycopg.connect(url) as conn:
-                        left = conn.execute(
-                            "SELECT count(*) FROM tasks WHERE description IS NULL"
-                        ).fetchone()[0]
-                    assert left == 0, f"{name} left {left} rows NULL"
-                finally:
-                    drop_database(server, clone)
+        with orchestrator.connected(orchestrator.start()):
+            for _ in range(args.repeat):
+                for name, work in (("update", plain_update), ("backfill", backfill)):
+                    clone = f"{template}_{name}"
+                    url = create_database(server, clone, template)
+                    try:
+                        results[name].append(with_writers(url, args.rows, work))
+                        with psycopg.connect(url) as conn:
+                            left = conn.execute(
+                                "SELECT count(*) FROM tasks WHERE description IS NULL"
+                            ).fetchone()[0]
+                        assert left == 0, f"{name} left {left} rows NULL"
+                    finally:
+                        drop_database(server, clone)
     finally:
         drop_database(server, template)
     print(

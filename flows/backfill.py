@@ -15,8 +15,9 @@ The story of a run:
 
 from __future__ import annotations
 
+import contextvars
 import sys
-import time
+import threading
 from typing import Any
 
 from prefect import flow
@@ -82,12 +83,15 @@ def backfill(
             run_id = open_run(
                 conn, "backfill", {"name": spec.name, "value": spec.value}, source_name=spec.name
             )
+        reporter = BatchReporter(spec.name)
         try:
-            result = run_engine(url, spec, settings, run_id=run_id, on_batch=batch_reporter(spec.name))
+            result = run_engine(url, spec, settings, run_id=run_id, on_batch=reporter)
         except BaseException as exc:
             with connect(url, autocommit=True) as conn:
                 finish(conn, run_id, "interrupted", {}, error=str(exc).splitlines()[0] if str(exc) else None)
             raise
+        finally:
+            reporter.close()
         stats = _counts(result.progress)
         with connect(url, autocommit=True) as conn:
             finish(conn, run_id, result.status, stats)
@@ -113,22 +117,43 @@ def _counts(p: Progress) -> dict[str, int]:
     }
 
 
-def batch_reporter(name: str, every: float = 0.5):
-    """Per-batch progress: the local bar at every batch, the Prefect artifact at most every `every`
-    seconds (an API call per 50 ms batch would slow the backfill down) and always at the end."""
-    artifact = create_progress_artifact(
-        0.0, key="backfill-progress", description=f"Backfill {name}: rows done"
-    )
-    last = [0.0]
+class BatchReporter:
+    """Per-batch progress: the local bar, and the `backfill-progress` artifact (percent done, with
+    rows done, rows/s and batches in its description). An artifact update is an API call (about
+    6 ms); a thread of its own sends the newest state after every batch, so the batches never wait
+    for it. close() sends the final state before the flow reports."""
 
-    def on_batch(p: Progress) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.artifact = create_progress_artifact(0.0, key="backfill-progress", description=f"Backfill {name}")
+        self._latest: tuple[float, str] | None = None
+        self._wake = threading.Event()
+        self._stop = False
+        context = contextvars.copy_context()  # the flow run's settings and client, in that thread too
+        self._thread = threading.Thread(target=context.run, args=(self._send,), daemon=True)
+        self._thread.start()
+
+    def __call__(self, p: Progress) -> None:
         progress_events.emit("backfill", p.rows_done, max(p.total, p.rows_done))
-        now = time.monotonic()
-        if now - last[0] >= every or p.remaining == 0:
-            update_progress_artifact(artifact, 100.0 * p.rows_done / p.total if p.total else 100.0)
-            last[0] = now
+        percent = 100.0 * p.rows_done / p.total if p.total else 100.0
+        text = f"Backfill {self.name}: {p.rows_done:,} rows done, {p.rows_per_s:,.0f} rows/s, {p.batches:,} batches"
+        self._latest = (percent, text)
+        self._wake.set()
 
-    return on_batch
+    def _send(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            latest, self._latest = self._latest, None
+            if latest is not None:
+                update_progress_artifact(self.artifact, latest[0], description=latest[1])
+            if self._stop and self._latest is None:
+                return
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join(timeout=30)
 
 
 def _report(run_id: str, spec: BackfillSpec, result: Result, url: str) -> dict[str, Any]:

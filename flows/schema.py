@@ -28,7 +28,7 @@ from prefect import flow, get_run_logger
 from prefect.states import State
 
 from flows import params as P
-from flows.backfill import batch_reporter
+from flows.backfill import BatchReporter
 from flows.checkpoint import take_checkpoint
 from flows.outcome import closing_lines, publish, user_error
 from flows.settings import resolve_database_url
@@ -246,7 +246,7 @@ def _apply(
                 url,
                 [s],
                 direction,
-                run_backfill=schema.engine_backfill(url, batch_reporter),
+                run_backfill=schema.engine_backfill(url, BatchReporter),
                 lock_timeout=lock_timeout,
                 statement_timeout=statement_timeout,
                 on_step=lambda st, action: logger.info("%s %s (%s)", action, st.revision, st.phase),

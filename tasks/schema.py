@@ -142,12 +142,19 @@ BackfillRunner = Callable[[str], object]
 
 def engine_backfill(url: str, listener: Callable[[str], Callable[..., None]] | None = None) -> BackfillRunner:
     """Run a named backfill with the engine's defaults (waiting for a scheduled run of it to finish);
-    listener(name) gives the per-batch progress callback, if any."""
+    listener(name) gives the per-batch progress callback, closed afterwards if it has close()."""
     from tasks.backfill import named, run_backfill
 
-    return lambda name: run_backfill(
-        url, named(name), lock_wait=60, on_batch=listener(name) if listener else None
-    )
+    def run(name: str) -> object:
+        on_batch = listener(name) if listener else None
+        try:
+            return run_backfill(url, named(name), lock_wait=60, on_batch=on_batch)
+        finally:
+            close = getattr(on_batch, "close", None)
+            if close is not None:
+                close()
+
+    return run
 
 
 def apply(

@@ -156,6 +156,18 @@ def test_backfill_flow_reports_and_leaves_artifacts(flow_env: dict[str, str]) ->
     assert nulls(flow_env["db_url"]) == 0
 
     assert artifact_keys(state.state_details.flow_run_id) == {"backfill-report", "backfill-progress"}
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        [progress] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+                key=ArtifactFilterKey(any_=["backfill-progress"]),
+            )
+        )
+    assert float(progress.data) == 100.0  # the final state arrived before the flow ended
+    assert "750 rows done" in progress.description and "batches" in progress.description
     with psycopg.connect(flow_env["db_url"]) as conn:
         row = conn.execute(
             "SELECT kind, status, stats FROM migration_runs WHERE id = %s", (outcome["run_id"],)
