@@ -24,7 +24,7 @@ from tasks.errors import InputError
 from tasks.mapping import FieldMapping
 from tasks.runs import transform_context
 from tasks.source import precheck
-from tasks.verify import find_mismatches, run_counts
+from tasks.verify import find_mismatches, run_counts, table_columns
 from validation import rows as row_schema
 
 SAMPLE = 5
@@ -171,12 +171,7 @@ def check_duplicate_legacy(conn: psycopg.Connection) -> list[Check]:
 
 def check_rows(conn: psycopg.Connection, chunk_size: int = 50_000) -> list[Check]:
     """Every `tasks` row through the pandera schema, read with a server-side cursor in chunks."""
-    present = {
-        r[0]
-        for r in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = 'tasks'::regclass AND attnum > 0 AND NOT attisdropped"
-        ).fetchall()
-    }
+    present = set(table_columns(conn)["tasks"])
     columns = [*row_schema.COLUMNS, *(c for c in row_schema.OPTIONAL if c in present)]
     failing = 0
     sample: list[str] = []
@@ -317,12 +312,8 @@ def run_checks(conn: psycopg.Connection, source: str | Path | None = None) -> li
 
 def snapshot(conn: psycopg.Connection) -> dict[str, Any]:
     """Row counts of every table and what is not valid: taken before and after a schema change."""
-    tables = conn.execute(
-        "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace "
-        "ORDER BY 1"
-    ).fetchall()
     counts = {}
-    for (name,) in tables:
+    for name in table_columns(conn, bookkeeping=True):
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()
         counts[name] = int(row[0]) if row else 0
     not_valid, invalid = not_valid_objects(conn)
