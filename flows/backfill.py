@@ -31,7 +31,7 @@ from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks.backfill import BackfillSpec, Progress, Result, Settings, check, named, run_backfill
 from tasks.db import connect, database_url, mask_url
-from tasks.errors import InputError, UserFacingError
+from tasks.errors import InputError, UserFacingError, first_line
 from tasks.runs import finish, open_run
 
 run_engine = db_task(run_backfill, "run-backfill")
@@ -88,7 +88,7 @@ def backfill(
             result = run_engine(url, spec, settings, run_id=run_id, on_batch=reporter)
         except BaseException as exc:
             with connect(url, autocommit=True) as conn:
-                finish(conn, run_id, "interrupted", {}, error=str(exc).splitlines()[0] if str(exc) else None)
+                finish(conn, run_id, "interrupted", {}, error=first_line(exc))
             raise
         finally:
             reporter.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 from flows import orchestrator, progress
 from tasks.db import normalize_url, redact
-from tasks.errors import UserFacingError
+from tasks.errors import UserFacingError, first_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -135,7 +135,7 @@ def run_flow(
     except KeyboardInterrupt:
         return fail("interrupted; run the same command again to resume", 130)
     if isinstance(outcome, BaseException):
-        return fail(f"{type(outcome).__name__}: {str(outcome).splitlines()[0] if str(outcome) else ''}", 1)
+        return fail(f"{type(outcome).__name__}: {first_line(outcome)}", 1)
     if not isinstance(outcome, dict):
         return fail(f"unexpected flow result: {outcome!r}", 1)
     if "error" in outcome:

@@ -41,7 +41,7 @@ from flows.settings import resolve_database_url
 from tasks import report as reports
 from tasks import schema
 from tasks.db import acquire_run_lock, connect, mask_url, release_run_lock
-from tasks.errors import InputError, UserFacingError, VerificationFailed
+from tasks.errors import InputError, UserFacingError, VerificationFailed, first_line
 from tasks.load import LoadSummary, load
 from tasks.mapping import FieldMapping, read_owner_map
 from tasks.rollback import rollback_run
@@ -175,7 +175,7 @@ def _migrate(
                 run.id,
                 "interrupted",
                 {},
-                error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                error=first_line(exc),
             )
             raise
         verification = verify(control, run.id, info.records)

@@ -35,7 +35,7 @@ from flows.settings import resolve_database_url
 from tasks import schema
 from tasks.audit import snapshot
 from tasks.db import acquire_run_lock, check_duration, connect, is_transient, mask_url
-from tasks.errors import InputError, Unavailable, UserFacingError, VerificationFailed
+from tasks.errors import InputError, Unavailable, UserFacingError, VerificationFailed, first_line
 from tasks.runs import finish, has_bookkeeping, open_run
 
 
@@ -252,7 +252,7 @@ def _apply(
                 on_step=lambda st, action: logger.info("%s %s (%s)", action, st.revision, st.phase),
             )
         except Exception as exc:
-            reason = f"{direction}grade of {s.revision} failed: {_first_line(exc)}"
+            reason = f"{direction}grade of {s.revision} failed: {first_line(exc)}"
             if is_transient(exc):
                 reason += " (retried with backoff)"
             journal.end_step(step_id, "failed", {"seconds": round(time.monotonic() - began, 3)}, reason)
@@ -277,8 +277,8 @@ def _return_to(
     try:
         schema.apply(url, undo, back, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
     except Exception as exc:
-        get_run_logger().error("returning to %s failed: %s", before, _first_line(exc))
-        return f"{schema.current_revision(url)} (returning to {before or 'base'} failed: {_first_line(exc)})"
+        get_run_logger().error("returning to %s failed: %s", before, first_line(exc))
+        return f"{schema.current_revision(url)} (returning to {before or 'base'} failed: {first_line(exc)})"
     return schema.current_revision(url) or "base"
 
 
@@ -321,12 +321,6 @@ def _sql(s: schema.Step, direction: str) -> str:
     if direction == "up":
         return schema.offline_sql(s.down_revision, s.revision)
     return schema.offline_sql(s.revision, s.down_revision, "down")
-
-
-def _first_line(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__
 
 
 def _summary(outcome: dict[str, Any]) -> str:

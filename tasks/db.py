@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from tasks.errors import InputError, Unavailable
+from tasks.errors import InputError, Unavailable, first_line
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +154,7 @@ def connect(url: str, *, autocommit: bool = False, attempts: int = 4) -> psycopg
     try:
         return retrying(_connect, attempts=attempts, what="connect")
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot connect to {mask_url(url)}: {redact(_first_line(exc), url)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise DatabaseError(f"cannot connect to {mask_url(url)}: {redact(first_line(exc), url)}") from exc
 
 
 # --- retries ----------------------------------------------------------------------------------------
@@ -197,7 +192,7 @@ def retrying(fn: Callable[[], T], *, attempts: int = 5, what: str = "database ca
         except Exception as exc:
             if not is_transient(exc) or attempt == attempts - 1:
                 raise
-            log.warning("%s failed (%s); retrying in %.2fs", what, _first_line(exc), delays[attempt])
+            log.warning("%s failed (%s); retrying in %.2fs", what, first_line(exc), delays[attempt])
             time.sleep(delays[attempt])
     raise AssertionError("unreachable")
 

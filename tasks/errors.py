@@ -2,6 +2,13 @@
 safe to show (no passwords, no tracebacks)."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (the driver's, when SQLAlchemy wraps one), else its type."""
+    inner = getattr(exc, "orig", None) or exc
+    text = str(inner).strip()
+    return text.splitlines()[0] if text else type(inner).__name__
+
+
 class UserFacingError(Exception):
     exit_code = 2
 

@@ -24,7 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, pool
 
 from tasks.db import PROJECT_ROOT, retrying, sqlalchemy_url
-from tasks.errors import InputError
+from tasks.errors import InputError, first_line
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def resolve(target: str) -> str | None:
     try:
         script = scripts().get_revision(target)
     except Exception as exc:  # alembic raises several kinds for unknown / ambiguous ids
-        raise InputError(f"no revision {target!r} ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"no revision {target!r} ({first_line(exc)})") from None
     if script is None:
         raise InputError(f"no revision {target!r}")
     return script.revision

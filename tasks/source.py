@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import ijson
 import numpy as np
 
-from tasks.errors import InputError
+from tasks.errors import InputError, first_line
 
 BLOCK = 1 << 20
 MAX_ELEMENT = 64 << 20
@@ -410,9 +410,7 @@ def iter_records(info: SourceInfo) -> Iterator[Any]:
             try:
                 yield from ijson.items(f, info.items_prefix)
             except ijson.JSONError as exc:
-                raise SourceError(
-                    f"{info.path}: changed while being read ({str(exc).splitlines()[0]})"
-                ) from None
+                raise SourceError(f"{info.path}: changed while being read ({first_line(exc)})") from None
 
 
 def iter_chunks(info: SourceInfo, chunk_size: int) -> Iterator[tuple[int, int, list[Any]]]:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from tasks.branching.base import Branch
 from tasks.db import DatabaseError, normalize_url, with_database
-from tasks.errors import InputError
+from tasks.errors import InputError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,7 @@ class LocalBranches:
         try:
             return psycopg.connect(with_database(self.server_url, "postgres"), autocommit=True)
         except psycopg.OperationalError as exc:
-            raise DatabaseError(
-                f"cannot reach the server's maintenance database: {str(exc).splitlines()[0]}"
-            ) from exc
+            raise DatabaseError(f"cannot reach the server's maintenance database: {first_line(exc)}") from exc
 
     def _end_sessions(self, admin: psycopg.Connection, database: str, why: str) -> None:
         ended = admin.execute(
