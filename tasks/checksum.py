@@ -13,39 +13,62 @@ commit in any order) and, unlike XOR, two identical rows do not cancel out.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from functools import partial
+from operator import methodcaller
+
+import numpy as np
 
 TIMESTAMP_FORMAT_SQL = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
 
-def quote(text: str) -> str:
-    """A CSV field for COPY … (FORMAT csv): always quoted, so '' is an empty string and not NULL."""
-    return '"' + text.replace('"', '""') + '"'
+def quoted(values: Sequence[str | None]) -> list[str]:
+    """CSV fields for COPY … (FORMAT csv): always quoted, so '' is an empty string, and None is the
+    empty field COPY reads as NULL."""
+    return ["" if v is None else '"' + v.replace('"', '""') + '"' for v in values]
 
 
-def row_line(
-    task_hex: str,
-    user_hex: str,
+def row_lines(
+    task_hex: Sequence[str],
+    user_hex: Sequence[str],
     source: str,
-    legacy_id: int,
-    title: str,
-    description: str | None,
-    completed: bool,
-    created_at: str,
-    updated_at: str,
-    extra_json: str | None,
-) -> str:
-    """The canonical line of one row (uuids as 32 hex digits, timestamps as TIMESTAMP_FORMAT_SQL)."""
-    return (
-        f"{task_hex},{user_hex},{quote(source)},{legacy_id},{quote(title)},"
-        f"{'' if description is None else quote(description)},{'t' if completed else 'f'},"
-        f"{created_at},{updated_at},{'' if extra_json is None else quote(extra_json)}"
-    )
+    legacy_ids: Sequence[int],
+    titles: Sequence[str],
+    descriptions: Sequence[str | None],
+    completed: Sequence[bool],
+    created_at: Sequence[str],
+    updated_at: Sequence[str],
+    extra_json: Sequence[str | None],
+) -> list[str]:
+    """The canonical lines of a column-wise batch of rows (uuids as 32 hex digits, timestamps as
+    TIMESTAMP_FORMAT_SQL), encoded as UTF-8."""
+    src = quoted([source])[0]
+    return [
+        f"{tid},{uid},{src},{lid},{title},{desc},{'t' if done else 'f'},{created},{updated},{extra}"
+        for tid, uid, lid, title, desc, done, created, updated, extra in zip(
+            task_hex,
+            user_hex,
+            legacy_ids,
+            quoted(titles),
+            quoted(descriptions),
+            completed,
+            created_at,
+            updated_at,
+            quoted(extra_json),
+            strict=True,
+        )
+    ]
 
 
-def line_checksum(line: str) -> int:
-    return int.from_bytes(
-        hashlib.md5(line.encode("utf-8"), usedforsecurity=False).digest()[:8], "big", signed=True
-    )
+_md5 = partial(hashlib.md5, usedforsecurity=False)
+
+
+def line_checksums(lines: Sequence[bytes]) -> list[int]:
+    """Each line's checksum: the first 8 bytes of its md5, as a signed big-endian integer."""
+    if not lines:
+        return []
+    heads = b"".join([d[:8] for d in map(methodcaller("digest"), map(_md5, lines))])
+    return np.frombuffer(heads, dtype=">i8").tolist()
 
 
 def _q(expr: str) -> str:
@@ -69,5 +92,5 @@ def row_line_sql(alias: str = "t", *, timestamps: bool = True) -> str:
 
 
 def row_checksum_sql(alias: str = "t") -> str:
-    """line_checksum() of the row, computed by PostgreSQL."""
+    """line_checksums() of the row, computed by PostgreSQL."""
     return f"('x' || left(md5({row_line_sql(alias)}), 16))::bit(64)::bigint"

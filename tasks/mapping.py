@@ -88,44 +88,84 @@ class MappedChunk:
     raw: list[Any]
     columns: dict[str, list[Any]]
     extras: list[dict[str, Any] | None]
-    problems: list[list[str]]
+    problems: dict[int, list[str]]  # record index -> what the mapping found wrong with it
     keys_seen: set[str]
 
     def __len__(self) -> int:
         return len(self.raw)
 
 
-def split_records(records: list[Any], first_position: int, mapping: FieldMapping) -> MappedChunk:
-    """Pure: spread each record's keys over the target columns; unknown keys go to extras."""
+@dataclass(frozen=True)
+class _Plan:
+    """How the records with one particular sequence of keys spread over the targets."""
+
+    take: tuple[tuple[str, str], ...]  # (target, the key that gives it)
+    extra_keys: tuple[str, ...]
+    clashes: tuple[tuple[str, str, str], ...]  # (target, first key, second key): values must agree
+
+
+def _plan(keys: tuple[str, ...], mapping: FieldMapping) -> _Plan:
     k2t = mapping.key_to_target
-    columns: dict[str, list[Any]] = {t: [None] * len(records) for t in mapping.aliases}
-    extras: list[dict[str, Any] | None] = [None] * len(records)
-    problems: list[list[str]] = [[] for _ in records]
-    keys_seen: set[str] = set()
-    rank = {key: i for keys in mapping.aliases.values() for i, key in enumerate(keys)}
-    for i, record in enumerate(records):
-        if not isinstance(record, dict):
-            problems[i].append(f"record is not a JSON object (got {type_name(record)})")
+    rank = {key: i for keys_ in mapping.aliases.values() for i, key in enumerate(keys_)}
+    chosen: dict[str, str] = {}
+    extra: list[str] = []
+    clashes: list[tuple[str, str, str]] = []
+    for key in keys:
+        target = k2t.get(key)
+        if target is None:
+            extra.append(key)
             continue
-        keys_seen.update(record)
-        chosen: dict[str, str] = {}
-        extra = None
-        for key, value in record.items():
-            target = k2t.get(key)
-            if target is None:
-                if extra is None:
-                    extra = {}
-                extra[key] = value
+        if target in chosen:
+            other = chosen[target]
+            clashes.append((target, other, key))
+            if rank[key] > rank[other]:
                 continue
-            if target in chosen:
-                other = chosen[target]
-                if record[other] != value:
-                    problems[i].append(f"{other!r} and {key!r} both give {target} with different values")
-                if rank[key] > rank[other]:
-                    continue
-            chosen[target] = key
-            columns[target][i] = value
-        extras[i] = extra
+        chosen[target] = key
+    return _Plan(tuple(chosen.items()), tuple(extra), tuple(clashes))
+
+
+def split_records(records: list[Any], first_position: int, mapping: FieldMapping) -> MappedChunk:
+    """Pure: spread each record's keys over the target columns; unknown keys go to extras.
+    Records are grouped by their sequence of keys (a file usually has one or two), so the mapping
+    is decided once per group and each column is gathered in one pass."""
+    n = len(records)
+    columns: dict[str, list[Any]] = {t: [None] * n for t in mapping.aliases}
+    extras: list[dict[str, Any] | None] = [None] * n
+    problems: dict[int, list[str]] = {}
+    shapes = [tuple(r) if type(r) is dict else None for r in records]
+    distinct = set(shapes)
+    groups: dict[tuple[str, ...] | None, list[int]] = {}
+    if len(distinct) == 1:
+        groups[shapes[0] if n else None] = list(range(n))
+    else:
+        for i, shape in enumerate(shapes):
+            groups.setdefault(shape, []).append(i)
+    for shape, idx in groups.items():
+        if shape is None:
+            for i in idx:
+                problems[i] = [f"record is not a JSON object (got {type_name(records[i])})"]
+            continue
+        plan = _plan(shape, mapping)
+        whole = len(idx) == n
+        members = records if whole else [records[i] for i in idx]
+        for target, key in plan.take:
+            values = [r[key] for r in members]
+            if whole:
+                columns[target] = values
+            else:
+                column = columns[target]
+                for i, v in zip(idx, values, strict=True):
+                    column[i] = v
+        if plan.extra_keys:
+            for i, r in zip(idx, members, strict=True):
+                extras[i] = {k: r[k] for k in plan.extra_keys}
+        for target, first, second in plan.clashes:
+            for i, r in zip(idx, members, strict=True):
+                if r[first] != r[second]:
+                    problems.setdefault(i, []).append(
+                        f"{first!r} and {second!r} both give {target} with different values"
+                    )
+    keys_seen = {k for shape in distinct if shape is not None for k in shape}
     return MappedChunk(first_position, records, columns, extras, problems, keys_seen)
 
 

@@ -12,15 +12,17 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
+from operator import methodcaller
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from tasks.checksum import line_checksum, row_line
+from tasks.checksum import line_checksums, row_lines
 from tasks.mapping import MappedChunk
 from validation.records import frame, parse_timestamps, validate
 
@@ -29,20 +31,34 @@ PROJECT_NAMESPACE = uuid.UUID("3f0b8a52-5c1e-4d6f-9a8e-2b7c4e1d9f60")
 _NS = PROJECT_NAMESPACE.bytes
 
 
-def uuid5_hex(name: str) -> str:
-    """uuid.uuid5(PROJECT_NAMESPACE, name).hex, without building UUID objects (hot path)."""
-    digest = bytearray(hashlib.sha1(_NS + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    return digest.hex()
+_sha1 = partial(hashlib.sha1, usedforsecurity=False)
+
+
+def uuid5_hexes(names: Iterable[str]) -> list[str]:
+    """[uuid.uuid5(PROJECT_NAMESPACE, name).hex …] for a batch of names, without UUID objects: one
+    sha1 each, then the version and variant bits set for all at once (the hot path of render)."""
+    digests = b"".join(
+        [d[:16] for d in map(methodcaller("digest"), map(_sha1, (_NS + n.encode() for n in names)))]
+    )
+    if not digests:
+        return []
+    a = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 16).copy()
+    a[:, 6] = (a[:, 6] & 0x0F) | 0x50
+    a[:, 8] = (a[:, 8] & 0x3F) | 0x80
+    text = a.tobytes().hex()
+    return [text[k : k + 32] for k in range(0, len(text), 32)]
+
+
+def task_keys(source: str, legacy_ids: Iterable[int]) -> list[str]:
+    return uuid5_hexes(f"{source}:{lid}" for lid in legacy_ids)
 
 
 def task_key(source: str, legacy_id: int) -> str:
-    return uuid5_hex(f"{source}:{legacy_id}")
+    return task_keys(source, [legacy_id])[0]
 
 
 def user_key(email: str) -> str:
-    return uuid5_hex(f"user:{email}")
+    return uuid5_hexes([f"user:{email}"])[0]
 
 
 def normalize_email(email: str) -> str:
@@ -84,6 +100,15 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.positions)
+
+    def without(self, drop: set[int]) -> Rows:
+        """The same rows, less those at the given indexes."""
+        return Rows(
+            **{
+                name: [v for j, v in enumerate(values) if j not in drop]
+                for name, values in vars(self).items()
+            }
+        )
 
 
 @dataclass
@@ -158,63 +183,101 @@ def canonical_timestamps(parsed: pd.Series) -> list[str | None]:
     return [None if t == "NaT" else f"{t}Z" for t in texts.tolist()]
 
 
+def count_naive(values: list[Any]) -> int:
+    """How many timestamp strings carry no offset (read as UTC); a trailing Z settles most at once."""
+    return sum(1 for v in values if type(v) is str and not v.rstrip().endswith(("Z", "z")) and is_naive(v))
+
+
+def owners_of(legacy_ids: list[Any], named: list[Any], ctx: TransformContext) -> list[str]:
+    """Each record's owner: the owner map, else the record's own owner, else the default."""
+    if not ctx.owner_map and named.count(None) == len(named):
+        return [normalize_email(ctx.default_owner)] * len(named)
+    return [
+        normalize_email(ctx.owner_map.get(lid) or own or ctx.default_owner)
+        for lid, own in zip(legacy_ids, named, strict=True)
+    ]
+
+
 def transform_chunk(
     chunk_no: int, mapped: MappedChunk, ctx: TransformContext, dups: DuplicateTracker
 ) -> TransformedChunk:
-    """Validate a mapped chunk with pandera and turn it into rows and quarantine entries."""
-    df = frame(mapped.columns)
-    reasons = validate(df)
-    cols = mapped.columns
-    created = canonical_timestamps(parse_timestamps(df["created_at"]))
-    updated = canonical_timestamps(parse_timestamps(df["updated_at"]))
-    naive = sum(1 for v in cols["created_at"] if isinstance(v, str) and is_naive(v))
-    rows = Rows()
-    quarantine: list[QuarantineEntry] = []
-    duplicates = 0
-    for i, record in enumerate(mapped.raw):
-        position = mapped.first_position + i
-        why = list(mapped.problems[i]) + reasons.get(i, [])
-        extra = mapped.extras[i]
-        extra_text = None
-        if extra is not None and not why:
-            extra_text = dumps_exact(extra, ascii_only=False)
+    """Validate a mapped chunk with pandera and turn it into rows and quarantine entries.
+    Column by column: per-record work is left to the records that need it (failures, legacy_extra,
+    legacy ids the pre-check saw twice)."""
+    n, first, cols = len(mapped), mapped.first_position, mapped.columns
+    df = frame(cols)
+    why: dict[int, list[str]] = {i: list(p) for i, p in mapped.problems.items()}
+    for i, reasons in validate(df).items():
+        why.setdefault(i, []).extend(reasons)
+    extra_texts: list[str | None] = [None] * n
+    for i, extra in enumerate(mapped.extras):
+        if extra is not None and i not in why:
+            text = dumps_exact(extra, ascii_only=False)
             try:
-                extra_text.encode("utf-8")
+                text.encode("utf-8")
+                extra_texts[i] = text
             except UnicodeEncodeError:
-                why.append("a field kept for legacy_extra contains an unpaired surrogate")
-        legacy_id = cols["id"][i]
-        if why:
-            lid = None if legacy_id is None else str(legacy_id)[:100]
-            quarantine.append(QuarantineEntry(position, lid, raw_json(record), why))
+                why[i] = ["a field kept for legacy_extra contains an unpaired surrogate"]
+    ids = cols["id"]
+    quarantine = [
+        QuarantineEntry(first + i, None if ids[i] is None else str(ids[i])[:100], raw_json(mapped.raw[i]), r)
+        for i, r in why.items()
+    ]
+    keep = [i for i in range(n) if i not in why] if why else list(range(n))
+
+    def pick(values: list[Any]) -> list[Any]:
+        return values if len(keep) == n else [values[i] for i in keep]
+
+    created = pick(canonical_timestamps(parse_timestamps(df["created_at"])))
+    updated = pick(canonical_timestamps(parse_timestamps(df["updated_at"])))
+    r = Rows(
+        positions=[first + i for i in keep],
+        legacy_ids=pick(ids),
+        titles=pick(cols["title"]),
+        descriptions=pick(cols["description"]),
+        completed=pick(cols["completed"]),
+        created_at=[c or ctx.fallback_timestamp for c in created],
+        extras=pick(extra_texts),
+        owners=owners_of(pick(ids), pick(cols["owner"]), ctx),
+        raw=pick(mapped.raw),
+        defaulted_ts=[c is None for c in created],
+    )
+    r.updated_at = [u or c for u, c in zip(updated, r.created_at, strict=True)]
+    rows, duplicates = _settle_duplicates(r, dups, quarantine)
+    quarantine.sort(key=lambda q: q.position)
+    return TransformedChunk(
+        chunk_no, first, n, rows, quarantine, duplicates, mapped.keys_seen, count_naive(cols["created_at"])
+    )
+
+
+def _settle_duplicates(
+    rows: Rows, dups: DuplicateTracker, quarantine: list[QuarantineEntry]
+) -> tuple[Rows, int]:
+    """Rows less the later copies of a legacy id: identical ones are counted, conflicting ones go
+    to quarantine. Only ids the pre-check saw more than once are looked at."""
+    drop: set[int] = set()
+    duplicates = 0
+    for j, lid in enumerate(rows.legacy_ids if dups.ids else ()):
+        if lid not in dups.ids:
             continue
-        owner = ctx.owner_map.get(legacy_id) or cols["owner"][i] or ctx.default_owner
-        owner = normalize_email(owner)
-        created_at = created[i] or ctx.fallback_timestamp
-        updated_at = updated[i] or created_at
-        title, description, completed = cols["title"][i], cols["description"][i], cols["completed"][i]
-        verdict = dups.classify(
-            legacy_id, position, (title, description, completed, created_at, updated_at, extra_text, owner)
+        content = (
+            rows.titles[j],
+            rows.descriptions[j],
+            rows.completed[j],
+            rows.created_at[j],
+            rows.updated_at[j],
+            rows.extras[j],
+            rows.owners[j],
         )
+        verdict = dups.classify(lid, rows.positions[j], content)
+        if verdict is None:
+            continue
+        drop.add(j)
         if verdict == "duplicate":
             duplicates += 1
-            continue
-        if verdict is not None:
-            quarantine.append(QuarantineEntry(position, str(legacy_id), raw_json(record), [verdict]))
-            continue
-        rows.positions.append(position)
-        rows.legacy_ids.append(legacy_id)
-        rows.titles.append(title)
-        rows.descriptions.append(description)
-        rows.completed.append(completed)
-        rows.created_at.append(created_at)
-        rows.updated_at.append(updated_at)
-        rows.extras.append(extra_text)
-        rows.owners.append(owner)
-        rows.raw.append(record)
-        rows.defaulted_ts.append(created[i] is None)
-    return TransformedChunk(
-        chunk_no, mapped.first_position, len(mapped), rows, quarantine, duplicates, mapped.keys_seen, naive
-    )
+        else:
+            quarantine.append(QuarantineEntry(rows.positions[j], str(lid), raw_json(rows.raw[j]), [verdict]))
+    return (rows.without(drop) if drop else rows), duplicates
 
 
 @dataclass
@@ -230,11 +293,11 @@ class Rendered:
 
 def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str) -> Rendered:
     """Pure: the chunk's rows as COPY … (FORMAT csv) input, ending in migration_run_id."""
-    lines: list[str] = []
-    ids: list[str] = []
-    sums: list[int] = []
-    src = source
-    for legacy_id, title, desc, done, created, updated, extra, owner in zip(
+    ids = task_keys(source, rows.legacy_ids)
+    lines = row_lines(
+        ids,
+        [user_ids[o] for o in rows.owners],
+        source,
         rows.legacy_ids,
         rows.titles,
         rows.descriptions,
@@ -242,14 +305,9 @@ def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str) ->
         rows.created_at,
         rows.updated_at,
         rows.extras,
-        rows.owners,
-        strict=True,
-    ):
-        tid = task_key(src, legacy_id)
-        line = row_line(tid, user_ids[owner], src, legacy_id, title, desc, done, created, updated, extra)
-        sums.append(line_checksum(line))
-        lines.append(line)
-        ids.append(tid)
-    tail = f",{run_id}\n"
-    body = tail.join(lines) + tail if lines else ""
-    return Rendered(body.encode("utf-8"), sum(sums), len(lines), ids, sums)
+    )
+    encoded = [line.encode("utf-8") for line in lines]
+    sums = line_checksums(encoded)
+    tail = f",{run_id}\n".encode()
+    body = tail.join(encoded) + tail if encoded else b""
+    return Rendered(body, sum(sums), len(encoded), ids, sums)

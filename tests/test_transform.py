@@ -200,3 +200,42 @@ def test_render_is_csv_with_the_run_id_and_exact_checksums() -> None:
     assert text.startswith(task_key("phase1", 1) + "," + "ab" * 16 + ',"phase1",1,"say ""hi"",\nnow",,t,')
     assert text.endswith(",11111111-1111-1111-1111-111111111111\n")
     assert rendered.checksum == sum(rendered.checksums) and rendered.count == 1
+
+
+def test_one_chunk_of_mixed_shapes_is_split_record_by_record() -> None:
+    """Columns are gathered per group of records sharing their keys; the result must be what each
+    record gives on its own, whatever mix of shapes, non-objects, clashes and extras a chunk holds."""
+    records = [
+        {"id": 1, "title": "a", "completed": False},
+        ["not", "an", "object"],
+        {"task_id": 2, "title": "b", "is_done": True, "color": "red"},
+        {"id": 3, "title": "c", "completed": True, "done": False},  # clash: quarantined
+        {"id": 4, "title": "d", "completed": True, "done": True},  # agreeing aliases
+        {"title": "e", "id": 5, "completed": False, "created_at": "2025-01-02T03:04:05Z"},
+        {"id": 6, "title": "f", "completed": False},
+        "text",
+        {"id": 7, "title": "g", "is_done": False, "color": "blue", "size": 3},
+    ]
+    together = run(records)
+    alone = [run([r]) for r in records]
+    assert together.rows.legacy_ids == [1, 2, 4, 5, 6, 7]
+    assert together.rows.positions == [0, 2, 4, 5, 6, 8]
+    for name in ("titles", "completed", "created_at", "extras", "owners", "legacy_ids"):
+        assert getattr(together.rows, name) == [v for one in alone for v in getattr(one.rows, name)]
+    assert [(q.position, q.reasons) for q in together.quarantine] == [
+        (p, q.reasons) for p, one in enumerate(alone) for q in one.quarantine
+    ]
+    assert together.quarantine[1].reasons == [
+        "'completed' and 'done' both give completed with different values"
+    ]
+    assert together.keys_seen == {
+        "id",
+        "task_id",
+        "title",
+        "completed",
+        "is_done",
+        "done",
+        "color",
+        "created_at",
+        "size",
+    }

@@ -9,8 +9,10 @@ surrogates) fail too.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -23,10 +25,12 @@ EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def is_type(s: pd.Series, kind: type, *, exact: bool = False) -> pd.Series:
-    """Elementwise type test decided once per distinct type, then a dict lookup (no lambda per value)."""
-    types = s.map(type)
-    verdict = {t: (t is kind) if exact else issubclass(t, kind) for t in types.unique()}
-    return types.map(verdict).astype(bool)
+    """Elementwise type test decided once per distinct type (a chunk usually holds one or two)."""
+    types = list(map(type, s.to_numpy()))
+    verdict = {t: (t is kind) if exact else issubclass(t, kind) for t in set(types)}
+    if len(verdict) == 1:
+        return pd.Series(next(iter(verdict.values())), index=s.index, dtype=bool)
+    return pd.Series([verdict[t] for t in types], index=s.index, dtype=bool)
 
 
 def _is(kind: type, *, exact: bool = False):
@@ -36,24 +40,51 @@ def _is(kind: type, *, exact: bool = False):
     return check
 
 
-def _only(kind: type, pred, *, exact: bool = False):
-    """Apply pred to the values of one type only; other types are the type check's business."""
+Verdicts = Callable[[list[Any]], "np.ndarray | list[bool]"]
+
+
+def _only(kind: type, pred: Verdicts, *, exact: bool = False):
+    """Apply pred to the values of one type only (as a list); other types are the type check's
+    business and pass here."""
 
     def check(s: pd.Series) -> pd.Series:
         mask = is_type(s, kind, exact=exact)
+        if mask.all():
+            return pd.Series(np.asarray(pred(s.tolist()), dtype=bool), index=s.index)
         out = pd.Series(True, index=s.index)
         if mask.any():
-            out[mask] = pd.Series(pred(s[mask].astype(object)), index=s[mask].index).astype(bool)
+            out[mask] = np.asarray(pred(s[mask].tolist()), dtype=bool)
         return out
 
     return check
 
 
-def _str_ok(pred):
-    return _only(str, pred)
+def _lengths(values: list[str]) -> np.ndarray:
+    return np.fromiter(map(len, values), dtype=np.int64, count=len(values))
 
 
-_int_in_range = _only(int, lambda s: [1 <= v <= INT4_MAX for v in s], exact=True)
+def storable(values: list[str]) -> np.ndarray | list[bool]:
+    """False where PostgreSQL cannot store the text (a NUL, an unpaired surrogate). The column is
+    tested whole first: NUL is one memchr and only a string with a surrogate fails to encode."""
+    joined = "\n".join(values)
+    if "\x00" not in joined:
+        try:
+            joined.encode("utf-8")
+            return np.ones(len(values), dtype=bool)
+        except UnicodeEncodeError:
+            pass
+    return [UNSTORABLE.search(v) is None for v in values]
+
+
+def not_blank(values: list[str]) -> np.ndarray:
+    return _lengths(list(map(str.strip, values))) > 0
+
+
+def at_most(limit: int) -> Verdicts:
+    return lambda values: _lengths(values) <= limit
+
+
+_int_in_range = _only(int, lambda values: [1 <= v <= INT4_MAX for v in values], exact=True)
 
 
 def parse_timestamps(s: pd.Series) -> pd.Series:
@@ -73,7 +104,7 @@ def _text(
     checks = [
         pa.Check(_is(str), element_wise=False, error="must be a string"),
         pa.Check(
-            _str_ok(lambda s: ~s.str.contains(UNSTORABLE)),
+            _only(str, storable),
             error="contains a NUL or an unpaired surrogate, which PostgreSQL cannot store",
         ),
         *(extra or []),
@@ -94,9 +125,9 @@ SCHEMA = pa.DataFrameSchema(
         "title": _text(
             False,
             extra=[
-                pa.Check(_str_ok(lambda s: s.str.strip().str.len() > 0), error="is empty"),
+                pa.Check(_only(str, not_blank), error="is empty"),
                 pa.Check(
-                    _str_ok(lambda s: s.str.len() <= TITLE_MAX),
+                    _only(str, at_most(TITLE_MAX)),
                     error=f"is longer than {TITLE_MAX} characters",
                 ),
             ],
@@ -120,7 +151,10 @@ SCHEMA = pa.DataFrameSchema(
             nullable=True,
             checks=[
                 pa.Check(_is(str), error="must be a string"),
-                pa.Check(_str_ok(lambda s: s.str.strip().str.match(EMAIL)), error="is not an email address"),
+                pa.Check(
+                    _only(str, lambda values: [EMAIL.match(v.strip()) is not None for v in values]),
+                    error="is not an email address",
+                ),
             ],
         ),
     },
