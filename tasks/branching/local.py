@@ -47,8 +47,10 @@ class LocalBranches:
 
     def _end_sessions(self, admin: psycopg.Connection, database: str, why: str) -> None:
         ended = admin.execute(
+            # client sessions only: CREATE DATABASE stops autovacuum workers itself, and they are
+            # not the application's sessions to report
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
             (database,),
         ).fetchone()
         count = ended[0] if ended else 0
