@@ -15,13 +15,10 @@ The story of a run:
 
 from __future__ import annotations
 
-import contextvars
 import sys
-import threading
 from typing import Any
 
 from prefect import flow
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.states import State
 
 from flows import params as P
@@ -119,41 +116,22 @@ def _counts(p: Progress) -> dict[str, int]:
 
 class BatchReporter:
     """Per-batch progress: the local bar, and the `backfill-progress` artifact (percent done, with
-    rows done, rows/s and batches in its description). An artifact update is an API call (about
-    6 ms); a thread of its own sends the newest state after every batch, so the batches never wait
-    for it. close() sends the final state before the flow reports."""
+    rows done, rows/s and batches in its description), sent without holding the batches up."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.artifact = create_progress_artifact(0.0, key="backfill-progress", description=f"Backfill {name}")
-        self._latest: tuple[float, str] | None = None
-        self._wake = threading.Event()
-        self._stop = False
-        context = contextvars.copy_context()  # the flow run's settings and client, in that thread too
-        self._thread = threading.Thread(target=context.run, args=(self._send,), daemon=True)
-        self._thread.start()
+        self.artifact = progress_events.ProgressArtifact(
+            key="backfill-progress", description=f"Backfill {name}"
+        )
 
     def __call__(self, p: Progress) -> None:
         progress_events.emit("backfill", p.rows_done, max(p.total, p.rows_done))
         percent = 100.0 * p.rows_done / p.total if p.total else 100.0
         text = f"Backfill {self.name}: {p.rows_done:,} rows done, {p.rows_per_s:,.0f} rows/s, {p.batches:,} batches"
-        self._latest = (percent, text)
-        self._wake.set()
-
-    def _send(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            latest, self._latest = self._latest, None
-            if latest is not None:
-                update_progress_artifact(self.artifact, latest[0], description=latest[1])
-            if self._stop and self._latest is None:
-                return
+        self.artifact.update(percent, text)
 
     def close(self) -> None:
-        self._stop = True
-        self._wake.set()
-        self._thread.join(timeout=30)
+        self.artifact.close()
 
 
 def _report(run_id: str, spec: BackfillSpec, result: Result, url: str) -> dict[str, Any]:

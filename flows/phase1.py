@@ -24,11 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import (
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from prefect.states import State
 
@@ -157,6 +153,7 @@ def _migrate(
         if run.resumed:
             logger.info("resuming interrupted run %s", run.id)
         ctx = transform_context(source_name, default_user, owners, run.started_at)
+        reporter = _Progress(info.records)
         try:
             summary = load_chunks(
                 url,
@@ -167,17 +164,13 @@ def _migrate(
                 chunk_size=run.chunk_size,
                 expect_conflicts=sources_with_rows_from_other_runs(control, source_name, run.id),
                 workers=workers,
-                on_progress=_progress_reporter(info.records),
+                on_progress=reporter,
             )
         except BaseException as exc:
-            finish(
-                control,
-                run.id,
-                "interrupted",
-                {},
-                error=first_line(exc),
-            )
+            finish(control, run.id, "interrupted", {}, error=first_line(exc))
             raise
+        finally:
+            reporter.close()
         verification = verify(control, run.id, info.records)
         if not verification.ok:
             verification.mismatches = find_mismatches(control, info, mapping, ctx, run.id, run.chunk_size)
@@ -218,15 +211,11 @@ def _dry_run(
 
     run_id = str(uuid.uuid4())
     ctx = transform_context(source_name, default_user, owners, datetime.now(UTC))
-    summary = load(
-        None,
-        info,
-        mapping,
-        ctx,
-        run_id=run_id,
-        chunk_size=chunk_size,
-        on_progress=_progress_reporter(info.records),
-    )
+    reporter = _Progress(info.records)
+    try:
+        summary = load(None, info, mapping, ctx, run_id=run_id, chunk_size=chunk_size, on_progress=reporter)
+    finally:
+        reporter.close()
     counts = {
         "records_read": info.records,
         "migrated": summary.migrated,
@@ -245,20 +234,21 @@ def _dry_run(
     return _publish(report, report_dir, summary)
 
 
-def _progress_reporter(total: int):
-    artifact = create_progress_artifact(
-        0.0, key="phase1-progress", description="Phase 1 migration: records done"
-    )
-    last = [-1.0]
+class _Progress:
+    """Records done: the local bar, and the `phase1-progress` artifact (sent off the load's path)."""
 
-    def on_progress(done: int, _total: int) -> None:
-        pct = 100.0 * done / total if total else 100.0
-        if pct != last[0]:
-            update_progress_artifact(artifact, pct)
-            last[0] = pct
-        progress.emit("migrate", done, total)
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.artifact = progress.ProgressArtifact(
+            key="phase1-progress", description="Phase 1 migration: records done"
+        )
 
-    return on_progress
+    def __call__(self, done: int, _total: int) -> None:
+        self.artifact.update(100.0 * done / self.total if self.total else 100.0)
+        progress.emit("migrate", done, self.total)
+
+    def close(self) -> None:
+        self.artifact.close()
 
 
 def _report(

@@ -184,6 +184,10 @@ def test_no_password_in_reports_artifacts_parameters_or_logs(
         artifacts = client.read_artifacts()
         texts += [json.dumps(a.data, default=str) for a in artifacts]
     assert {"phase1-report", "phase1-quarantine", "phase1-progress"} <= {a.key for a in artifacts}
+    progress = [
+        a.data for a in artifacts if a.key == "phase1-progress" and a.flow_run_id == run.id
+    ]  # sent from a thread of its own: the last state must still arrive before the flow ends
+    assert progress == [100.0]
     assert not [t for t in texts if secret in t]
     assert "***" in out["report_data"]["database"] or "@" not in out["report_data"]["database"]
 
