@@ -6,9 +6,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prefect import flow  # noqa: E402
-
 from flows import orchestrator  # noqa: E402
+
+orchestrator.boot_early()  # as `python -m flows.<command>` does, before Prefect is imported
+
+from prefect import flow  # noqa: E402
 
 
 @flow(name="empty")

@@ -3,22 +3,27 @@
 Prefect would start one itself on the first flow call, but it imports the whole server application
 into this process to do so (about 65 MB and a second), and starts only when the flow begins. Here
 the same server (the same uvicorn command and environment Prefect's ephemeral mode uses) is spawned
-as a subprocess right away, so it boots while the command checks its input, and this process talks
-to it over HTTP like any client. It is stopped when the command ends.
+as a subprocess, and this process talks to it over HTTP like any client. It is stopped when the
+command ends.
+
+It boots in about 2.5 s of CPU, mostly imports, so it is spawned as early as possible: a command
+started as `python -m flows.<command>` spawns it from `flows/__init__.py` (boot_early), before this
+process spends its own second importing Prefect, pandas and pandera; start() adopts that server, or
+stops it when the settings turn out to name a Prefect API after all.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-
-import httpx
+from pathlib import Path
 
 
 def _free_port() -> int:
@@ -27,16 +32,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class TemporaryServer:
-    def __init__(self) -> None:
-        import prefect
-        from prefect.settings import get_current_settings
+def _site_packages() -> str:
+    """Where the prefect package lives, found without importing it."""
+    spec = importlib.util.find_spec("prefect")
+    assert spec is not None and spec.origin is not None
+    return str(Path(spec.origin).parent.parent)
 
+
+class TemporaryServer:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """settings: Prefect settings of this process that the environment does not carry."""
         self.port = _free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         env = {
             **os.environ,
-            **get_current_settings().to_environment_variables(exclude_unset=True),
+            **(settings or {}),
             "PREFECT_UI_ENABLED": "0",
             "PREFECT__SERVER_EPHEMERAL": "1",
             "PREFECT__SERVER_FINAL": "1",
@@ -47,7 +57,7 @@ class TemporaryServer:
                 "-m",
                 "uvicorn",
                 "--app-dir",
-                str(prefect.__module_path__.parent),
+                _site_packages(),
                 "--factory",
                 "prefect.server.api.server:create_app",
                 "--host",
@@ -66,6 +76,8 @@ class TemporaryServer:
         atexit.register(self.stop)
 
     def wait(self, timeout: float) -> None:
+        import httpx
+
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2) as client:
             while time.monotonic() < deadline:
@@ -103,9 +115,50 @@ def needed() -> bool:
     return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
 
 
+# Commands that run no flow: no server is spawned early for them.
+_NO_FLOW = {("schema", "status"), ("schema", "sql"), ("branches", "list")}
+_early: TemporaryServer | None = None
+
+
+def boot_early(argv: Sequence[str] | None = None) -> None:
+    """Spawn the temporary server before Prefect is imported, for a flow command started as
+    `python -m flows.<command>` (argv: the interpreter's command line, sys.orig_argv) or, without
+    argv, unconditionally. Skipped when PREFECT_API_URL is set, for --help and for commands that
+    run no flow; a profile that names an API is only known later, and start() stops the server then."""
+    global _early
+    if _early is not None or os.environ.get("PREFECT_API_URL"):
+        return
+    if argv is not None:
+        argv = list(argv)
+        if "-m" not in argv[:-1]:
+            return
+        module, args = argv[argv.index("-m") + 1], argv[argv.index("-m") + 2 :]
+        command = module.removeprefix("flows.")
+        if (
+            not module.startswith("flows.")
+            or command in ("orchestrator", "cli")
+            or {"-h", "--help"} & set(args)
+        ):
+            return
+        if (command, args[0] if args else "") in _NO_FLOW:
+            return
+    _early = TemporaryServer()
+
+
 def start() -> TemporaryServer | None:
-    """Spawn the temporary server now (it boots in the background), if one is needed."""
-    return TemporaryServer() if needed() else None
+    """The temporary server, if one is needed: the one boot_early() spawned, or a new one (it boots
+    in the background until connected() waits for it)."""
+    global _early
+    early, _early = _early, None
+    if needed():
+        if early is not None:
+            return early
+        from prefect.settings import get_current_settings
+
+        return TemporaryServer(get_current_settings().to_environment_variables(exclude_unset=True))
+    if early is not None:
+        early.stop()
+    return None
 
 
 @contextmanager
@@ -116,13 +169,18 @@ def connected(server: TemporaryServer | None) -> Iterator[None]:
         return
     from prefect.settings import (
         PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         temporary_settings,
     )
 
+    # No flow-run heartbeats: they let a long-lived server notice a crashed run, but this server
+    # ends with the command, and Prefect joins the heartbeat thread (which sleeps in 1 s steps) at
+    # the end of every flow run, which cost up to a second per command.
+    settings = {PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     try:
         server.wait(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
-        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        with temporary_settings(updates=settings):
             try:
                 yield
             finally:
