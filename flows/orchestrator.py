@@ -120,29 +120,30 @@ _NO_FLOW = {("schema", "status"), ("schema", "sql"), ("branches", "list")}
 _early: TemporaryServer | None = None
 
 
+def runs_a_flow(argv: Sequence[str]) -> bool:
+    """Whether an interpreter started with argv (sys.orig_argv) runs a flow command: `python -m
+    flows.<command> …`, not --help and not a command that only reads (schema status, …)."""
+    argv = list(argv)
+    if "-m" not in argv[:-1]:
+        return False
+    at = argv.index("-m")
+    module, args = argv[at + 1], argv[at + 2 :]
+    command = module.removeprefix("flows.")
+    if command == module or command in ("orchestrator", "cli") or {"-h", "--help"} & set(args):
+        return False
+    return (command, args[0] if args else "") not in _NO_FLOW
+
+
 def boot_early(argv: Sequence[str] | None = None) -> None:
-    """Spawn the temporary server before Prefect is imported, for a flow command started as
-    `python -m flows.<command>` (argv: the interpreter's command line, sys.orig_argv) or, without
-    argv, unconditionally. Skipped when PREFECT_API_URL is set, for --help and for commands that
-    run no flow; a profile that names an API is only known later, and start() stops the server then."""
+    """Spawn the temporary server now, before Prefect is imported: for a flow command (argv:
+    sys.orig_argv, see runs_a_flow) or, without argv, unconditionally. Skipped when
+    PREFECT_API_URL is set; a profile that names an API is only known once Prefect is imported,
+    and start() stops the server then."""
     global _early
     if _early is not None or os.environ.get("PREFECT_API_URL"):
         return
-    if argv is not None:
-        argv = list(argv)
-        if "-m" not in argv[:-1]:
-            return
-        module, args = argv[argv.index("-m") + 1], argv[argv.index("-m") + 2 :]
-        command = module.removeprefix("flows.")
-        if (
-            not module.startswith("flows.")
-            or command in ("orchestrator", "cli")
-            or {"-h", "--help"} & set(args)
-        ):
-            return
-        if (command, args[0] if args else "") in _NO_FLOW:
-            return
-    _early = TemporaryServer()
+    if argv is None or runs_a_flow(argv):
+        _early = TemporaryServer()
 
 
 def start() -> TemporaryServer | None:

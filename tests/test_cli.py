@@ -181,3 +181,56 @@ def test_backfill_cli_prints_json_for_scripts(cli_env: dict[str, str], tmp_path:
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["status"] == "done" and report["counts"]["rows_done"] == 100
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["python", "-m", "flows.phase1", "--source", "x.json"], True),
+        (["python", "-m", "flows.phase1", "rollback", "RUN"], True),
+        (["python", "-m", "flows.schema", "upgrade"], True),
+        (["python", "-m", "flows.phase1", "--help"], False),
+        (["python", "-m", "flows.schema", "status"], False),
+        (["python", "-m", "flows.branches", "list"], False),
+        (["python", "-m", "pytest", "-q"], False),
+        (["python", "bench/phase1.py"], False),
+        (["python", "-m"], False),
+    ],
+)
+def test_which_commands_boot_the_server_before_their_imports(argv: list[str], expected: bool) -> None:
+    from flows.orchestrator import runs_a_flow
+
+    assert runs_a_flow(argv) is expected
+
+
+def _servers_of(prefect_home: Path) -> list[int]:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if "prefect.server.api.server:create_app" in " ".join(
+                p.info["cmdline"] or []
+            ) and p.environ().get("PREFECT_HOME") == str(prefect_home):
+                found.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_a_command_without_a_prefect_api_runs_on_its_own_server_and_stops_it(
+    tmp_path: Path, flow_env: dict[str, str]
+) -> None:
+    """As a user runs it on a fresh machine: no PREFECT_API_URL, so the command boots a temporary
+    server before its imports, adopts it for the flow, and leaves nothing running; bad input
+    stops the server it had started too."""
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(home), "DATABASE_URL": flow_env["db_url"]}
+    out = cli(["--source", "examples/tasks.json", "--dry-run", "--json", "--report-dir", str(tmp_path)], env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["status"] == "dry_run"
+    assert (home / "prefect.db").exists()  # the flow ran against the temporary server
+    bad = cli(["--source", str(tmp_path / "missing.json")], env)
+    assert bad.returncode == 2 and bad.stderr.strip().endswith("no such file")
+    assert _servers_of(home) == []
