@@ -19,5 +19,8 @@ def empty() -> int:
 
 
 if __name__ == "__main__":
+    from flows import cli
+
     with orchestrator.connected(orchestrator.start()):
         empty()
+    cli.exit_now(0)

@@ -5,12 +5,13 @@ or usage, 3 database unavailable or busy) with a one-line error, never a traceba
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from flows import orchestrator, progress
 from tasks.db import normalize_url, redact
@@ -147,8 +148,19 @@ def run_flow(
     return int(outcome["exit_code"])
 
 
+def exit_now(code: int) -> NoReturn:
+    """End a command without the interpreter's teardown of every loaded module (about 0.4 s with
+    Prefect and pandas loaded, after the work is done): the exit handlers still run (logging,
+    Prefect's workers, the temporary server), and the output is flushed first."""
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 __all__ = [
     "Parser",
+    "exit_now",
     "add_common",
     "add_provider",
     "apply_database_url",
