@@ -71,6 +71,11 @@ def line_checksums(lines: Sequence[bytes]) -> list[int]:
     return np.frombuffer(heads, dtype=">i8").tolist()
 
 
+def hex_sql(uuid_expr: str) -> str:
+    """A uuid as its 32 hex digits, in SQL (the bytes hex-encoded: cheaper than text, then replace)."""
+    return f"encode(uuid_send({uuid_expr}), 'hex')"
+
+
 def _q(expr: str) -> str:
     return f"""'"' || replace({expr}, '"', '""') || '"'"""
 
@@ -84,7 +89,7 @@ def row_line_sql(alias: str = "t", *, timestamps: bool = True) -> str:
         return f"to_char({a}.{column} AT TIME ZONE 'UTC', '{TIMESTAMP_FORMAT_SQL}')" if timestamps else "''"
 
     return (
-        f"concat_ws(',', replace({a}.id::text, '-', ''), replace({a}.user_id::text, '-', ''), "
+        f"concat_ws(',', {hex_sql(f'{a}.id')}, {hex_sql(f'{a}.user_id')}, "
         f"coalesce({_q(f'{a}.legacy_source')}, ''), coalesce({a}.legacy_id::text, ''), {_q(f'{a}.title')}, "
         f"coalesce({_q(f'{a}.description')}, ''), CASE WHEN {a}.completed THEN 't' ELSE 'f' END, "
         f"{ts('created_at')}, {ts('updated_at')}, coalesce({_q(f'{a}.legacy_extra::text')}, ''))"

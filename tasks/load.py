@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import errors as pgerrors
 
-from tasks.checksum import row_line_sql
+from tasks.checksum import hex_sql, row_line_sql
 from tasks.db import connect, is_transient, retrying
 from tasks.mapping import FieldMapping, split_records
 from tasks.runs import ensure_users
@@ -395,7 +395,7 @@ def _insert_staged(
         r[0]
         for r in conn.execute(
             f"INSERT INTO tasks ({TASK_COLUMNS}) SELECT {TASK_COLUMNS} FROM stage_tasks "
-            "ON CONFLICT DO NOTHING RETURNING replace(id::text, '-', '')"
+            f"ON CONFLICT DO NOTHING RETURNING {hex_sql('id')}"
         ).fetchall()
     }
     identical: set[str] = set()
@@ -403,14 +403,14 @@ def _insert_staged(
     if len(inserted) < rendered.count:
         untimed = [tid for tid, d in zip(rendered.task_ids, rows.defaulted_ts, strict=True) if d]
         same = (
-            f"CASE WHEN replace(s.id::text, '-', '') = ANY(%(untimed)s) "
+            f"CASE WHEN {hex_sql('s.id')} = ANY(%(untimed)s) "
             f"THEN {row_line_sql('s', timestamps=False)} = {row_line_sql('t', timestamps=False)} "
             f"ELSE {row_line_sql('s')} = {row_line_sql('t')} END"
         )
         stored = conn.execute(
-            f"SELECT replace(s.id::text, '-', ''), {same}, coalesce(t.migration_run_id::text, 'the application') "
+            f"SELECT {hex_sql('s.id')}, {same}, coalesce(t.migration_run_id::text, 'the application') "
             "FROM stage_tasks s JOIN tasks t ON t.legacy_source = s.legacy_source AND t.legacy_id = s.legacy_id "
-            "WHERE replace(s.id::text, '-', '') <> ALL(%(inserted)s)",
+            f"WHERE {hex_sql('s.id')} <> ALL(%(inserted)s)",
             {"untimed": untimed, "inserted": list(inserted)},
         ).fetchall()
         for tid, same_content, writer in stored:

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from tasks.checksum import hex_sql
 from tasks.transform import TransformContext, normalize_email, user_key
 
 RESUMABLE = ("running", "interrupted")
@@ -97,6 +98,15 @@ def sources_with_rows_from_other_runs(conn: psycopg.Connection, source_name: str
     return bool(row and row[0])
 
 
+def user_ids(conn: psycopg.Connection, emails: list[str]) -> dict[str, str]:
+    """email -> user id (32 hex digits) of the users that exist, matched case-insensitively."""
+    return dict(
+        conn.execute(
+            f"SELECT lower(email), {hex_sql('id')} FROM users WHERE lower(email) = ANY(%s)", (emails,)
+        ).fetchall()
+    )
+
+
 def ensure_users(
     conn: psycopg.Connection, emails: set[str], run_id: str, default_email: str
 ) -> dict[str, str]:
@@ -104,12 +114,7 @@ def ensure_users(
     are created with a deterministic id and marked as this run's, so a rollback can remove them."""
     wanted = sorted(emails)
     with conn.transaction():
-        found = dict(
-            conn.execute(
-                "SELECT lower(email), replace(id::text, '-', '') FROM users WHERE lower(email) = ANY(%s)",
-                (wanted,),
-            ).fetchall()
-        )
+        found = user_ids(conn, wanted)
         missing = [e for e in wanted if e not in found]
         if missing:
             names = ["Phase 1 default user" if e == default_email else e.split("@")[0] for e in missing]
@@ -119,12 +124,7 @@ def ensure_users(
                 "AS u(id, email, name) ON CONFLICT (email) DO NOTHING",
                 (run_id, [user_key(e) for e in missing], missing, names),
             )
-            found.update(
-                conn.execute(
-                    "SELECT lower(email), replace(id::text, '-', '') FROM users WHERE lower(email) = ANY(%s)",
-                    (missing,),
-                ).fetchall()
-            )
+            found.update(user_ids(conn, missing))
     return found
 
 

@@ -178,9 +178,9 @@ def is_naive(text: str) -> bool:
 
 def canonical_timestamps(parsed: pd.Series) -> list[str | None]:
     """datetime64[us, UTC] -> 'YYYY-MM-DDTHH:MM:SS.ffffffZ' (the format ROW_LINE_SQL renders)."""
-    values = parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
-    texts = np.datetime_as_string(values, unit="us")
-    return [None if t == "NaT" else f"{t}Z" for t in texts.tolist()]
+    values = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[us]")
+    texts: list[str | None] = np.datetime_as_string(values, unit="us", timezone="UTC").tolist()
+    return [None if t == "NaT" else t for t in texts] if parsed.hasnans else texts
 
 
 def count_naive(values: list[Any]) -> int:

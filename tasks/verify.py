@@ -16,9 +16,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tasks.checksum import row_checksum_sql
+from tasks.checksum import hex_sql, row_checksum_sql
 from tasks.load import prepared_chunks
 from tasks.mapping import FieldMapping
+from tasks.runs import user_ids
 from tasks.source import SourceInfo
 from tasks.transform import TransformContext, render, user_key
 
@@ -117,17 +118,12 @@ def find_mismatches(
     for chunk in prepared_chunks(info, mapping, ctx, chunk_size):
         owners = set(chunk.rows.owners) - users.keys()
         if owners:
-            users.update(
-                conn.execute(
-                    "SELECT lower(email), replace(id::text, '-', '') FROM users WHERE lower(email) = ANY(%s)",
-                    (sorted(owners),),
-                ).fetchall()
-            )
+            users.update(user_ids(conn, sorted(owners)))
             users.update({e: user_key(e) for e in owners if e not in users})
         rendered = render(chunk.rows, ctx.source_name, users, run_id)
         stored = dict(
             conn.execute(
-                f"SELECT replace(t.id::text, '-', ''), {row_checksum_sql('t')} FROM tasks t WHERE t.id = ANY(%s::uuid[])",
+                f"SELECT {hex_sql('t.id')}, {row_checksum_sql('t')} FROM tasks t WHERE t.id = ANY(%s::uuid[])",
                 (rendered.task_ids,),
             ).fetchall()
         )
