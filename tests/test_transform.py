@@ -16,7 +16,9 @@ from tasks.transform import (
     dumps_exact,
     render,
     task_key,
+    task_keys,
     transform_chunk,
+    user_key,
 )
 
 CTX = TransformContext("phase1", "default@example.com", "2026-01-01T00:00:00.000000Z", {})
@@ -141,6 +143,9 @@ def test_mapping_overrides_and_errors() -> None:
 def test_keys_are_deterministic_uuid5() -> None:
     assert task_key("phase1", 42) == uuid.uuid5(PROJECT_NAMESPACE, "phase1:42").hex
     assert task_key("phase1", 42) != task_key("laptop", 42)
+    ids = [1, 7, 42, 2**31 - 1]  # a batch continues one hash state: each key must still be its own
+    assert task_keys("café", ids) == [uuid.uuid5(PROJECT_NAMESPACE, f"café:{i}").hex for i in ids]
+    assert user_key("Ana@Example.com") == uuid.uuid5(PROJECT_NAMESPACE, "user:Ana@Example.com").hex
 
 
 def test_duplicates_identical_count_conflicting_quarantine() -> None:
