@@ -138,6 +138,15 @@ def load(
     done = 0
     users = _UserCache(url, run_id, ctx.default_owner)
     writer = None if url is None else ChunkWriter(url, run_id, workers, expect_conflicts)
+
+    def collect(results: list[ChunkResult]) -> None:
+        nonlocal done
+        for result in results:
+            summary.add(result)
+            done += result.records
+        if on_progress:
+            on_progress(done, info.records)
+
     with prompt_handoffs(writer is not None):
         try:
             for chunk in prepared_chunks(info, mapping, ctx, chunk_size):
@@ -153,18 +162,8 @@ def load(
                         done += chunk.records
                     else:
                         writer.submit(ChunkJob(chunk, rendered))
-                if writer is not None:
-                    for result in writer.drain():
-                        summary.add(result)
-                        done += result.records
-                if on_progress:
-                    on_progress(done, info.records)
-            if writer is not None:
-                for result in writer.close():
-                    summary.add(result)
-                    done += result.records
-                if on_progress:
-                    on_progress(done, info.records)
+                collect([] if writer is None else writer.drain())
+            collect([] if writer is None else writer.close())
         finally:
             if writer is not None:
                 writer.abort()
