@@ -230,20 +230,21 @@ def transform_chunk(
 
     created = pick(canonical_timestamps(parse_timestamps(df["created_at"])))
     updated = pick(canonical_timestamps(parse_timestamps(df["updated_at"])))
-    r = Rows(
+    created_at = [c or ctx.fallback_timestamp for c in created]
+    rows = Rows(
         positions=[first + i for i in keep],
         legacy_ids=pick(ids),
         titles=pick(cols["title"]),
         descriptions=pick(cols["description"]),
         completed=pick(cols["completed"]),
-        created_at=[c or ctx.fallback_timestamp for c in created],
+        created_at=created_at,
+        updated_at=[u or c for u, c in zip(updated, created_at, strict=True)],
         extras=pick(extra_texts),
         owners=owners_of(pick(ids), pick(cols["owner"]), ctx),
         raw=pick(mapped.raw),
         defaulted_ts=[c is None for c in created],
     )
-    r.updated_at = [u or c for u, c in zip(updated, r.created_at, strict=True)]
-    rows, duplicates = _settle_duplicates(r, dups, quarantine)
+    rows, duplicates = _settle_duplicates(rows, dups, quarantine)
     quarantine.sort(key=lambda q: q.position)
     return TransformedChunk(
         chunk_no, first, n, rows, quarantine, duplicates, mapped.keys_seen, count_naive(cols["created_at"])
