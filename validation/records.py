@@ -172,13 +172,19 @@ def frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(values, dtype=object) for name, values in columns.items()})
 
 
-def validate(df: pd.DataFrame) -> dict[int, list[str]]:
-    """Row index -> every reason that row fails; rows that pass are absent."""
+def failures(schema: pa.DataFrameSchema, df: pd.DataFrame) -> dict[int, list[str]]:
+    """Lazy validation of df against schema: row index -> every reason that row fails; rows that
+    pass are absent."""
     try:
-        SCHEMA.validate(df, lazy=True)
+        schema.validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
         return reasons_by_row(exc.failure_cases)
     return {}
+
+
+def validate(df: pd.DataFrame) -> dict[int, list[str]]:
+    """Phase 1 records after the field mapping: row index -> every reason that row fails."""
+    return failures(SCHEMA, df)
 
 
 def reasons_by_row(failures: pd.DataFrame) -> dict[int, list[str]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pandera.pandas as pa
 
-from validation.records import TITLE_MAX, UNSTORABLE, reasons_by_row
+from validation.records import TITLE_MAX, UNSTORABLE, failures
 
 PRIORITIES = ("low", "medium", "high")
 
@@ -63,8 +63,4 @@ def frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
 
 def validate(df: pd.DataFrame) -> dict[int, list[str]]:
     """Row index -> every reason that row fails."""
-    try:
-        TASK_ROWS.validate(df, lazy=True)
-    except pa.errors.SchemaErrors as exc:
-        return reasons_by_row(exc.failure_cases)
-    return {}
+    return failures(TASK_ROWS, df)
