@@ -6,11 +6,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows import orchestrator  # noqa: E402
+from flows import startup  # noqa: E402
 
-orchestrator.boot_early()  # as `python -m flows.<command>` does, before Prefect is imported
+startup.begin(None)  # as `python -m flows.<command>` does, before Prefect is imported
 
 from prefect import flow  # noqa: E402
+
+from flows import cli, orchestrator  # noqa: E402
 
 
 @flow(name="empty")
@@ -18,9 +20,11 @@ def empty() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from flows import cli
-
+def main() -> int:
     with orchestrator.connected(orchestrator.start()):
         empty()
-    cli.exit_now(0)
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run_command(main)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from flows import orchestrator, progress
+from flows import orchestrator, progress, startup
 from tasks.db import normalize_url, redact
 from tasks.errors import UserFacingError, first_line
 
@@ -148,6 +148,12 @@ def run_flow(
     return int(outcome["exit_code"])
 
 
+def run_command(main: Callable[[], int]) -> NoReturn:
+    """`python -m flows.<command>`: the imports are done (flows/startup.py), run main, exit."""
+    startup.imports_done()
+    exit_now(main())
+
+
 def exit_now(code: int) -> NoReturn:
     """End a command without the interpreter's teardown of every loaded module (about 0.4 s with
     Prefect and pandas loaded, after the work is done): the exit handlers still run (logging,
@@ -161,6 +167,7 @@ def exit_now(code: int) -> NoReturn:
 __all__ = [
     "Parser",
     "exit_now",
+    "run_command",
     "add_common",
     "add_provider",
     "apply_database_url",

@@ -10,20 +10,29 @@ It boots in about 2.5 s of CPU, mostly imports, so it is spawned as early as pos
 started as `python -m flows.<command>` spawns it from `flows/__init__.py` (boot_early), before this
 process spends its own second importing Prefect, pandas and pandera; start() adopts that server, or
 stops it when the settings turn out to name a Prefect API after all.
+
+Two things would otherwise sit between the server answering and the first flow run starting:
+- FastAPI builds its routes' validation models on the first API request (about 0.15 s of CPU). A
+  thread asks for the API version as soon as the server answers, while this process is still
+  importing or pre-checking its input, so the flow's own first request finds the routes built.
+- The automations service (triggers) evaluates every new flow run; its first evaluation costs about
+  0.2 s, and it keeps working through the run. A server that lives for one command runs no
+  automations, so it is off unless PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED says otherwise; point
+  PREFECT_API_URL at a long-lived server for automations.
 """
 
 from __future__ import annotations
 
 import atexit
-import importlib.util
+import http.client
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 
 def _free_port() -> int:
@@ -32,11 +41,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _site_packages() -> str:
-    """Where the prefect package lives, found without importing it."""
-    spec = importlib.util.find_spec("prefect")
-    assert spec is not None and spec.origin is not None
-    return str(Path(spec.origin).parent.parent)
+# The server process: uvicorn serving Prefect's app factory, as Prefect's ephemeral mode runs it,
+# with the cyclic garbage collector off while the app is imported and built (a quarter of that CPU
+# goes to collections that find nothing); what survives start-up is frozen, then collection resumes.
+# -P keeps the working directory off sys.path: nothing there may shadow the server's imports.
+_SERVE = """
+import gc, sys
+gc.disable()
+
+def create_app():
+    from prefect.server.api.server import create_app
+    app = create_app()
+    gc.freeze()
+    gc.enable()
+    return app
+
+from uvicorn.main import main
+main(sys.argv[1:])
+"""
 
 
 class TemporaryServer:
@@ -45,6 +67,7 @@ class TemporaryServer:
         self.port = _free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         env = {
+            "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
             **os.environ,
             **(settings or {}),
             "PREFECT_UI_ENABLED": "0",
@@ -54,12 +77,11 @@ class TemporaryServer:
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "uvicorn",
-                "--app-dir",
-                _site_packages(),
+                "-P",
+                "-c",
+                _SERVE,
                 "--factory",
-                "prefect.server.api.server:create_app",
+                "__main__:create_app",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -74,29 +96,37 @@ class TemporaryServer:
             stderr=subprocess.PIPE,
         )
         atexit.register(self.stop)
+        self._answered = threading.Event()
+        threading.Thread(target=self._warm_up, name="prefect-server-warm-up", daemon=True).start()
+
+    def _get(self, path: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("GET", f"/api{path}")
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    def _warm_up(self) -> None:
+        """Poll until the server answers, then make the request that builds FastAPI's routes."""
+        while self.process.poll() is None:
+            try:
+                if self._get("/health") == 200:
+                    self._get("/admin/version")
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self._answered.set()  # answered, or exited: wait() tells which
 
     def wait(self, timeout: float) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    err = (
-                        self.process.stderr.read().decode(errors="replace")[-500:]
-                        if self.process.stderr
-                        else ""
-                    )
-                    raise RuntimeError(
-                        f"the temporary Prefect server exited ({self.process.returncode}): {err}"
-                    )
-                try:
-                    if client.get(f"{self.api_url}/health").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-        raise RuntimeError(f"the temporary Prefect server did not answer within {timeout:.0f}s")
+        answered = self._answered.wait(timeout)
+        if self.process.poll() is not None:
+            said = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+            last = (said.strip().splitlines() or [""])[-1][-500:]
+            raise RuntimeError(f"the temporary Prefect server exited ({self.process.returncode}): {last}")
+        if not answered:
+            raise RuntimeError(f"the temporary Prefect server did not answer within {timeout:.0f}s")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -120,17 +150,27 @@ _NO_FLOW = {("schema", "status"), ("schema", "sql"), ("branches", "list")}
 _early: TemporaryServer | None = None
 
 
-def runs_a_flow(argv: Sequence[str]) -> bool:
-    """Whether an interpreter started with argv (sys.orig_argv) runs a flow command: `python -m
-    flows.<command> …`, not --help and not a command that only reads (schema status, …)."""
+def command_of(argv: Sequence[str]) -> tuple[str, list[str]] | None:
+    """(command, its arguments) when an interpreter started with argv (sys.orig_argv) runs a
+    command, `python -m flows.<command> …`; else None."""
     argv = list(argv)
     if "-m" not in argv[:-1]:
-        return False
+        return None
     at = argv.index("-m")
     module, args = argv[at + 1], argv[at + 2 :]
     command = module.removeprefix("flows.")
-    if command == module or command in ("orchestrator", "cli") or {"-h", "--help"} & set(args):
+    if command == module or command in ("orchestrator", "cli", "startup"):
+        return None
+    return command, args
+
+
+def runs_a_flow(argv: Sequence[str]) -> bool:
+    """Whether argv (sys.orig_argv) runs a flow command: not --help and not a command that only
+    reads (schema status, …)."""
+    found = command_of(argv)
+    if found is None or {"-h", "--help"} & set(found[1]):
         return False
+    command, args = found
     return (command, args[0] if args else "") not in _NO_FLOW
 
 

@@ -515,4 +515,4 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     from flows import cli
 
-    cli.exit_now(main())
+    cli.run_command(main)

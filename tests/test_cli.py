@@ -203,15 +203,64 @@ def test_which_commands_boot_the_server_before_their_imports(argv: list[str], ex
     assert runs_a_flow(argv) is expected
 
 
+def test_a_command_pauses_garbage_collection_until_its_imports_are_done() -> None:
+    import gc
+
+    from flows import startup
+
+    threshold = gc.get_threshold()
+    try:
+        startup.begin(["python", "-m", "pytest"])  # not a command: nothing changes
+        assert gc.isenabled() and gc.get_threshold() == threshold
+        startup.begin(["python", "-m", "flows.schema", "status"])  # a command that runs no flow
+        assert not gc.isenabled()
+        frozen = gc.get_freeze_count()
+        startup.imports_done()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > frozen
+        assert gc.get_threshold()[0] == startup.YOUNG_THRESHOLD
+        startup.imports_done()  # only once
+        assert gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
+def test_the_temporary_server_reports_a_failed_start_in_one_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its port taken, the server exits; wait() says so with the server's own words."""
+    import socket
+
+    from flows import orchestrator
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setattr(orchestrator, "_free_port", lambda: taken.getsockname()[1])
+        server = orchestrator.TemporaryServer()
+        try:
+            with pytest.raises(
+                RuntimeError,
+                match=r"^the temporary Prefect server exited \(\d+\): [^\n]*address already in use$",
+            ):
+                server.wait(60)
+        finally:
+            server.stop()
+    assert server.process.poll() is not None
+
+
 def _servers_of(prefect_home: Path) -> list[int]:
     import psutil
 
     found = []
     for p in psutil.process_iter(["cmdline"]):
         try:
-            if "prefect.server.api.server:create_app" in " ".join(
-                p.info["cmdline"] or []
-            ) and p.environ().get("PREFECT_HOME") == str(prefect_home):
+            if "__main__:create_app" in " ".join(p.info["cmdline"] or []) and p.environ().get(
+                "PREFECT_HOME"
+            ) == str(prefect_home):
                 found.append(p.pid)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
