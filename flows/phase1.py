@@ -109,15 +109,12 @@ def phase1_migration(
         return user_error(exc)
 
 
-def _parameters(
-    info: SourceInfo, mapping: FieldMapping, owners: dict[int, str], default_user: str
-) -> dict[str, Any]:
+def _parameters(mapping: FieldMapping, owners: dict[int, str], default_user: str) -> dict[str, Any]:
     """What decides the rows' content: a run resumes only with the same."""
     return {
         "map": list(mapping.overrides),
         "default_user_email": normalize_email(default_user),
         "owner_map": {str(k): v for k, v in sorted(owners.items())},
-        "decoder": "exact" if info.exact_decoder else "fast",
     }
 
 
@@ -148,7 +145,7 @@ def _migrate(
             source_name=source_name,
             source_sha256=info.sha256,
             chunk_size=chunk_size,
-            parameters=_parameters(info, mapping, owners, default_user),
+            parameters=_parameters(mapping, owners, default_user),
         )
         if run.resumed:
             logger.info("resuming interrupted run %s", run.id)

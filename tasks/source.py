@@ -4,9 +4,13 @@ Phase 1 CLIs wrote either `{"tasks": [...], ...}` or a bare `[...]`. Nothing is 
 pre-check streams the file once (well-formedness, sha256, record count, duplicate ids) and the load
 streams it again, so memory stays bounded by the chunk size whatever the file's size.
 
-Two decoders, one result. ijson's C backend is the fast path. The standard library's decoder is the
-exact one: it runs when the file holds surrogate escapes (yajl would turn a lone `\\ud800` into `?`,
-which loses information) and, when a file is broken, to say exactly where.
+One decoder, the standard library's: it is exact (a lone `\\ud800` stays what it is, a number with a
+fraction stays a Decimal, NaN is refused) and it says where a broken file breaks, by line and column.
+It takes the records a block (about 1 MB) at a time: the block is cut after the last `}` followed by
+`,` and `{`, and the records before the cut are decoded in one call. A cut that falls inside a
+string or a nested object cannot decode (the text would end inside a value), so a block that
+decodes is exactly whole records; one that does not is read record by record instead, which also
+finds and locates any real error.
 """
 
 from __future__ import annotations
@@ -23,16 +27,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import ijson
 import numpy as np
 
-from tasks.errors import InputError, first_line
+from tasks.errors import InputError
 
 BLOCK = 1 << 20
 MAX_ELEMENT = 64 << 20
 UTF8_BOM = b"\xef\xbb\xbf"
-# A \uD800–\uDFFF escape in the raw text (a pair or a lone half): the fast decoder cannot be trusted.
-SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class SourceError(InputError):
@@ -48,29 +49,19 @@ class SourceInfo:
     shape: str  # "object" ({"tasks": [...]}) or "list" (a bare array)
     array_key: str | None
     bom: bool
-    exact_decoder: bool
     duplicate_ids: frozenset[int]
-
-    @property
-    def items_prefix(self) -> str:
-        return "item" if self.array_key is None else f"{self.array_key}.item"
 
 
 class _Hashing:
-    """A read-only file wrapper that hashes what passes through and watches for surrogate escapes."""
+    """A read-only file wrapper that hashes what passes through."""
 
     def __init__(self, raw: BinaryIO, prefix: bytes = b"") -> None:
         self.raw = raw
         self.sha = hashlib.sha256(prefix)
-        self.surrogates = False
-        self._tail = b""
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.sha.update(data)
-        if not self.surrogates and data:
-            self.surrogates = SURROGATE_ESCAPE.search(self._tail + data) is not None
-            self._tail = data[-5:]
         return data
 
 
@@ -120,17 +111,18 @@ def _array_key(f: BinaryIO, path: Path, keys: tuple[str, ...]) -> str | None:
         raise SourceError(
             f"{path}: not a Phase 1 tasks file (expected a JSON object or array, found {first!r})"
         )
-    return keys[0] if len(keys) == 1 else _find_key(f, path, keys)
+    return keys[0] if len(keys) == 1 else _find_key(f, keys)
 
 
-def _find_key(f: BinaryIO, path: Path, keys: tuple[str, ...]) -> str:
+def _find_key(f: BinaryIO, keys: tuple[str, ...]) -> str:
+    """The first top-level key that is one of keys (else keys[0]); f is left where it was."""
     pos = f.tell()
     try:
-        for prefix, event, value in ijson.parse(f):
-            if prefix == "" and event == "map_key" and value in keys:
-                return str(value)
-    except ijson.JSONError:
-        pass  # the well-formedness pass reports it, with its position
+        for key in _Document(_Text(f), None).top_level_keys():
+            if key in keys:
+                return key
+    except _Located:
+        pass  # the pre-check reports it, with its position
     finally:
         f.seek(pos)
     return keys[0]
@@ -153,26 +145,18 @@ def precheck(
     f, bom, size = _open_checked(path)
     with f:
         key = _array_key(f, path, array_keys)
-        prefix = "item" if key is None else f"{key}.item"
         hashing = _Hashing(f, UTF8_BOM if bom else b"")
+        doc = _Document(_Text(hashing), key)
         ids = array("q")
         count = 0
         try:
-            for record in ijson.items(hashing, prefix):
-                count += 1
-                if isinstance(record, dict):
-                    for k in id_keys:
-                        v = record.get(k)
-                        if v is not None:
-                            if type(v) is int and -(2**63) <= v < 2**63:
-                                ids.append(v)
-                            break
-        except (ijson.JSONError, UnicodeDecodeError):
-            raise SourceError(f"{path}: {locate_error(path, bom, key)}") from None
-        exact = hashing.surrogates
-        if count == 0:
-            _explain_empty(path, bom, key, array_keys)
-    duplicate_ids = _duplicates(ids)
+            for batch in doc.records():
+                count += len(batch)
+                ids.extend(_ids(batch, id_keys))
+        except _Located as exc:
+            raise SourceError(f"{path}: {exc}") from None
+    if count == 0 and key is not None and doc.array_kind != "[":
+        _no_array(path, key, doc, array_keys)
     return SourceInfo(
         path=str(path),
         size=size,
@@ -181,9 +165,20 @@ def precheck(
         shape="list" if key is None else "object",
         array_key=key,
         bom=bom,
-        exact_decoder=exact,
-        duplicate_ids=duplicate_ids,
+        duplicate_ids=_duplicates(ids),
     )
+
+
+def _ids(batch: list[Any], id_keys: tuple[str, ...]) -> list[int]:
+    """The integer ids of a batch of records (for finding ids that occur twice): a record's id is
+    its first id key that is present and not null."""
+    first, *others = id_keys
+    values = [r.get(first) if type(r) is dict else None for r in batch]
+    for key in others:
+        values = [
+            r.get(key) if v is None and type(r) is dict else v for v, r in zip(values, batch, strict=True)
+        ]
+    return [v for v in values if type(v) is int and -(2**63) <= v < 2**63]
 
 
 @lru_cache(maxsize=8)
@@ -214,30 +209,10 @@ def _duplicates(ids: array) -> frozenset[int]:
     return frozenset(int(v) for v in values[counts > 1])
 
 
-def _explain_empty(path: Path, bom: bool, key: str | None, array_keys: tuple[str, ...]) -> None:
-    """Zero records: fine for an empty array, an error when there is no array where we looked."""
-    with path.open("rb") as f:
-        f.seek(len(UTF8_BOM) if bom else 0)
-        top_keys: list[str] = []
-        kind = None
-        for prefix, event, value in ijson.parse(f):
-            if key is None:
-                if prefix == "" and event == "start_array":
-                    return
-            elif prefix == "" and event == "map_key":
-                top_keys.append(str(value))
-            elif (
-                prefix == key
-                and kind is None
-                and event in ("start_array", "start_map", "string", "number", "boolean", "null")
-            ):
-                kind = event
-        if key is not None and kind == "start_array":
-            return
-    if key is None:
-        raise SourceError(f"{path}: not a Phase 1 tasks file (the top-level value is not an array)")
-    if kind is None:
-        found = ", ".join(top_keys) or "none"
+def _no_array(path: Path, key: str, doc: _Document, array_keys: tuple[str, ...]) -> None:
+    """Zero records and no array under key: say what the document holds instead."""
+    if doc.array_kind is None:
+        found = ", ".join(doc.keys_seen) or "none"
         wanted = " or ".join(repr(k) for k in array_keys)
         raise SourceError(
             f"{path}: no {wanted} array (top-level keys: {found}); use --map KEY=tasks to name it"
@@ -245,20 +220,26 @@ def _explain_empty(path: Path, bom: bool, key: str | None, array_keys: tuple[str
     raise SourceError(f"{path}: {key!r} is not an array")
 
 
-# --- the exact decoder ------------------------------------------------------------------------------
+# --- the decoder ------------------------------------------------------------------------------------
 
 _DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=lambda c: _reject_constant(c))
 _WS = " \t\n\r"
+# Where one object ends and the next begins: `}`, a comma, `{` (blanks allowed between).
+_NEXT_OBJECT = re.compile(r"\}[ \t\n\r]*,[ \t\n\r]*(?=\{)")
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-class _Text:
-    """Incrementally decoded text with absolute positions, for the exact decoder."""
+class _Located(Exception):
+    pass
 
-    def __init__(self, f: BinaryIO) -> None:
+
+class _Text:
+    """Incrementally decoded text with absolute positions."""
+
+    def __init__(self, f: BinaryIO | _Hashing) -> None:
         self.f = f
         self.decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self.buf = ""
@@ -268,6 +249,7 @@ class _Text:
         self.last_newline = -1  # absolute char index of the last dropped newline
         self.bytes_read = 0
         self.eof = False
+        self.careful_until = -1  # absolute index up to which records are read one by one
 
     def more(self) -> bool:
         if self.eof:
@@ -309,6 +291,7 @@ class _Text:
                 return ""
 
     def value(self) -> Any:
+        self.skip_ws()
         while True:
             try:
                 obj, end = _DECODER.raw_decode(self.buf, self.i)
@@ -331,6 +314,29 @@ class _Text:
             self.i = end
             return obj
 
+    def objects(self) -> list[Any]:
+        """The whole objects from here to the last `}, {` of the next block or so, decoded in one
+        call, their commas consumed; [] where that cannot be done (then: one value the careful way)."""
+        while len(self.buf) - self.i < BLOCK and self.more():
+            pass
+        if self.consumed_chars + self.i <= self.careful_until:
+            return []
+        end = self.buf.rfind("}", self.i)
+        while end > self.i:
+            cut = _NEXT_OBJECT.match(self.buf, end)
+            if cut is not None:
+                break
+            end = self.buf.rfind("}", self.i, end)
+        else:
+            return []
+        try:
+            batch = _DECODER.decode("[" + self.buf[self.i : end + 1] + "]")
+        except ValueError:  # a cut inside a value, or a real error: the careful way finds which
+            self.careful_until = self.consumed_chars + end
+            return []
+        self.i = cut.end()
+        return batch
+
     def expect(self, chars: str, what: str) -> str:
         c = self.skip_ws()
         if not c:
@@ -341,87 +347,99 @@ class _Text:
         return c
 
 
-class _Located(Exception):
-    pass
+class _Document:
+    """Walks a document whose records are the array under array_key (or the document itself, a
+    bare array, when array_key is None), checking every byte of it."""
 
+    def __init__(self, text: _Text, array_key: str | None) -> None:
+        self.t = text
+        self.array_key = array_key
+        self.keys_seen: list[str] = []
+        self.array_kind: str | None = None  # first character of array_key's value, once seen
 
-def _iter_array(t: _Text) -> Iterator[Any]:
-    t.expect("[", "'['")
-    if t.skip_ws() == "]":
-        t.i += 1
-        return
-    while True:
-        if not t.skip_ws():
-            raise _Located(f"truncated: the file ends inside the tasks array ({t.where()})")
-        yield t.value()
-        if t.expect(",]", "',' or ']'") == "]":
-            return
+    def records(self) -> Iterator[list[Any]]:
+        """The records, in batches, in order; then the rest of the document is checked."""
+        t = self.t
+        if self.array_key is None:
+            yield from self._array()
+        else:
+            for key in self.top_level_keys():
+                if key == self.array_key and self.array_kind is None:
+                    self.array_kind = t.skip_ws()
+                    if self.array_kind == "[":
+                        yield from self._array()
+                        continue
+                t.value()
+        if t.skip_ws():
+            raise _Located(f"not valid JSON: unexpected data after the document ({t.where()})")
 
-
-def _iter_exact(f: BinaryIO, array_key: str | None) -> Iterator[Any]:
-    t = _Text(f)
-    if array_key is None:
-        yield from _iter_array(t)
-    else:
+    def top_level_keys(self) -> Iterator[str]:
+        """Each key of the top-level object, with the text left at its value; the caller consumes
+        the value before asking for the next key."""
+        t = self.t
         t.expect("{", "'{'")
         if t.skip_ws() == "}":
             t.i += 1
-        else:
-            while True:
-                if t.skip_ws() != '"':
-                    t.expect('"', "a key")
-                key = t.value()
-                t.expect(":", "':'")
-                if key == array_key and t.skip_ws() == "[":
-                    yield from _iter_array(t)
-                else:
-                    t.value()
-                if t.expect(",}", "',' or '}'") == "}":
-                    break
-    if t.skip_ws():
-        raise _Located(f"not valid JSON: unexpected data after the document ({t.where()})")
+            return
+        while True:
+            if t.skip_ws() != '"':
+                t.expect('"', "a key")
+            key = t.value()
+            t.expect(":", "':'")
+            self.keys_seen.append(key)
+            yield key
+            if t.expect(",}", "',' or '}'") == "}":
+                return
 
-
-def locate_error(path: Path, bom: bool, array_key: str | None) -> str:
-    """Describe the first thing wrong with the file, with its line and column."""
-    with path.open("rb") as f:
-        f.seek(len(UTF8_BOM) if bom else 0)
-        try:
-            for _ in _iter_exact(f, array_key):
-                pass
-        except _Located as exc:
-            return str(exc)
-    return "not valid JSON"
+    def _array(self) -> Iterator[list[Any]]:
+        t = self.t
+        t.expect("[", "'['")
+        if t.skip_ws() == "]":
+            t.i += 1
+            return
+        while True:
+            batch = t.objects()
+            if batch:
+                yield batch
+                continue
+            if not t.skip_ws():
+                raise _Located(f"truncated: the file ends inside the tasks array ({t.where()})")
+            yield [t.value()]
+            if t.expect(",]", "',' or ']'") == "]":
+                return
 
 
 # --- streaming the records --------------------------------------------------------------------------
 
 
-def iter_records(info: SourceInfo) -> Iterator[Any]:
-    """Every record of a pre-checked file, in order, with the decoder the pre-check chose."""
+def iter_batches(info: SourceInfo) -> Iterator[list[Any]]:
+    """Every record of a pre-checked file, in order, in batches of the decoder's choosing."""
     with open(info.path, "rb") as f:
         f.seek(len(UTF8_BOM) if info.bom else 0)
-        if info.exact_decoder:
-            try:
-                yield from _iter_exact(f, info.array_key)
-            except _Located as exc:  # the file changed since the pre-check
-                raise SourceError(f"{info.path}: {exc}") from None
-        else:
-            try:
-                yield from ijson.items(f, info.items_prefix)
-            except ijson.JSONError as exc:
-                raise SourceError(f"{info.path}: changed while being read ({first_line(exc)})") from None
+        try:
+            yield from _Document(_Text(f), info.array_key).records()
+        except _Located as exc:
+            raise SourceError(f"{info.path}: changed while being read ({exc})") from None
+
+
+def iter_records(info: SourceInfo) -> Iterator[Any]:
+    for batch in iter_batches(info):
+        yield from batch
 
 
 def iter_chunks(info: SourceInfo, chunk_size: int) -> Iterator[tuple[int, int, list[Any]]]:
     """(chunk_no, first_position, records) for consecutive slices of chunk_size records."""
     chunk: list[Any] = []
     no = 0
-    for record in iter_records(info):
-        chunk.append(record)
-        if len(chunk) == chunk_size:
-            yield no, no * chunk_size, chunk
-            no += 1
-            chunk = []
+    for batch in iter_batches(info):
+        at = 0
+        while at < len(batch):
+            take = batch[at : at + chunk_size - len(chunk)]
+            at += len(take)
+            chunk = take if not chunk and len(take) == chunk_size else chunk + take
+            if len(chunk) == chunk_size:
+                yield no, no * chunk_size, chunk
+                no += 1
+                chunk = []
     if chunk:
         yield no, no * chunk_size, chunk

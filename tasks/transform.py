@@ -148,7 +148,7 @@ _DECIMAL = re.compile(r'"\\u0000dec:([^"\\]*)\\u0000"')
 
 
 def dumps_exact(value: Any, *, ascii_only: bool) -> str:
-    """Compact JSON with numbers written exactly as parsed (ijson gives Decimal for non-integers)."""
+    """Compact JSON with numbers written exactly as parsed (the decoder gives Decimal for fractions)."""
 
     def mark(v: Any) -> Any:
         if isinstance(v, Decimal):

@@ -4,6 +4,7 @@ variants Phase 1 CLIs wrote are accepted, and streaming keeps positions right.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,11 +64,10 @@ def test_variants_are_accepted(tmp_path: Path) -> None:
     assert precheck(renamed, array_keys=("todos", "tasks")).records == 2
 
 
-def test_surrogate_escapes_use_the_exact_decoder(tmp_path: Path) -> None:
+def test_surrogate_escapes_are_decoded_exactly(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_bytes(b'{"tasks": [{"id": 1, "title": "a\\ud800b"}, {"id": 2, "title": "\\ud83d\\ude00"}]}')
     info = precheck(path)
-    assert info.exact_decoder
     titles = [r["title"] for r in iter_records(info)]
     assert titles == ["a\ud800b", "\U0001f600"]  # the lone surrogate survives, the pair is one character
 
@@ -94,3 +94,100 @@ def test_sha256_covers_the_whole_file(tmp_path: Path) -> None:
     path = tmp_path / "h.json"
     path.write_bytes(b'\xef\xbb\xbf{"tasks": [{"id": 1}]}')
     assert precheck(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _tricky_records(n: int) -> list[dict]:
+    """Records whose text holds what a block cut could be fooled by: `}, {` inside strings and
+    nested arrays of objects, escapes, non-ASCII, fractions, big integers."""
+    from decimal import Decimal
+
+    out: list[dict] = []
+    for i in range(1, n + 1):
+        rec: dict = {"id": i, "title": f"t{i}", "completed": i % 2 == 0}
+        if i % 3 == 0:
+            rec["title"] = 'a"}, {"id": 0, "title": "b'
+        if i % 4 == 0:
+            rec["subtasks"] = [{"id": i, "done": True}, {"id": -i, "note": "x}, {y"}]
+        if i % 5 == 0:
+            rec["description"] = "caf\u00e9 \u2603 \\ \n tab\t"
+        if i % 7 == 0:
+            rec["estimate"] = Decimal("1.50")
+            rec["big"] = 2**70
+        out.append(rec)
+    return out
+
+
+def _dump(value: object, indent: int | None) -> str:
+    import json
+    from decimal import Decimal
+
+    def mark(v: object) -> object:
+        if isinstance(v, Decimal):
+            return f"@@{v}@@"
+        if isinstance(v, dict):
+            return {k: mark(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [mark(x) for x in v]
+        return v
+
+    text = json.dumps(mark(value), indent=indent)
+    return text.replace('"@@', "").replace('@@"', "")
+
+
+@pytest.mark.parametrize("block", [64, 1000, 1 << 20])
+@pytest.mark.parametrize("indent", [None, 2])
+def test_block_decoding_gives_exactly_what_the_whole_document_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int, indent: int | None
+) -> None:
+    """Whatever the block size and layout, the streamed records equal the document decoded whole,
+    including where a block's last `}, {` lies inside a string or a nested object."""
+    import json
+    from decimal import Decimal
+
+    import tasks.source as source
+
+    monkeypatch.setattr(source, "BLOCK", block)
+    path = tmp_path / "tricky.json"
+    path.write_text(
+        _dump({"next_id": 301, "tasks": _tricky_records(300), "meta": {"v": [1, {"a": 2}]}}, indent)
+    )
+    whole = json.loads(path.read_text(), parse_float=Decimal)["tasks"]
+    info = precheck(path)
+    assert info.records == 300
+    assert list(iter_records(info)) == whole
+    assert [len(c) for _, _, c in iter_chunks(info, 7)] == [7] * 42 + [6]
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda lines: lines.__setitem__(150, lines[150].replace('"id": 150', '"id": NaN')), "line 151"),
+        (
+            lambda lines: lines.__setitem__(200, lines[200].rstrip(",")),
+            "not valid JSON: expected ',' or ']', found '{' (line 202, column 1)",
+        ),
+        (lambda lines: lines.__setitem__(250, lines[250].replace('"t250"', '"t250')), "line 251"),
+    ],
+)
+def test_an_error_inside_a_block_is_located_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: Any, expected: str
+) -> None:
+
+    import tasks.source as source
+
+    monkeypatch.setattr(source, "BLOCK", 4096)
+    lines = ['{"tasks": ['] + [_dump(r, None) + "," for r in _tricky_records(300)]
+    lines[-1] = lines[-1].rstrip(",")
+    lines.append("]}")
+    damage(lines)
+    path = tmp_path / "broken.json"
+    path.write_text("\n".join(lines))
+    with pytest.raises(SourceError) as err:
+        precheck(path)
+    assert expected in str(err.value), str(err.value)
+
+
+def test_a_record_may_name_its_id_by_any_alias(tmp_path: Path) -> None:
+    path = tmp_path / "aliases.json"
+    path.write_text('[{"key": 1}, {"id": 1}, {"key": null, "id": 2}, {"id": 2}, {"key": 3, "id": 3}, {"id": "3"}]')
+    assert precheck(path, id_keys=("key", "id")).duplicate_ids == frozenset({1, 2})
