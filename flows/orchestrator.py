@@ -220,6 +220,7 @@ def connected(server: TemporaryServer | None) -> Iterator[None]:
     # the end of every flow run, which cost up to a second per command.
     settings = {PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     try:
+        _import_what_a_flow_call_imports()
         server.wait(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
         with temporary_settings(updates=settings):
             try:
@@ -228,6 +229,15 @@ def connected(server: TemporaryServer | None) -> Iterator[None]:
                 _drain()
     finally:
         server.stop()
+
+
+def _import_what_a_flow_call_imports() -> None:
+    """Prefect imports these on a process's first flow call (about 0.1 s, FastAPI's encoders for
+    the parameters among them); imported here, they load while the server may still be booting
+    rather than on the flow's critical path."""
+    import fastapi.encoders  # noqa: F401
+    import prefect.flow_engine  # noqa: F401
+    import prefect.utilities.visualization  # noqa: F401
 
 
 def _drain(timeout: float = 10.0) -> None:
