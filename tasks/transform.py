@@ -178,9 +178,12 @@ def is_naive(text: str) -> bool:
 
 def canonical_timestamps(parsed: pd.Series) -> list[str | None]:
     """datetime64[us, UTC] -> 'YYYY-MM-DDTHH:MM:SS.ffffffZ' (the format ROW_LINE_SQL renders)."""
+    missing = parsed.isna()
+    if missing.all():  # a column the file does not have (often updated_at)
+        return [None] * len(parsed)
     values = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[us]")
     texts: list[str | None] = np.datetime_as_string(values, unit="us", timezone="UTC").tolist()
-    return [None if t == "NaT" else t for t in texts] if parsed.hasnans else texts
+    return [None if t == "NaT" else t for t in texts] if missing.any() else texts
 
 
 def count_naive(values: list[Any]) -> int:
