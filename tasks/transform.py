@@ -176,6 +176,11 @@ def is_naive(text: str) -> bool:
     return _TZ_SUFFIX.search(text.strip()[10:]) is None
 
 
+def _timestamps(df: pd.DataFrame, name: str) -> list[str | None]:
+    """A timestamp column in the canonical format; None throughout when the chunk has none."""
+    return canonical_timestamps(parse_timestamps(df[name])) if name in df else [None] * len(df)
+
+
 def canonical_timestamps(parsed: pd.Series) -> list[str | None]:
     """datetime64[us, UTC] -> 'YYYY-MM-DDTHH:MM:SS.ffffffZ' (the format ROW_LINE_SQL renders)."""
     missing = parsed.isna()
@@ -231,8 +236,8 @@ def transform_chunk(
     def pick(values: list[Any]) -> list[Any]:
         return values if len(keep) == n else [values[i] for i in keep]
 
-    created = pick(canonical_timestamps(parse_timestamps(df["created_at"])))
-    updated = pick(canonical_timestamps(parse_timestamps(df["updated_at"])))
+    created = pick(_timestamps(df, "created_at"))
+    updated = pick(_timestamps(df, "updated_at"))
     created_at = [c or ctx.fallback_timestamp for c in created]
     rows = Rows(
         positions=[first + i for i in keep],

@@ -244,3 +244,29 @@ def test_one_chunk_of_mixed_shapes_is_split_record_by_record() -> None:
         "created_at",
         "size",
     }
+
+
+def test_pandera_sees_only_the_columns_a_chunk_has() -> None:
+    """A nullable column that is null throughout a chunk is left out of the frame (nothing to
+    check there); a required one stays, and its nulls fail as missing."""
+    from validation.records import frame, validate
+
+    columns = {
+        "id": [1, 2],
+        "title": [None, None],
+        "description": [None, None],
+        "completed": [True, "yes"],
+        "created_at": [None, "not a time"],
+        "updated_at": [None, None],
+        "owner": [None, None],
+    }
+    df = frame(columns)
+    assert list(df.columns) == ["id", "title", "completed", "created_at"]
+    assert validate(df) == {
+        0: ["title is missing"],
+        1: [
+            "title is missing",
+            "completed must be true or false (got string)",
+            "created_at is not an ISO-8601 timestamp",
+        ],
+    }
