@@ -117,27 +117,19 @@ def _tricky_records(n: int) -> list[dict]:
     return out
 
 
-def _dump(value: object, indent: int | None) -> str:
-    import json
-    from decimal import Decimal
+def _dump(value: object, spread: bool) -> str:
+    """Compact JSON with exact numbers; spread puts spaces after every comma (inside strings too:
+    the expected records are decoded from the same text)."""
+    from tasks.transform import dumps_exact
 
-    def mark(v: object) -> object:
-        if isinstance(v, Decimal):
-            return f"@@{v}@@"
-        if isinstance(v, dict):
-            return {k: mark(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [mark(x) for x in v]
-        return v
-
-    text = json.dumps(mark(value), indent=indent)
-    return text.replace('"@@', "").replace('@@"', "")
+    text = dumps_exact(value, ascii_only=False)
+    return text.replace(",", ",   ") if spread else text
 
 
 @pytest.mark.parametrize("block", [64, 1000, 1 << 20])
-@pytest.mark.parametrize("indent", [None, 2])
+@pytest.mark.parametrize("spread", [False, True])
 def test_block_decoding_gives_exactly_what_the_whole_document_holds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int, indent: int | None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int, spread: bool
 ) -> None:
     """Whatever the block size and layout, the streamed records equal the document decoded whole,
     including where a block's last `}, {` lies inside a string or a nested object."""
@@ -149,7 +141,7 @@ def test_block_decoding_gives_exactly_what_the_whole_document_holds(
     monkeypatch.setattr(source, "BLOCK", block)
     path = tmp_path / "tricky.json"
     path.write_text(
-        _dump({"next_id": 301, "tasks": _tricky_records(300), "meta": {"v": [1, {"a": 2}]}}, indent)
+        _dump({"next_id": 301, "tasks": _tricky_records(300), "meta": {"v": [1, {"a": 2}]}}, spread)
     )
     whole = json.loads(path.read_text(), parse_float=Decimal)["tasks"]
     info = precheck(path)
@@ -161,7 +153,7 @@ def test_block_decoding_gives_exactly_what_the_whole_document_holds(
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
-        (lambda lines: lines.__setitem__(150, lines[150].replace('"id": 150', '"id": NaN')), "line 151"),
+        (lambda lines: lines.__setitem__(150, lines[150].replace('"id":150', '"id":NaN')), "line 151"),
         (
             lambda lines: lines.__setitem__(200, lines[200].rstrip(",")),
             "not valid JSON: expected ',' or ']', found '{' (line 202, column 1)",
@@ -176,7 +168,7 @@ def test_an_error_inside_a_block_is_located_exactly(
     import tasks.source as source
 
     monkeypatch.setattr(source, "BLOCK", 4096)
-    lines = ['{"tasks": ['] + [_dump(r, None) + "," for r in _tricky_records(300)]
+    lines = ['{"tasks": ['] + [_dump(r, False) + "," for r in _tricky_records(300)]
     lines[-1] = lines[-1].rstrip(",")
     lines.append("]}")
     damage(lines)
@@ -189,5 +181,7 @@ def test_an_error_inside_a_block_is_located_exactly(
 
 def test_a_record_may_name_its_id_by_any_alias(tmp_path: Path) -> None:
     path = tmp_path / "aliases.json"
-    path.write_text('[{"key": 1}, {"id": 1}, {"key": null, "id": 2}, {"id": 2}, {"key": 3, "id": 3}, {"id": "3"}]')
+    path.write_text(
+        '[{"key": 1}, {"id": 1}, {"key": null, "id": 2}, {"id": 2}, {"key": 3, "id": 3}, {"id": "3"}]'
+    )
     assert precheck(path, id_keys=("key", "id")).duplicate_ids == frozenset({1, 2})
