@@ -281,6 +281,10 @@ def _report(
         "dry_run": False,
         "resumed": run.resumed,
         "chunks_skipped": summary.chunks_skipped,
+        "foreign_keys_checked": {
+            "per_chunk": summary.keys_checked_per_chunk,
+            "per_row": summary.chunks_written - summary.keys_checked_per_chunk,
+        },
         "source": {
             "path": info.path,
             "sha256": info.sha256,

@@ -5,6 +5,9 @@ The main thread parses and transforms while writer threads (one connection each)
 and PostgreSQL work at the same time. A chunk is all or nothing: after a kill -9 the next run skips
 the chunks whose checkpoint exists and loads the rest, so nothing is lost or doubled.
 
+Foreign keys are checked once per chunk rather than once per row where that is provably the same
+guarantee (tasks/foreign_keys.py).
+
 Two ways in. When no other run has written rows of this legacy source, a chunk is a plain COPY into
 `tasks` (nothing can collide). Otherwise it is COPY into a staging table, `INSERT … ON CONFLICT DO
 NOTHING`, and a content comparison of the rows that were already there: identical ones are
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import errors as pgerrors
 
+from tasks import foreign_keys
 from tasks.checksum import hex_sql, row_line_sql
 from tasks.db import connect, is_transient, retrying
 from tasks.mapping import FieldMapping, split_records
@@ -67,6 +71,7 @@ class ChunkResult:
     duplicates: int
     quarantine: list[QuarantineEntry]
     checksum: int
+    keys_checked_per_chunk: bool = False
 
     @property
     def quarantined(self) -> int:
@@ -89,9 +94,12 @@ class LoadSummary:
     naive_timestamps: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     sample: list[QuarantineEntry] = field(default_factory=list)
+    # chunks whose foreign keys were checked once for the chunk (tasks/foreign_keys.py)
+    keys_checked_per_chunk: int = 0
 
     def add(self, result: ChunkResult) -> None:
         self.chunks_written += 1
+        self.keys_checked_per_chunk += result.keys_checked_per_chunk
         self.records += result.records
         self.migrated += result.migrated
         self.already_present += result.already_present
@@ -113,6 +121,7 @@ def reason_group(reason: str) -> str:
 class ChunkJob:
     chunk: TransformedChunk
     rendered: Rendered
+    user_ids: list[str]  # the distinct users the chunk's rows reference
 
 
 ProgressFn = Callable[[int, int], None]  # (records done, records total)
@@ -156,12 +165,14 @@ def load(
                     summary.chunks_skipped += 1
                     done += chunk.records
                 else:
-                    rendered = render(chunk.rows, ctx.source_name, users.ids(set(chunk.rows.owners)), run_id)
+                    owners = set(chunk.rows.owners)
+                    user_ids = users.ids(owners)
+                    rendered = render(chunk.rows, ctx.source_name, user_ids, run_id)
                     if writer is None:
                         summary.add(_dry_result(chunk, rendered))
                         done += chunk.records
                     else:
-                        writer.submit(ChunkJob(chunk, rendered))
+                        writer.submit(ChunkJob(chunk, rendered, [user_ids[o] for o in owners]))
                 collect([] if writer is None else writer.drain())
             collect([] if writer is None else writer.close())
         finally:
@@ -295,6 +306,7 @@ class ChunkWriter:
 
     def _work(self) -> None:
         conn: psycopg.Connection | None = None
+        batch = False  # whether this connection may check foreign keys per chunk
         try:
             while not self.stop.is_set():
                 try:
@@ -308,7 +320,8 @@ class ChunkWriter:
                     try:
                         if conn is None or conn.closed or conn.broken:
                             conn = connect(self.url, autocommit=True)
-                        self.results.put(self._write(conn, job))
+                            batch = foreign_keys.may_batch(conn)
+                        self.results.put(self._write(conn, job, batch))
                         break
                     except Exception as exc:
                         attempts += 1
@@ -325,19 +338,22 @@ class ChunkWriter:
             if conn is not None:
                 conn.close()
 
-    def _write(self, conn: psycopg.Connection, job: ChunkJob) -> ChunkResult:
+    def _write(self, conn: psycopg.Connection, job: ChunkJob, batch: bool) -> ChunkResult:
         if not self.conflicts:
             try:
-                return self._transaction(conn, job, conflicts=False)
+                return self._transaction(conn, job, conflicts=False, batch=batch)
             except pgerrors.UniqueViolation:
                 self.conflicts = True  # another run's rows are here after all: compare from now on
-        return self._transaction(conn, job, conflicts=True)
+        return self._transaction(conn, job, conflicts=True, batch=batch)
 
-    def _transaction(self, conn: psycopg.Connection, job: ChunkJob, *, conflicts: bool) -> ChunkResult:
+    def _transaction(
+        self, conn: psycopg.Connection, job: ChunkJob, *, conflicts: bool, batch: bool
+    ) -> ChunkResult:
         chunk, rendered = job.chunk, job.rendered
         quarantine = list(chunk.quarantine)
         migrated, present, checksum = rendered.count, 0, rendered.checksum
         with conn.transaction():
+            per_chunk = batch and foreign_keys.check_per_chunk(conn, job.user_ids, self.run_id)
             if conflicts:
                 inserted, present_ids, changed = _insert_staged(conn, chunk.rows, rendered)
                 migrated = len(inserted)
@@ -374,7 +390,14 @@ class ChunkWriter:
                 ),
             )
         return ChunkResult(
-            chunk.chunk_no, chunk.records, migrated, present, chunk.duplicates, quarantine, checksum
+            chunk.chunk_no,
+            chunk.records,
+            migrated,
+            present,
+            chunk.duplicates,
+            quarantine,
+            checksum,
+            per_chunk,
         )
 
 

@@ -73,6 +73,12 @@ def markdown(report: dict[str, Any]) -> str:
                     ["position", "legacy id", "problem"],
                 ),
             ]
+    fk = report.get("foreign_keys_checked")
+    if fk and fk["per_chunk"] + fk["per_row"]:
+        lines.append(
+            f"- **foreign keys**: checked once per chunk, referenced rows locked, in {fk['per_chunk']} "
+            f"chunk(s); by PostgreSQL's per-row triggers in {fk['per_row']}"
+        )
     if report.get("checkpoint"):
         lines.append(
             f"- **checkpoint branch**: `{report['checkpoint']['name']}` (of `{report['checkpoint']['parent']}`)"

@@ -1,0 +1,126 @@
+"""Foreign keys checked once per chunk (tasks/foreign_keys.py), on real PostgreSQL: taken only when
+it is the same guarantee, and every other case falls back to PostgreSQL's per-row triggers."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import errors as pgerrors
+
+from tasks import foreign_keys
+from tasks.load import LoadSummary, load
+from tasks.mapping import FieldMapping
+from tasks.runs import canonical_ts, start_or_resume
+from tasks.source import precheck
+from tasks.transform import TransformContext
+
+
+def _load(db_url: str, tmp_path: Path, records: int = 250) -> LoadSummary:
+    src = tmp_path / "t.json"
+    src.write_text(
+        json.dumps([{"id": i, "title": f"t{i}", "completed": False} for i in range(1, records + 1)])
+    )
+    info = precheck(src)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        run = start_or_resume(
+            conn,
+            kind="phase1",
+            source_path=str(src),
+            source_name="phase1",
+            source_sha256=info.sha256,
+            chunk_size=100,
+            parameters={},
+        )
+    ctx = TransformContext("phase1", "u@example.com", canonical_ts(run.started_at), {})
+    return load(db_url, info, FieldMapping.build(), ctx, run_id=run.id, chunk_size=100)
+
+
+def _superuser(db_url: str) -> bool:
+    with psycopg.connect(db_url) as conn:
+        return bool(conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0])
+
+
+def test_a_load_checks_keys_per_chunk_where_the_role_may(db_url: str, tmp_path: Path) -> None:
+    summary = _load(db_url, tmp_path)
+    assert summary.migrated == 250
+    # a superuser may (the embedded server's role); another role loads with per-row triggers
+    assert summary.keys_checked_per_chunk == (3 if _superuser(db_url) else 0)
+
+
+def test_an_application_trigger_keeps_every_trigger_firing(db_url: str, tmp_path: Path) -> None:
+    """The replica role would skip the application's trigger too: that chunk goes per row."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE seen (n int)")
+        conn.execute(
+            "CREATE FUNCTION count_task() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO seen VALUES (1); RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER count_task AFTER INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION count_task()"
+        )
+    summary = _load(db_url, tmp_path)
+    assert (summary.migrated, summary.keys_checked_per_chunk) == (250, 0)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM seen").fetchone()[0] == 250
+
+
+def test_a_missing_user_fails_the_insert_as_the_foreign_key_would(db_url: str) -> None:
+    """No row to lock: the chunk keeps per-row checks, and PostgreSQL's own check refuses the row."""
+    if not _superuser(db_url):
+        pytest.skip("the role may not set session_replication_role: every chunk is per row already")
+    ghost, run_id = uuid.uuid4().hex, str(uuid.uuid4())
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO migration_runs (id, kind, status, parameters) VALUES (%s, 'phase1', 'running', '{}')",
+            (run_id,),
+        )
+        assert foreign_keys.may_batch(conn)
+        with conn.transaction():
+            assert not foreign_keys.check_per_chunk(conn, [ghost], run_id)
+            assert conn.execute("SHOW session_replication_role").fetchone()[0] == "origin"
+            with pytest.raises(pgerrors.ForeignKeyViolation):
+                conn.execute(
+                    "INSERT INTO tasks (id, user_id, title, completed) VALUES (%s, %s, 't', false)",
+                    (uuid.uuid4(), ghost),
+                )
+
+
+def test_the_referenced_rows_stay_locked_until_the_chunk_commits(db_url: str) -> None:
+    """What the per-row check guarantees, per chunk: the user cannot be deleted under the insert."""
+    if not _superuser(db_url):
+        pytest.skip("the role may not set session_replication_role: every chunk is per row already")
+    user, run_id = uuid.uuid4().hex, str(uuid.uuid4())
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO users (id, email) VALUES (%s, 'x@example.com')", (user,))
+        conn.execute(
+            "INSERT INTO migration_runs (id, kind, status, parameters) VALUES (%s, 'phase1', 'running', '{}')",
+            (run_id,),
+        )
+    with psycopg.connect(db_url, autocommit=True) as loader, psycopg.connect(db_url, autocommit=True) as app:
+        with loader.transaction():
+            assert foreign_keys.check_per_chunk(loader, [user], run_id)
+            assert loader.execute("SHOW session_replication_role").fetchone()[0] == "replica"
+            app.execute("SET lock_timeout = '200ms'")
+            with pytest.raises(pgerrors.LockNotAvailable):
+                app.execute("DELETE FROM users WHERE id = %s", (user,))
+        assert loader.execute("SHOW session_replication_role").fetchone()[0] == "origin"  # SET LOCAL ended
+
+
+def test_a_role_without_the_privilege_is_told_no(db_url: str) -> None:
+    if not _superuser(db_url):
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            assert not foreign_keys.may_batch(conn)
+        return
+    role = f"loader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role}")
+        try:
+            conn.execute(f"SET ROLE {role}")
+            assert not foreign_keys.may_batch(conn)
+            conn.execute("RESET ROLE")
+        finally:
+            conn.execute(f"DROP ROLE {role}")
