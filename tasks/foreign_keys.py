@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import psycopg
-from psycopg import errors as pgerrors
 
 TABLES = "tasks, quarantine, migration_checkpoints"
 
@@ -56,14 +55,15 @@ SELECT NOT EXISTS (
 
 
 def may_batch(conn: psycopg.Connection) -> bool:
-    """Whether this connection's role may skip triggers for its own transactions (tried, outside a
-    transaction, and undone)."""
-    assert conn.autocommit
+    """Whether this connection's role may skip triggers for its own transactions: tried in a
+    transaction of its own, so nothing outlives the probe (a pooler in transaction mode included)."""
     try:
-        conn.execute("SET session_replication_role = replica")
-    except pgerrors.InsufficientPrivilege:
-        return False
-    conn.execute("RESET session_replication_role")
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+    except psycopg.Error:
+        if conn.broken:
+            raise
+        return False  # not allowed (42501), or a server that does not let it be set at all
     return True
 
 
