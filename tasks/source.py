@@ -364,9 +364,11 @@ class _Document:
             yield from self._array()
         else:
             for key in self.top_level_keys():
-                if key == self.array_key and self.array_kind is None:
-                    self.array_kind = t.skip_ws()
-                    if self.array_kind == "[":
+                if key == self.array_key:  # every occurrence: a repeated key loses no records
+                    kind = t.skip_ws()
+                    if self.array_kind != "[":
+                        self.array_kind = kind
+                    if kind == "[":
                         yield from self._array()
                         continue
                 t.value()

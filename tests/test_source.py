@@ -185,3 +185,11 @@ def test_a_record_may_name_its_id_by_any_alias(tmp_path: Path) -> None:
         '[{"key": 1}, {"id": 1}, {"key": null, "id": 2}, {"id": 2}, {"key": 3, "id": 3}, {"id": "3"}]'
     )
     assert precheck(path, id_keys=("key", "id")).duplicate_ids == frozenset({1, 2})
+
+
+def test_a_repeated_tasks_key_loses_no_records(tmp_path: Path) -> None:
+    path = tmp_path / "twice.json"
+    path.write_text('{"tasks": [{"id": 1}], "next_id": 3, "tasks": [{"id": 2}]}')
+    info = precheck(path)
+    assert info.records == 2
+    assert list(iter_records(info)) == [{"id": 1}, {"id": 2}]
