@@ -5,8 +5,9 @@
 Generates N records, runs `python -m flows.phase1` on them as a user would (a fresh process, the
 orchestrator's start-up included) into a fresh database, and in the same run times `psql \\copy` of
 the same rows, already rendered to CSV, into the same tables of another fresh database. Prints both
-times, their ratio and the flow's peak RSS; then the flow on 1,000 records next to an empty Prefect
-flow started the same way. Medians of R repetitions.
+times, their ratio and the flow's peak RSS, and how the flow checked foreign keys (once per chunk
+where its role may, tasks/foreign_keys.py; \\copy fires PostgreSQL's per-row checks); then the flow
+on 1,000 records next to an empty Prefect flow started the same way. Medians of R repetitions.
 """
 
 from __future__ import annotations
@@ -116,6 +117,13 @@ def run_flow(source: Path, url: str, env: dict[str, str], report_dir: str) -> tu
     return timed_process(cmd, {**env, "DATABASE_URL": url})
 
 
+def key_checks(report_dir: Path) -> str:
+    """How the last run checked its foreign keys (tasks/foreign_keys.py), from its report."""
+    newest = max(report_dir.glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    checked = json.loads(newest.read_text())["foreign_keys_checked"]
+    return f"{checked['per_chunk']} per chunk, {checked['per_row']} per row"
+
+
 def render_csv(source: Path, csv_path: Path) -> None:
     """The rows the flow would write, as the CSV COPY reads (done once, outside the timing)."""
     info = precheck(source)
@@ -203,6 +211,7 @@ def main() -> None:
                 db.drop()
             flow_t.append(t)
             rss.append(peak)
+            keys = key_checks(work / "runs")
             copy_t.append(time_copy(server, csv_path))
             db = Scratch(server, at_head=True)
             try:
@@ -211,7 +220,8 @@ def main() -> None:
                 db.drop()
             empty_t.append(timed_process([sys.executable, "bench/empty_flow.py"], env)[0])
             print(
-                f"  flow {t:.2f}s  \\copy {copy_t[-1]:.2f}s  peak RSS {peak / 2**20:.0f} MiB  1k {small_t[-1]:.2f}s  empty flow {empty_t[-1]:.2f}s",
+                f"  flow {t:.2f}s (foreign keys: chunks checked {keys})  \\copy {copy_t[-1]:.2f}s  "
+                f"peak RSS {peak / 2**20:.0f} MiB  1k {small_t[-1]:.2f}s  empty flow {empty_t[-1]:.2f}s",
                 flush=True,
             )
         f, c, s, e = (statistics.median(x) for x in (flow_t, copy_t, small_t, empty_t))
