@@ -6,7 +6,7 @@ the same server (the same uvicorn command and environment Prefect's ephemeral mo
 as a subprocess, and this process talks to it over HTTP like any client. It is stopped when the
 command ends.
 
-It boots in about 2.5 s of CPU, mostly imports, so it is spawned as early as possible: a command
+It boots in about 2 s of CPU, mostly imports, so it is spawned as early as possible: a command
 started as `python -m flows.<command>` spawns it from `flows/__init__.py` (boot_early), before this
 process spends its own second importing Prefect, pandas and pandera; start() adopts that server, or
 stops it when the settings turn out to name a Prefect API after all.
@@ -42,8 +42,8 @@ def _free_port() -> int:
 
 
 # The server process: uvicorn serving Prefect's app factory, as Prefect's ephemeral mode runs it,
-# with the cyclic garbage collector off while the app is imported and built (a quarter of that CPU
-# goes to collections that find nothing); what survives start-up is frozen, then collection resumes.
+# with the cyclic garbage collector off while the app is imported and built (a fifth of that CPU
+# went to collections that found nothing); what survives start-up is frozen, then collection resumes.
 # -P keeps the working directory off sys.path: nothing there may shadow the server's imports.
 _SERVE = """
 import gc, sys
