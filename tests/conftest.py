@@ -8,6 +8,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -24,6 +25,10 @@ os.environ["MIGRATION_DATA_DIR"] = str(Path(__file__).resolve().parents[1] / ".d
 
 from tasks import schema  # noqa: E402
 from tasks.db import create_database, drop_database, embedded_server_url, normalize_url  # noqa: E402
+
+if TYPE_CHECKING:
+    from tasks.source import SourceInfo
+    from tasks.transform import TransformContext
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,3 +122,23 @@ def artifact_keys(flow_run_id: object) -> set[str]:
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
     return {a.key for a in found if a.key}
+
+
+def started_run(db_url: str, src: Path, chunk_size: int = 100) -> tuple[SourceInfo, str, TransformContext]:
+    """A Phase 1 run of src started in the database, as the flow starts one: what load() needs."""
+    from tasks.runs import canonical_ts, start_or_resume
+    from tasks.source import precheck
+    from tasks.transform import TransformContext
+
+    info = precheck(src)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        run = start_or_resume(
+            conn,
+            kind="phase1",
+            source_path=str(src),
+            source_name="phase1",
+            source_sha256=info.sha256,
+            chunk_size=chunk_size,
+            parameters={},
+        )
+    return info, run.id, TransformContext("phase1", "u@example.com", canonical_ts(run.started_at), {})

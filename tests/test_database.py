@@ -75,29 +75,15 @@ def test_a_retried_load_skips_what_the_failed_attempt_committed(db_url: str, tmp
     import json
 
     from tasks.load import load
-    from tasks.runs import canonical_ts, start_or_resume
-    from tasks.source import precheck
+    from tests.conftest import started_run
 
     src = tmp_path / "t.json"
     src.write_text(
         json.dumps({"tasks": [{"id": i, "title": f"t{i}", "completed": False} for i in range(1, 251)]})
     )
-    info = precheck(src)
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        run = start_or_resume(
-            conn,
-            kind="phase1",
-            source_path=str(src),
-            source_name="phase1",
-            source_sha256=info.sha256,
-            chunk_size=100,
-            parameters={},
-        )
-    ctx = TransformContext("phase1", "u@example.com", canonical_ts(run.started_at), {})
-    first = load(db_url, info, FieldMapping.build(), ctx, run_id=run.id, chunk_size=100)
-    again = load(
-        db_url, info, FieldMapping.build(), ctx, run_id=run.id, chunk_size=100
-    )  # what a task retry does
+    info, run_id, ctx = started_run(db_url, src)
+    first = load(db_url, info, FieldMapping.build(), ctx, run_id=run_id, chunk_size=100)
+    again = load(db_url, info, FieldMapping.build(), ctx, run_id=run_id, chunk_size=100)  # a task retry
     assert (first.chunks_written, first.migrated) == (3, 250)
     assert (again.chunks_written, again.chunks_skipped, again.migrated) == (0, 3, 0)
     with psycopg.connect(db_url) as conn:

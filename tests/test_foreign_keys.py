@@ -14,9 +14,7 @@ from psycopg import errors as pgerrors
 from tasks import foreign_keys
 from tasks.load import LoadSummary, load
 from tasks.mapping import FieldMapping
-from tasks.runs import canonical_ts, start_or_resume
-from tasks.source import precheck
-from tasks.transform import TransformContext
+from tests.conftest import started_run
 
 
 def _load(db_url: str, tmp_path: Path, records: int = 250) -> LoadSummary:
@@ -24,19 +22,8 @@ def _load(db_url: str, tmp_path: Path, records: int = 250) -> LoadSummary:
     src.write_text(
         json.dumps([{"id": i, "title": f"t{i}", "completed": False} for i in range(1, records + 1)])
     )
-    info = precheck(src)
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        run = start_or_resume(
-            conn,
-            kind="phase1",
-            source_path=str(src),
-            source_name="phase1",
-            source_sha256=info.sha256,
-            chunk_size=100,
-            parameters={},
-        )
-    ctx = TransformContext("phase1", "u@example.com", canonical_ts(run.started_at), {})
-    return load(db_url, info, FieldMapping.build(), ctx, run_id=run.id, chunk_size=100)
+    info, run_id, ctx = started_run(db_url, src)
+    return load(db_url, info, FieldMapping.build(), ctx, run_id=run_id, chunk_size=100)
 
 
 def _superuser(db_url: str) -> bool:
