@@ -127,11 +127,13 @@ def key_checks(report_dir: Path) -> str:
 def render_csv(source: Path, csv_path: Path) -> None:
     """The rows the flow would write, as the CSV COPY reads (done once, outside the timing)."""
     info = precheck(source)
-    ctx = TransformContext("phase1", "phase1-migration@example.com", "2026-01-01T00:00:00.000000Z", {})
+    ctx = TransformContext(
+        "phase1", "phase1-migration@example.com", "2026-01-01T00:00:00.000000Z", {}, FieldMapping.build()
+    )
     users = {"phase1-migration@example.com": user_key("phase1-migration@example.com")}
     run_id = "00000000-0000-4000-8000-000000000001"
     with csv_path.open("wb") as out:
-        for chunk in prepared_chunks(info, FieldMapping.build(), ctx, 50_000):
+        for chunk in prepared_chunks(info, ctx, 50_000):
             out.write(render(chunk.rows, "phase1", users, run_id).csv)
 
 

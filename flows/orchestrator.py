@@ -146,7 +146,7 @@ def needed() -> bool:
 
 
 # Commands that run no flow: no server is spawned early for them.
-_NO_FLOW = {("schema", "status"), ("schema", "sql"), ("branches", "list")}
+_NO_FLOW = {("schema", "status"), ("schema", "sql"), ("branches", "list"), ("phase1", "inspect")}
 _early: TemporaryServer | None = None
 
 

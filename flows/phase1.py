@@ -18,8 +18,10 @@ Prefect Secret block's name), DATABASE_URL, or the embedded PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,22 +40,76 @@ from tasks import report as reports
 from tasks import schema
 from tasks.db import acquire_run_lock, connect, mask_url, release_run_lock
 from tasks.errors import InputError, UserFacingError, VerificationFailed, first_line
+from tasks.inference import describe
+from tasks.inference import lines as inference_lines
 from tasks.load import LoadSummary, load
 from tasks.mapping import FieldMapping, read_owner_map
 from tasks.rollback import rollback_run
-from tasks.runs import Run, finish, sources_with_rows_from_other_runs, start_or_resume, transform_context
-from tasks.source import SourceInfo, precheck_once, quick_check
-from tasks.transform import normalize_email
+from tasks.runs import (
+    Run,
+    finish,
+    run_parameters,
+    sources_with_rows_from_other_runs,
+    start_or_resume,
+    transform_context,
+)
+from tasks.source import ReadOptions, SourceInfo, precheck_once, quick_check
+from tasks.transform import TransformContext
 from tasks.verify import Verification, find_mismatches, verify_run
 
 KIND = "phase1"
 DEFAULT_USER = "phase1-migration@example.com"
 
 
-precheck_source = task(precheck_once, name="precheck-source", cache_policy=NONE, persist_result=False)
 upgrade_schema = db_task(schema.upgrade, "upgrade-schema")
 load_chunks = db_task(load, "load-chunks")
 verify = db_task(verify_run, "verify-run")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One Phase 1 file and everything that decides the rows it gives."""
+
+    info: SourceInfo
+    mapping: FieldMapping
+    options: ReadOptions
+    owners: dict[str, str]
+    source_name: str
+    default_user: str
+    chunk_size: int
+
+    def context(self, started: datetime) -> TransformContext:
+        return transform_context(self.source_name, self.default_user, self.owners, started, self.mapping)
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return run_parameters(self.mapping, self.options, self.owners, self.default_user)
+
+
+def prepare(
+    source: str,
+    *,
+    field_map: list[str] | None = None,
+    mapping_file: str | None = None,
+    strict: bool = False,
+    lenient_json: bool = False,
+    salvage: bool = False,
+    owner_map: str | None = None,
+    source_name: str = "phase1",
+    default_user_email: str = DEFAULT_USER,
+    chunk_size: int = 10_000,
+) -> Job:
+    """Everything a run needs before it writes: the mapping, the owners, the whole file checked."""
+    if chunk_size < 1:
+        raise InputError("chunk_size must be at least 1")
+    mapping = FieldMapping.build(field_map or [], mapping_file, strict)
+    options = ReadOptions(lenient=lenient_json, salvage=salvage)
+    owners = read_owner_map(owner_map)
+    info = precheck_once(source, mapping, options)
+    return Job(info, mapping, options, owners, source_name, default_user_email, chunk_size)
+
+
+prepare_source = task(prepare, name="precheck-source", cache_policy=NONE, persist_result=False)
 
 
 @flow(name="phase1-migration", persist_result=True)
@@ -70,6 +126,12 @@ def phase1_migration(
         None, "CSV of legacy_id,email owners per task, as a path on the worker"
     ),
     field_map: list[str] | None = P.described(None, "SOURCE=TARGET field mappings (like --map)"),
+    mapping_file: str | None = P.described(
+        None, "YAML mapping file (records, fields, dates, vocabulary), as a path on the worker"
+    ),
+    strict: bool = P.described(False, "No inference: the {tasks: [...]} shape, exact keys, no conversions"),
+    lenient_json: bool = P.described(False, "Accept // and /* */ comments and trailing commas"),
+    salvage: bool = P.described(False, "A truncated file: load the records before the cut"),
     dry_run: bool = P.described(False, "Validate, transform and report without writing anything"),
     report_dir: str = P.report_dir(),
     workers: int = P.described(2, "Parallel COPY connections", ge=1),
@@ -81,51 +143,33 @@ def phase1_migration(
     """Migrate one Phase 1 file; returns the outcome (exit_code, run_id, report path, counts)."""
     started = time.monotonic()
     try:
-        mapping = FieldMapping.build(field_map or [])
-        owners = read_owner_map(owner_map)
-        if chunk_size < 1 or workers < 1:
-            raise InputError("chunk_size and workers must be at least 1")
-        info = precheck_source(source, mapping.array_keys, mapping.aliases["id"])
+        if workers < 1:
+            raise InputError("workers must be at least 1")
+        job = prepare_source(
+            source,
+            field_map=field_map,
+            mapping_file=mapping_file,
+            strict=strict,
+            lenient_json=lenient_json,
+            salvage=salvage,
+            owner_map=owner_map,
+            source_name=source_name,
+            default_user_email=default_user_email,
+            chunk_size=chunk_size,
+        )
         if dry_run:
-            return _dry_run(
-                info, mapping, owners, source_name, chunk_size, default_user_email, report_dir, started
-            )
+            return _dry_run(job, report_dir, started)
         url = resolve_database_url(database_secret)
         return _migrate(
-            info,
-            mapping,
-            owners,
-            url,
-            source_name,
-            chunk_size,
-            default_user_email,
-            report_dir,
-            workers,
-            lock_wait_seconds,
-            started,
-            (checkpoint, branch_provider),
+            job, url, report_dir, workers, lock_wait_seconds, started, (checkpoint, branch_provider)
         )
     except UserFacingError as exc:
         return user_error(exc)
 
 
-def _parameters(mapping: FieldMapping, owners: dict[int, str], default_user: str) -> dict[str, Any]:
-    """What decides the rows' content: a run resumes only with the same."""
-    return {
-        "map": list(mapping.overrides),
-        "default_user_email": normalize_email(default_user),
-        "owner_map": {str(k): v for k, v in sorted(owners.items())},
-    }
-
-
 def _migrate(
-    info: SourceInfo,
-    mapping: FieldMapping,
-    owners: dict[int, str],
+    job: Job,
     url: str,
-    source_name: str,
-    chunk_size: int,
-    default_user: str,
     report_dir: str,
     workers: int,
     lock_wait: float,
@@ -133,6 +177,7 @@ def _migrate(
     checkpoint: tuple[bool, str | None],
 ) -> dict[str, Any] | State:
     logger = get_run_logger()
+    info = job.info
     branch, notes = take_checkpoint(url, checkpoint[1], lock_wait) if checkpoint[0] else (None, [])
     control = connect(url, autocommit=True)
     try:
@@ -142,24 +187,23 @@ def _migrate(
             control,
             kind=KIND,
             source_path=info.path,
-            source_name=source_name,
+            source_name=job.source_name,
             source_sha256=info.sha256,
-            chunk_size=chunk_size,
-            parameters=_parameters(mapping, owners, default_user),
+            chunk_size=job.chunk_size,
+            parameters=job.parameters,
         )
         if run.resumed:
             logger.info("resuming interrupted run %s", run.id)
-        ctx = transform_context(source_name, default_user, owners, run.started_at)
+        ctx = job.context(run.started_at)
         reporter = _Progress(info.records)
         try:
             summary = load_chunks(
                 url,
                 info,
-                mapping,
                 ctx,
                 run_id=run.id,
                 chunk_size=run.chunk_size,
-                expect_conflicts=sources_with_rows_from_other_runs(control, source_name, run.id),
+                expect_conflicts=sources_with_rows_from_other_runs(control, job.source_name, run.id),
                 workers=workers,
                 on_progress=reporter,
             )
@@ -170,23 +214,11 @@ def _migrate(
             reporter.close()
         verification = verify(control, run.id, info.records)
         if not verification.ok:
-            verification.mismatches = find_mismatches(control, info, mapping, ctx, run.id, run.chunk_size)
+            verification.mismatches = find_mismatches(control, info, ctx, run.id, run.chunk_size)
         status = "completed" if verification.ok else "verification_failed"
-        report = _report(
-            info,
-            mapping,
-            url,
-            run,
-            summary,
-            verification,
-            status,
-            source_name,
-            (before, after),
-            started,
-            control,
-        )
+        report = _report(job, url, run, summary, verification, status, (before, after), started, control)
         report["checkpoint"] = branch
-        report["notes"] = notes
+        report["notes"] = notes + report["notes"]
         finish(control, run.id, status, {**verification.counts, "checksum": verification.source_checksum})
         release_run_lock(control)
     finally:
@@ -194,41 +226,48 @@ def _migrate(
     return _publish(report, report_dir, summary)
 
 
-def _dry_run(
-    info: SourceInfo,
-    mapping: FieldMapping,
-    owners: dict[int, str],
-    source_name: str,
-    chunk_size: int,
-    default_user: str,
-    report_dir: str,
-    started: float,
-) -> dict[str, Any] | State:
+def _dry_run(job: Job, report_dir: str, started: float) -> dict[str, Any] | State:
     import uuid
 
     run_id = str(uuid.uuid4())
-    ctx = transform_context(source_name, default_user, owners, datetime.now(UTC))
-    reporter = _Progress(info.records)
+    reporter = _Progress(job.info.records)
     try:
-        summary = load(None, info, mapping, ctx, run_id=run_id, chunk_size=chunk_size, on_progress=reporter)
+        summary = dry_load(job, run_id, reporter)
     finally:
         reporter.close()
-    counts = {
+    verification = Verification(_reconciled(summary, job.info), _dry_counts(summary, job.info), "", "")
+    run = Run(run_id, datetime.now(UTC), job.chunk_size, False)
+    report = _report(job, None, run, summary, verification, "dry_run", (None, None), started, None)
+    report["dry_run"] = True
+    report["notes"].append(
+        "Dry run: nothing was written; rows already in the database are counted as migrated."
+    )
+    return _publish(report, report_dir, summary)
+
+
+def dry_load(job: Job, run_id: str, on_progress: Any = None) -> LoadSummary:
+    """The whole pipeline without a database: what a run would migrate, default and quarantine."""
+    ctx = job.context(datetime.now(UTC))
+    return load(None, job.info, ctx, run_id=run_id, chunk_size=job.chunk_size, on_progress=on_progress)
+
+
+def _dry_counts(summary: LoadSummary, info: SourceInfo) -> dict[str, int]:
+    return {
         "records_read": info.records,
         "migrated": summary.migrated,
         "already_present": 0,
         "duplicates": summary.duplicates,
         "quarantined": summary.quarantined,
     }
-    reconciled = counts["migrated"] + counts["duplicates"] + counts["quarantined"] == info.records
-    verification = Verification(reconciled, counts, "", "")
-    run = Run(run_id, datetime.now(UTC), chunk_size, False)
-    report = _report(
-        info, mapping, None, run, summary, verification, "dry_run", source_name, (None, None), started, None
-    )
-    report["dry_run"] = True
-    report["notes"] = ["Dry run: nothing was written; rows already in the database are counted as migrated."]
-    return _publish(report, report_dir, summary)
+
+
+def _reconciled(summary: LoadSummary, info: SourceInfo) -> bool:
+    return summary.migrated + summary.duplicates + summary.quarantined == info.records
+
+
+def account(job: Job, summary: LoadSummary) -> dict[str, Any]:
+    """The inference account: container, rules with their counts, defaults, legacy_extra."""
+    return describe(job.info, job.mapping, summary.rules, summary.defaults, summary.kept, summary.reasons)
 
 
 class _Progress:
@@ -249,18 +288,17 @@ class _Progress:
 
 
 def _report(
-    info: SourceInfo,
-    mapping: FieldMapping,
+    job: Job,
     url: str | None,
     run: Run,
     summary: LoadSummary,
     verification: Verification,
     status: str,
-    source_name: str,
     revisions: tuple[str | None, str | None],
     started: float,
     conn: Any,
 ) -> dict[str, Any]:
+    info = job.info
     duration = time.monotonic() - started
     counts = verification.counts
     top = summary.reasons.most_common(10)
@@ -273,6 +311,11 @@ def _report(
                 (run.id,),
             ).fetchall()
         ]
+    notes = []
+    if info.cut is not None:
+        notes.append(f"Salvaged: {info.cut.describe()}.")
+    if summary.naive_timestamps:
+        notes.append(f"{summary.naive_timestamps:,} times carried no zone and were read as UTC.")
     return {
         "title": "Phase 1 → Phase 2 migration",
         "kind": KIND,
@@ -289,8 +332,8 @@ def _report(
             "path": info.path,
             "sha256": info.sha256,
             "bytes": info.size,
-            "name": source_name,
-            "shape": info.shape,
+            "name": job.source_name,
+            "shape": info.document,
         },
         "database": mask_url(url) if url else None,
         "schema": {"before": revisions[0], "after": revisions[1]} if url else None,
@@ -303,7 +346,7 @@ def _report(
             "problems": verification.problems,
             "mismatches": verification.mismatches,
         },
-        "mapping": mapping.describe(summary.keys_seen),
+        "inference": describe(info, job.mapping, summary.rules, summary.defaults, summary.kept),
         "naive_timestamps_read_as_utc": summary.naive_timestamps,
         "chunk_size": run.chunk_size,
         "timing": {
@@ -311,6 +354,7 @@ def _report(
             "duration_s": round(duration, 3),
             "rows_per_s": round(info.records / duration, 1) if duration > 0 else 0.0,
         },
+        "notes": notes,
     }
 
 
@@ -390,13 +434,109 @@ def _summary(outcome: dict[str, Any]) -> str:
     ]
     if r.get("checkpoint"):
         lines.append(f"checkpoint branch: {r['checkpoint']['name']}")
+    account = inference_lines(r["inference"], c["records_read"])
+    lines += ["how the file was read:", *account[1:SUMMARY_RULES]]
+    if len(account) > SUMMARY_RULES:
+        lines.append(f"  … {len(account) - SUMMARY_RULES} more lines in the report")
     return "\n".join(lines + closing_lines(outcome))
+
+
+SUMMARY_RULES = 12  # lines of the inference account a run's summary prints (the report has all)
+
+
+def _read_flags(parser: Any) -> None:
+    """The flags that decide how a file is read: the same for a migration and for inspect."""
+    parser.add_argument(
+        "--source", default="cli/tasks.json", help="the Phase 1 file (default: cli/tasks.json)"
+    )
+    parser.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="SOURCE=TARGET",
+        dest="field_map",
+        help="map a source key to a field (id, title, description, completed, status, created_at, updated_at, "
+        "owner, priority, tags, completed_at, due_date, legacy_extra), or name where the records are "
+        "(KEY or KEY.KEY=tasks); repeatable, wins over the mapping file and the built-in table",
+    )
+    parser.add_argument(
+        "--mapping",
+        metavar="FILE",
+        dest="mapping_file",
+        help="YAML mapping file: records (where), fields (key: target), dates (day-first|month-first), "
+        "vocabulary (extends the built-in table: aliases, statuses, booleans, time_formats, ...)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="no inference: {tasks: [...]} or a bare list, exact keys, integer ids, booleans, ISO 8601 times; "
+        "a record that would need a default is quarantined",
+    )
+    parser.add_argument(
+        "--lenient-json", action="store_true", help="accept // and /* */ comments and trailing commas"
+    )
+    parser.add_argument(
+        "--salvage",
+        action="store_true",
+        help="a truncated file: load the records before the cut and quarantine the cut one",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="records per COPY and per checkpoint (default: 10000)",
+    )
+
+
+def _inspect(argv: list[str]) -> int:
+    """`inspect`: what the file holds and how it would be read, before anything is written; no
+    database and no Prefect server are involved."""
+    from flows import cli
+
+    parser = cli.Parser(
+        prog="python -m flows.phase1 inspect",
+        description="Show how a Phase 1 file would be read: where its records are, which key gives "
+        "which field, the value conversions and defaults, with how many records each covers, and what "
+        "would be quarantined. Nothing is written.",
+    )
+    _read_flags(parser)
+    parser.add_argument("--json", action="store_true", help="print the account as JSON (for scripts)")
+    args = parser.parse_args(argv)
+    try:
+        job = prepare(
+            args.source,
+            field_map=args.field_map,
+            mapping_file=args.mapping_file,
+            strict=args.strict,
+            lenient_json=args.lenient_json,
+            salvage=args.salvage,
+            chunk_size=args.chunk_size,
+        )
+        summary = dry_load(job, "00000000-0000-4000-8000-000000000000")
+    except UserFacingError as exc:
+        return cli.fail(str(exc), exc.exit_code)
+    found = account(job, summary)
+    found["counts"] = _dry_counts(summary, job.info)
+    if args.json:
+        print(json.dumps(found, indent=2, default=str))
+        return 0
+    c = found["counts"]
+    print(f"{job.info.path}:")
+    print("\n".join(inference_lines(found, job.info.records)))
+    print(
+        f"would migrate {c['migrated']:,}, count {c['duplicates']:,} as duplicates and quarantine "
+        f"{c['quarantined']:,} of {c['records_read']:,} records"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     from flows import cli, orchestrator
 
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["inspect"]:
+        return _inspect(argv[1:])
     if argv[:1] == ["rollback"]:
         args = cli.run_id_command(
             "python -m flows.phase1 rollback",
@@ -416,23 +556,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.Parser(
         prog="python -m flows.phase1",
         description="Migrate a Phase 1 tasks.json into the Phase 2 PostgreSQL schema, losing nothing.",
-        epilog="Undo a run: python -m flows.phase1 rollback RUN_ID. "
+        epilog="See how a file would be read first: python -m flows.phase1 inspect --source FILE. "
+        "Undo a run: python -m flows.phase1 rollback RUN_ID. "
         "Exit codes: 0 done and verified, 1 verification failed, 2 bad input or usage, 3 database unavailable or busy.",
     )
-    parser.add_argument(
-        "--source", default="cli/tasks.json", help="the Phase 1 file (default: cli/tasks.json)"
-    )
+    _read_flags(parser)
     parser.add_argument(
         "--source-name",
         default="phase1",
         help="names the legacy source; with the legacy id it makes the row's uuid5 key (default: phase1)",
-    )
-    parser.add_argument(
-        "--chunk-size",
-        type=int,
-        default=10_000,
-        metavar="N",
-        help="records per COPY and per checkpoint (default: 10000)",
     )
     parser.add_argument(
         "--default-user-email",
@@ -444,14 +576,6 @@ def main(argv: list[str] | None = None) -> int:
         "--owner-map",
         metavar="CSV",
         help="CSV with legacy_id,email columns: owners per task (wins over the record's own owner)",
-    )
-    parser.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="SOURCE=TARGET",
-        dest="field_map",
-        help="map a source key to a field (id, title, description, completed, created_at, updated_at, owner, or tasks for the array); repeatable",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="validate, transform and report without writing anything"
@@ -476,16 +600,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.chunk_size < 1 or args.workers < 1:
         return cli.fail("--chunk-size and --workers must be at least 1")
+    read = {
+        "field_map": args.field_map,
+        "mapping_file": args.mapping_file,
+        "strict": args.strict,
+        "lenient_json": args.lenient_json,
+        "salvage": args.salvage,
+    }
     try:  # bad input exits here, before the orchestrator is involved
         cli.apply_database_url(args.database_url)
-        mapping = FieldMapping.build(args.field_map)
+        FieldMapping.build(args.field_map, args.mapping_file, args.strict)
         read_owner_map(args.owner_map)
-        quick_check(args.source, mapping.array_keys)
+        quick_check(args.source)
     except UserFacingError as exc:
         return cli.fail(str(exc), exc.exit_code)
     server = orchestrator.start()  # boots while the whole file is checked
     try:
-        precheck_once(args.source, mapping.array_keys, mapping.aliases["id"])
+        prepare(args.source, **read, owner_map=args.owner_map, chunk_size=args.chunk_size)
     except UserFacingError as exc:
         if server is not None:
             server.stop()
@@ -498,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
                 chunk_size=args.chunk_size,
                 default_user_email=args.default_user_email,
                 owner_map=args.owner_map,
-                field_map=args.field_map,
+                **read,
                 dry_run=args.dry_run,
                 report_dir=args.report_dir,
                 workers=args.workers,

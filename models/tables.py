@@ -49,6 +49,7 @@ class Task(SQLModel, table=True):
         sa.UniqueConstraint("legacy_source", "legacy_id", name="uq_tasks_legacy"),
         sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="ck_tasks_priority"),
         sa.Index("ix_tasks_user_id_completed", "user_id", "completed"),
+        sa.Index("uq_tasks_legacy_key", "legacy_source", "legacy_key", unique=True),
     )
 
     id: uuid.UUID = Field(sa_column=sa.Column(pg.UUID(as_uuid=True), primary_key=True))
@@ -59,6 +60,9 @@ class Task(SQLModel, table=True):
     )
     legacy_source: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     legacy_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    # Revision 0008: the record's id as the file wrote it (an integer's digits, a UUID, any string),
+    # or the key derived for a record without one; legacy_id keeps integer ids that fit.
+    legacy_key: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     title: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     description: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     completed: bool = Field(
@@ -144,9 +148,11 @@ class QuarantineRecord(SQLModel, table=True):
     # Index of the record in the source's tasks array (0-based).
     position: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     legacy_id: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    # The record as read, re-serialised with ASCII escapes so that NULs and lone surrogates survive.
+    # The record as read, as JSON a person can read (lone surrogates escaped, nothing else).
     raw: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     reasons: list[str] = Field(sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=False))
+    # Revision 0008: where in the file, as a JSON path (`$.days[2].tasks[0]`).
+    location: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     created_at: datetime = _ts()
 
 

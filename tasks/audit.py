@@ -21,8 +21,7 @@ from psycopg import sql
 
 from models import metadata
 from tasks.errors import InputError
-from tasks.mapping import FieldMapping
-from tasks.runs import transform_context
+from tasks.runs import run_mapping, transform_context
 from tasks.source import precheck
 from tasks.verify import find_mismatches, run_counts, table_columns
 from validation import rows as row_schema
@@ -218,15 +217,16 @@ def check_source(conn: psycopg.Connection, source: str | Path, mismatch_limit: i
             Check("source rows", "fail", 0, [], f"no completed Phase 1 run of {path} (sha256 {sha[:12]}…)")
         ]
     run_id, source_name, params, started_at, chunk_size = run
-    mapping = FieldMapping.build(params.get("map", []))
-    info = precheck(path, mapping.array_keys, mapping.aliases["id"])
-    owners = {int(k): v for k, v in params.get("owner_map", {}).items()}
-    ctx = transform_context(source_name, params["default_user_email"], owners, started_at)
+    mapping, options = run_mapping(params)
+    info = precheck(path, mapping, options)
+    ctx = transform_context(
+        source_name, params["default_user_email"], params.get("owner_map", {}), started_at, mapping
+    )
     counts, _ = run_counts(conn, run_id)
     expected = counts["migrated"] + counts["already_present"]
     row = conn.execute("SELECT count(*) FROM tasks WHERE legacy_source = %s", (source_name,)).fetchone()
     actual = int(row[0]) if row else 0
-    mismatches = find_mismatches(conn, info, mapping, ctx, run_id, chunk_size, limit=mismatch_limit)
+    mismatches = find_mismatches(conn, info, ctx, run_id, chunk_size, limit=mismatch_limit)
     labels = [f"position {m['position']} (id {m['legacy_id']}): {m['problem']}" for m in mismatches]
     more = "+" if len(mismatches) >= mismatch_limit else ""
     return [

@@ -1,7 +1,7 @@
 """The canonical text of a migrated row, on both sides of the wire.
 
-A row's content is one CSV line: id, user_id, legacy_source, legacy_id, title, description,
-completed, created_at, updated_at, legacy_extra. The load sends exactly that line to COPY, and its
+A row's content is one CSV line: id, user_id, legacy_source, legacy_key, legacy_id, title,
+description, completed, created_at, updated_at, priority, tags, legacy_extra. The load sends exactly that line to COPY, and its
 checksum is md5 over it. `ROW_LINE_SQL` rebuilds the same line from what PostgreSQL stored, so a
 checksum computed from the source and one computed from the database agree only if every byte of
 the row survived. The two definitions live side by side because they must never drift apart.
@@ -30,28 +30,35 @@ def row_lines(
     task_hex: Sequence[str],
     user_hex: Sequence[str],
     source: str,
-    legacy_ids: Sequence[int],
+    legacy_keys: Sequence[str],
+    legacy_ids: Sequence[int | None],
     titles: Sequence[str],
     descriptions: Sequence[str | None],
     completed: Sequence[bool],
     created_at: Sequence[str],
     updated_at: Sequence[str],
+    priorities: Sequence[str],
+    tags: Sequence[str],
     extra_json: Sequence[str | None],
 ) -> list[str]:
     """The canonical lines of a column-wise batch of rows (uuids as 32 hex digits, timestamps as
-    TIMESTAMP_FORMAT_SQL), encoded as UTF-8."""
+    TIMESTAMP_FORMAT_SQL, tags as PostgreSQL prints a text[])."""
     src = quoted([source])[0]
     return [
-        f"{tid},{uid},{src},{lid},{title},{desc},{'t' if done else 'f'},{created},{updated},{extra}"
-        for tid, uid, lid, title, desc, done, created, updated, extra in zip(
+        f"{tid},{uid},{src},{key},{'' if lid is None else lid},{title},{desc},{'t' if done else 'f'},"
+        f"{created},{updated},{prio},{tag},{extra}"
+        for tid, uid, key, lid, title, desc, done, created, updated, prio, tag, extra in zip(
             task_hex,
             user_hex,
+            quoted(legacy_keys),
             legacy_ids,
             quoted(titles),
             quoted(descriptions),
             completed,
             created_at,
             updated_at,
+            quoted(priorities),
+            quoted(tags),
             quoted(extra_json),
             strict=True,
         )
@@ -87,11 +94,15 @@ def row_line_sql(alias: str = "t", *, timestamps: bool = True) -> str:
     def ts(column: str) -> str:
         return f"to_char({a}.{column} AT TIME ZONE 'UTC', '{TIMESTAMP_FORMAT_SQL}')" if timestamps else "''"
 
+    # A row written before legacy_key existed (revision 0008) has its integer id as its key.
     return (
         f"concat_ws(',', {hex_sql(f'{a}.id')}, {hex_sql(f'{a}.user_id')}, "
-        f"coalesce({_q(f'{a}.legacy_source')}, ''), coalesce({a}.legacy_id::text, ''), {_q(f'{a}.title')}, "
+        f"coalesce({_q(f'{a}.legacy_source')}, ''), "
+        f"coalesce({_q(f'coalesce({a}.legacy_key, {a}.legacy_id::text)')}, ''), "
+        f"coalesce({a}.legacy_id::text, ''), {_q(f'{a}.title')}, "
         f"coalesce({_q(f'{a}.description')}, ''), CASE WHEN {a}.completed THEN 't' ELSE 'f' END, "
-        f"{ts('created_at')}, {ts('updated_at')}, coalesce({_q(f'{a}.legacy_extra::text')}, ''))"
+        f"{ts('created_at')}, {ts('updated_at')}, {_q(f'{a}.priority')}, {_q(f'{a}.tags::text')}, "
+        f"coalesce({_q(f'{a}.legacy_extra::text')}, ''))"
     )
 
 

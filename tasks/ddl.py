@@ -108,7 +108,7 @@ def validate_constraint(table: str, name: str) -> None:
         op.execute(f'ALTER TABLE "{table}" VALIDATE CONSTRAINT "{name}"')
 
 
-def create_index_concurrently(name: str, table: str, columns: list[str]) -> None:
+def create_index_concurrently(name: str, table: str, columns: list[str], *, unique: bool = False) -> None:
     cols = ", ".join(f'"{c}"' for c in columns)
     concurrently = "" if _single_transaction() else "CONCURRENTLY "
     with outside_transaction(), _cleanup_on_failure(f'DROP INDEX {concurrently}IF EXISTS "{name}"'):
@@ -117,7 +117,7 @@ def create_index_concurrently(name: str, table: str, columns: list[str]) -> None
             f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_index WHERE indexrelid = to_regclass('{name}') "
             f"AND NOT indisvalid) THEN EXECUTE 'DROP INDEX \"{name}\"'; END IF; END $$"
         )
-        op.execute(f'CREATE INDEX {concurrently}"{name}" ON "{table}" ({cols})')
+        op.execute(f'CREATE {"UNIQUE " if unique else ""}INDEX {concurrently}"{name}" ON "{table}" ({cols})')
 
 
 def drop_index_concurrently(name: str) -> None:

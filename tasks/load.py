@@ -30,11 +30,11 @@ from psycopg import errors as pgerrors
 from tasks import foreign_keys
 from tasks.checksum import hex_sql, row_line_sql
 from tasks.db import connect, is_transient, retrying
-from tasks.mapping import FieldMapping, split_records
+from tasks.mapping import split_records
 from tasks.runs import ensure_users
 from tasks.source import SourceInfo, iter_chunks
 from tasks.transform import (
-    DuplicateTracker,
+    FileState,
     QuarantineEntry,
     Rendered,
     Rows,
@@ -47,19 +47,19 @@ from tasks.transform import (
 )
 
 TASK_COLUMNS = (
-    "id, user_id, legacy_source, legacy_id, title, description, completed, created_at, updated_at, "
-    "legacy_extra, migration_run_id"
+    "id, user_id, legacy_source, legacy_key, legacy_id, title, description, completed, created_at, "
+    "updated_at, priority, tags, legacy_extra, migration_run_id"
 )
 SAMPLE_LIMIT = 1000
 
 
-def prepared_chunks(
-    info: SourceInfo, mapping: FieldMapping, ctx: TransformContext, chunk_size: int
-) -> Iterator[TransformedChunk]:
-    """The source, chunk by chunk, validated and transformed (pure apart from reading the file)."""
-    dups = DuplicateTracker(info.duplicate_ids)
-    for no, first, records in iter_chunks(info, chunk_size):
-        yield transform_chunk(no, split_records(records, first, mapping), ctx, dups)
+def prepared_chunks(info: SourceInfo, ctx: TransformContext, chunk_size: int) -> Iterator[TransformedChunk]:
+    """The source, chunk by chunk, mapped, converted, validated and transformed (pure apart from
+    reading the file)."""
+    state = FileState.of(info)
+    mapping = ctx.mapping
+    for chunk in iter_chunks(info, mapping, chunk_size):
+        yield transform_chunk(chunk, split_records(chunk.records, chunk.first, mapping), ctx, state)
 
 
 @dataclass
@@ -92,6 +92,9 @@ class LoadSummary:
     checksum: int = 0
     keys_seen: set[str] = field(default_factory=set)
     naive_timestamps: int = 0
+    rules: Counter[str] = field(default_factory=Counter)  # every chunk's, skipped ones included
+    defaults: Counter[str] = field(default_factory=Counter)
+    kept: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
     sample: list[QuarantineEntry] = field(default_factory=list)
     # chunks whose foreign keys were checked once for the chunk (tasks/foreign_keys.py)
@@ -130,7 +133,6 @@ ProgressFn = Callable[[int, int], None]  # (records done, records total)
 def load(
     url: str | None,
     info: SourceInfo,
-    mapping: FieldMapping,
     ctx: TransformContext,
     *,
     run_id: str,
@@ -158,9 +160,12 @@ def load(
 
     with prompt_handoffs(writer is not None):
         try:
-            for chunk in prepared_chunks(info, mapping, ctx, chunk_size):
+            for chunk in prepared_chunks(info, ctx, chunk_size):
                 summary.keys_seen |= chunk.keys_seen
                 summary.naive_timestamps += chunk.naive_timestamps
+                summary.rules.update(chunk.rules)
+                summary.defaults.update(chunk.defaults)
+                summary.kept.update(chunk.kept)
                 if chunk.chunk_no in committed:
                     summary.chunks_skipped += 1
                     done += chunk.records
@@ -368,10 +373,10 @@ class ChunkWriter:
                     copy.write(rendered.csv)
             if quarantine:
                 with conn.cursor().copy(
-                    "COPY quarantine (run_id, position, legacy_id, raw, reasons) FROM STDIN"
+                    "COPY quarantine (run_id, position, legacy_id, raw, reasons, location) FROM STDIN"
                 ) as copy:
                     for q in quarantine:
-                        copy.write_row((self.run_id, q.position, q.legacy_id, q.raw, q.reasons))
+                        copy.write_row((self.run_id, q.position, q.legacy_id, q.raw, q.reasons, q.location))
             conn.execute(
                 "INSERT INTO migration_checkpoints (run_id, chunk_no, first_position, last_position, records, "
                 "migrated, already_present, duplicates, quarantined, checksum) "
@@ -431,7 +436,8 @@ def _insert_staged(
         )
         stored = conn.execute(
             f"SELECT {hex_sql('s.id')}, {same}, coalesce(t.migration_run_id::text, 'the application') "
-            "FROM stage_tasks s JOIN tasks t ON t.legacy_source = s.legacy_source AND t.legacy_id = s.legacy_id "
+            "FROM stage_tasks s JOIN tasks t ON t.id = s.id OR (t.legacy_source = s.legacy_source "
+            "AND (t.legacy_key = s.legacy_key OR t.legacy_id = s.legacy_id)) "
             f"WHERE {hex_sql('s.id')} <> ALL(%(inserted)s)",
             {"untimed": untimed, "inserted": list(inserted)},
         ).fetchall()
@@ -445,12 +451,12 @@ def _insert_staged(
 
 def _changed_entries(rows: Rows, rendered: Rendered, changed: dict[str, str]) -> list[QuarantineEntry]:
     out = []
-    for tid, position, legacy_id, raw in zip(
-        rendered.task_ids, rows.positions, rows.legacy_ids, rows.raw, strict=True
+    for tid, position, key, raw in zip(
+        rendered.task_ids, rows.positions, rows.legacy_keys, rows.raw, strict=True
     ):
         if tid in changed:
             reason = (
                 f"already in tasks with different content (row {tid}, written by {changed[tid]}); kept here"
             )
-            out.append(QuarantineEntry(position, str(legacy_id), raw_json(raw), [reason]))
+            out.append(QuarantineEntry(position, key[:100], raw_json(raw), [reason]))
     return out

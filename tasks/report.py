@@ -100,17 +100,35 @@ def markdown(report: dict[str, Any]) -> str:
     if quarantine and quarantine.get("top_reasons"):
         lines += ["", "## Most common quarantine reasons", ""]
         lines += _table([[r, n] for r, n in quarantine["top_reasons"]], ["reason", "records"])
-    mapping = report.get("mapping")
-    if mapping:
-        lines += ["", "## Field mapping applied", ""]
-        applied = mapping.get("applied", {})
-        lines += [f"- `{k}` → `{v}`" for k, v in applied.items()] or ["- (no fields)"]
-        if mapping.get("kept_in_legacy_extra"):
-            lines.append(
-                f"- kept in `legacy_extra`: {', '.join(f'`{k}`' for k in mapping['kept_in_legacy_extra'])}"
-            )
-        if mapping.get("overrides"):
-            lines.append(f"- `--map` given: {', '.join(mapping['overrides'])}")
+    inference = report.get("inference")
+    if inference:
+        lines += ["", "## What the file holds and how it was read", ""]
+        where = ", ".join(f"`{k}` ({n:,})" for k, n in inference["records_in"].items()) or "none"
+        lines.append(
+            f"- **records** in a JSON {inference['document']}, found in {where} ({inference['mode']})"
+        )
+        lines += [f"- not migrated: `{k}`: {what}" for k, what in inference["not_migrated"].items()]
+        if inference.get("salvaged"):
+            lines.append(f"- **salvaged**: {inference['salvaged']}")
+        if inference.get("lenient_json"):
+            lines.append(f"- lenient JSON: {inference['lenient_json']}")
+        for target, order in inference.get("dates", {}).items():
+            lines.append(f"- `{target}` dates with `/`, `.` or `-` read as {order}")
+        if inference["rules"]:
+            lines += [
+                "",
+                *_table([[r, f"{n:,}"] for r, n in inference["rules"].items()], ["rule", "records"]),
+            ]
+        if inference["defaults"]:
+            lines += [
+                "",
+                *_table([[r, f"{n:,}"] for r, n in inference["defaults"].items()], ["default", "records"]),
+            ]
+        if inference["kept_in_legacy_extra"]:
+            kept = ", ".join(f"`{k}` ({n:,})" for k, n in inference["kept_in_legacy_extra"].items())
+            lines.append(f"\n- kept in `legacy_extra`: {kept}")
+        if inference.get("overrides"):
+            lines.append(f"- given: {_describe(inference['overrides'])}")
     for block in report.get("sql", []):
         lines += ["", f"### SQL of {block['revision']}", "", "```sql", block["sql"].strip(), "```"]
     for note in report.get("notes", []):
@@ -125,11 +143,17 @@ def _describe(value: Any) -> str:
 
 
 def quarantine_rows(entries: list[Any], limit: int = 200) -> list[dict[str, Any]]:
-    """Rows for the quarantine table artifact (position, legacy id, reasons, the record, shortened)."""
+    """Rows for the quarantine table artifact (position, where, legacy id, reasons, the record, shortened)."""
     rows = []
     for q in entries[:limit]:
         raw = q.raw if len(q.raw) <= 200 else q.raw[:200] + "…"
         rows.append(
-            {"position": q.position, "legacy_id": q.legacy_id, "reasons": "; ".join(q.reasons), "record": raw}
+            {
+                "position": q.position,
+                "location": q.location,
+                "legacy_id": q.legacy_id,
+                "reasons": "; ".join(q.reasons),
+                "record": raw,
+            }
         )
     return rows

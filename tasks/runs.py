@@ -12,6 +12,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from tasks.checksum import hex_sql
+from tasks.mapping import FieldMapping
+from tasks.source import ReadOptions
 from tasks.transform import TransformContext, normalize_email, user_key
 
 RESUMABLE = ("running", "interrupted")
@@ -30,11 +32,33 @@ def canonical_ts(moment: datetime) -> str:
 
 
 def transform_context(
-    source_name: str, default_user: str, owners: dict[int, str], started: datetime
+    source_name: str, default_user: str, owners: dict[str, str], started: datetime, mapping: FieldMapping
 ) -> TransformContext:
     """What a run's rows are derived with besides the records (a resumed run and an audit of it
     rebuild the very same)."""
-    return TransformContext(source_name, normalize_email(default_user), canonical_ts(started), owners)
+    return TransformContext(
+        source_name, normalize_email(default_user), canonical_ts(started), owners, mapping
+    )
+
+
+def run_parameters(
+    mapping: FieldMapping, options: ReadOptions, owners: dict[str, str], default_user: str
+) -> dict[str, Any]:
+    """What decides a Phase 1 run's rows besides the file: a run resumes only with the same, and an
+    audit rebuilds the rows from it (the mapping file's content, not its path, which may change)."""
+    return {
+        "mapping": mapping.spec,
+        "read": {"lenient": options.lenient, "salvage": options.salvage},
+        "default_user_email": normalize_email(default_user),
+        "owner_map": dict(sorted(owners.items())),
+    }
+
+
+def run_mapping(parameters: dict[str, Any]) -> tuple[FieldMapping, ReadOptions]:
+    """The mapping and read options a run's parameters describe (runs before inference kept only
+    their --map list)."""
+    spec = parameters.get("mapping") or {"map": parameters.get("map", []), "strict": True}
+    return FieldMapping.from_spec(spec), ReadOptions(**parameters.get("read", {}))
 
 
 def start_or_resume(

@@ -1,16 +1,22 @@
 """Read a Phase 1 file: pre-check the whole of it, then stream its records in chunks.
 
-Phase 1 CLIs wrote either `{"tasks": [...], ...}` or a bare `[...]`. Nothing is loaded whole: the
-pre-check streams the file once (well-formedness, sha256, record count, duplicate ids) and the load
-streams it again, so memory stays bounded by the chunk size whatever the file's size.
+Nothing is loaded whole: the pre-check streams the file once (well-formedness, sha256, where the
+records are, how many, keys that occur twice, what the file says about its dates) and the load
+streams it again, so memory stays bounded by the chunk size whatever the file's size. Where the
+records sit -- a bare list, `{"tasks": [...]}`, keyed objects, groups -- is tasks/shapes.py.
 
 One decoder, the standard library's: it is exact (a lone `\\ud800` stays what it is, a number with a
 fraction stays a Decimal, NaN is refused) and it says where a broken file breaks, by line and column.
-It takes the records a block (about 1 MB) at a time: the block is cut after the last `}` followed by
-`,` and `{`, and the records before the cut are decoded in one call. A cut that falls inside a
-string or a nested object cannot decode (the text would end inside a value), so a block that
-decodes is exactly whole records; one that does not is read record by record instead, which also
-finds and locates any real error.
+It takes an array's elements a block (about 1 MB) at a time: the block is cut after the last `}`
+followed by `,` and `{`, and the elements before the cut are decoded in one call. A cut that falls
+inside a string or a nested object cannot decode, so a block that decodes is exactly whole
+elements; one that does not is read element by element instead, which also locates any real error.
+An array element, or a top-level value that is an object, is decoded whole and may be at most
+MAX_ELEMENT characters; a larger one is refused with its position.
+
+Two kinds of almost-JSON are named rather than guessed at: `//` or `/* */` comments and trailing
+commas (accepted with `lenient=True`, --lenient-json), and a file cut short (with `salvage=True`,
+--salvage, the records before the cut load and the cut one is quarantined with its bytes).
 """
 
 from __future__ import annotations
@@ -19,17 +25,26 @@ import codecs
 import hashlib
 import json
 import re
-from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import numpy as np
-
 from tasks.errors import InputError
+from tasks.mapping import FieldMapping, Truncated
+from tasks.shapes import (
+    Batch,
+    Group,
+    Layout,
+    Survey,
+    child_path,
+    decide,
+    expand,
+    named_group,
+    top_object,
+)
 
 BLOCK = 1 << 20
 MAX_ELEMENT = 64 << 20
@@ -41,15 +56,49 @@ class SourceError(InputError):
 
 
 @dataclass(frozen=True)
+class ReadOptions:
+    lenient: bool = False  # accept // and /* */ comments and trailing commas
+    salvage: bool = False  # a file cut short: load the records before the cut
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a salvaged file ends, and what of it was lost."""
+
+    at_byte: int  # the file's size: it ends here
+    record_byte: int | None  # where the record it ends in starts (None: it ends between records)
+
+    def describe(self) -> str:
+        if self.record_byte is None:
+            return f"the file ends at byte {self.at_byte:,} between records: no record was lost, only the document's end"
+        return (
+            f"the file ends at byte {self.at_byte:,} inside the record that starts at byte {self.record_byte:,}: "
+            f"its {self.at_byte - self.record_byte:,} bytes are quarantined, the records before it loaded"
+        )
+
+
+@dataclass(frozen=True)
 class SourceInfo:
     path: str
     size: int
     sha256: str
     records: int
-    shape: str  # "object" ({"tasks": [...]}) or "list" (a bare array)
-    array_key: str | None
+    layout: Layout
     bom: bool
-    duplicate_ids: frozenset[int]
+    options: ReadOptions
+    document: str  # "array", "object", "string" or "scalar": what the top level is
+    containers: dict[str, int]  # where records were found (JSON path of the top-level part) -> records
+    ignored: dict[str, str]  # top-level keys that hold no tasks -> what they hold
+    duplicate_keys: frozenset[int]  # hashes of legacy keys that occur more than once (conversions.key_hash)
+    repeated_content: frozenset[int]  # hashes of id-less records that occur more than once
+    day_first: dict[str, bool | None]  # time target -> DD/MM (True), MM/DD (False), unsettled (None)
+    scoped_keys: bool = False  # ids are per list: a legacy key is "<the list's path>:<id>"
+    cut: Cut | None = None
+    comments: int = 0  # comments and trailing commas blanked out (lenient)
+
+    @property
+    def shape(self) -> str:
+        return "list" if self.document == "array" else "object"
 
 
 class _Hashing:
@@ -71,6 +120,8 @@ def _open_checked(path: Path) -> tuple[BinaryIO, bool, int]:
         raise SourceError(f"{path}: no such file")
     if path.is_dir():
         raise SourceError(f"{path}: is a directory, not a file")
+    if not path.is_file():
+        raise SourceError(f"{path}: not a regular file")
     size = path.stat().st_size
     try:
         f = path.open("rb")
@@ -90,134 +141,98 @@ def _open_checked(path: Path) -> tuple[BinaryIO, bool, int]:
     return f, bom, size
 
 
-def _first_char(f: BinaryIO) -> str:
-    pos = f.tell()
-    while True:
-        block = f.read(4096)
-        if not block:
-            return ""
-        stripped = block.lstrip()
-        if stripped:
-            f.seek(pos)
-            return chr(stripped[0])
-
-
-def _array_key(f: BinaryIO, path: Path, keys: tuple[str, ...]) -> str | None:
-    """For an object document, which top-level key holds the records (None for a bare list)."""
-    first = _first_char(f)
-    if first == "[":
-        return None
-    if first != "{":
-        raise SourceError(
-            f"{path}: not a Phase 1 tasks file (expected a JSON object or array, found {first!r})"
-        )
-    return keys[0] if len(keys) == 1 else _find_key(f, keys)
-
-
-def _find_key(f: BinaryIO, keys: tuple[str, ...]) -> str:
-    """The first top-level key that is one of keys (else keys[0]); f is left where it was."""
-    pos = f.tell()
-    try:
-        for key in _Document(_Text(f), None).top_level_keys():
-            if key in keys:
-                return key
-    except _Located:
-        pass  # the pre-check reports it, with its position
-    finally:
-        f.seek(pos)
-    return keys[0]
-
-
-def quick_check(path: str | Path, array_keys: tuple[str, ...] = ("tasks",)) -> None:
-    """The checks that cost nothing (exists, not empty, not UTF-16, an object or array at the top),
-    so the CLI can fail at once before starting anything; precheck() does the whole file."""
-    path = Path(path)
-    f, _bom, _size = _open_checked(path)
-    with f:
-        _array_key(f, path, array_keys)
+def quick_check(path: str | Path) -> None:
+    """The checks that cost nothing (exists, a file, not empty, not UTF-16), so the CLI can fail at
+    once before starting anything; precheck() does the whole file."""
+    f, _bom, _size = _open_checked(Path(path))
+    f.close()
 
 
 def precheck(
-    path: str | Path, array_keys: tuple[str, ...] = ("tasks",), id_keys: tuple[str, ...] = ("id",)
+    path: str | Path, mapping: FieldMapping | None = None, options: ReadOptions = ReadOptions()
 ) -> SourceInfo:
-    """Stream the whole file once: is it a well-formed Phase 1 file? Raises SourceError if not."""
+    """Stream the whole file once: is it a Phase 1 file, where are its records, what do they say?
+    Raises SourceError (one line, with the position) if it cannot be migrated."""
+    from tasks.inference import FileStats
+
     path = Path(path)
+    mapping = mapping or FieldMapping.build()
     f, bom, size = _open_checked(path)
     with f:
-        key = _array_key(f, path, array_keys)
         hashing = _Hashing(f, UTF8_BOM if bom else b"")
-        doc = _Document(_Text(hashing), key)
-        ids = array("q")
-        count = 0
+        text = _Text(hashing, lenient=options.lenient, base=len(UTF8_BOM) if bom else 0)
+        reader = _Reader(text, mapping, _explicit(mapping), options.salvage)
+        stats = FileStats(mapping)
         try:
-            for batch in doc.records():
-                count += len(batch)
-                ids.extend(_ids(batch, id_keys))
+            for candidate, batch in reader.surveyed():
+                stats.add(candidate, batch)
         except _Located as exc:
             raise SourceError(f"{path}: {exc}") from None
-    if count == 0 and key is not None and doc.array_kind != "[":
-        _no_array(path, key, doc, array_keys)
+    survey = reader.survey
+    if mapping.container is not None:
+        layout, left = _explicit(mapping), {}
+        if not reader.found_path:
+            raise SourceError(
+                f"{path}: no {'.'.join(mapping.container)!r} in the file "
+                f"(top-level keys: {', '.join(survey.seen) or 'none'})"
+            )
+    elif survey.document == "object":
+        layout, left = decide(survey, mapping.vocab)
+        if not mapping.vocab.infer and not layout.keys:
+            raise SourceError(
+                f"{path}: no 'tasks' array (top-level keys: {', '.join(survey.seen) or 'none'}); "
+                "use --map KEY=tasks to name it"
+            )
+    else:
+        layout, left = Layout(), {}
+    facts = stats.result(layout)
     return SourceInfo(
         path=str(path),
         size=size,
         sha256=hashing.sha.hexdigest(),
-        records=count,
-        shape="list" if key is None else "object",
-        array_key=key,
+        records=facts.records,
+        layout=layout,
         bom=bom,
-        duplicate_ids=_duplicates(ids),
+        options=options,
+        document=survey.document,
+        containers=facts.containers,
+        ignored={**survey.ignored, **left},
+        duplicate_keys=facts.duplicate_keys,
+        repeated_content=facts.repeated_content,
+        day_first=facts.day_first,
+        scoped_keys=facts.scoped_keys,
+        cut=reader.cut,
+        comments=text.blanked,
     )
 
 
-def _ids(batch: list[Any], id_keys: tuple[str, ...]) -> list[int]:
-    """The integer ids of a batch of records (for finding ids that occur twice): a record's id is
-    its first id key that is present and not null."""
-    first, *others = id_keys
-    values = [r.get(first) if type(r) is dict else None for r in batch]
-    for key in others:
-        values = [
-            r.get(key) if v is None and type(r) is dict else v for v, r in zip(values, batch, strict=True)
-        ]
-    return [v for v in values if type(v) is int and -(2**63) <= v < 2**63]
+def _explicit(mapping: FieldMapping) -> Layout | None:
+    return Layout(path=mapping.container) if mapping.container is not None else None
 
 
 @lru_cache(maxsize=8)
 def _precheck_cached(
-    path: str, mtime_ns: int, size: int, array_keys: tuple[str, ...], id_keys: tuple[str, ...]
+    path: str, mtime_ns: int, size: int, mapping: FieldMapping, options: ReadOptions
 ) -> SourceInfo:
-    return precheck(path, array_keys, id_keys)
+    return precheck(path, mapping, options)
+
+
+_MAPPINGS: dict[str, FieldMapping] = {}
 
 
 def precheck_once(
-    path: str | Path, array_keys: tuple[str, ...] = ("tasks",), id_keys: tuple[str, ...] = ("id",)
+    path: str | Path, mapping: FieldMapping | None = None, options: ReadOptions = ReadOptions()
 ) -> SourceInfo:
-    """precheck(), memoised on the file's identity: the CLI checks before starting the orchestrator and
-    the flow checks again, and an unchanged file is read only once per process."""
+    """precheck(), memoised on the file's identity and the mapping's arguments: the CLI checks
+    before starting the orchestrator and the flow checks again, and an unchanged file is read once."""
+    mapping = mapping or FieldMapping.build()
+    mapping = _MAPPINGS.setdefault(mapping.fingerprint, mapping)
     p = Path(path)
     try:
         st = p.stat()
     except OSError:
-        return precheck(p, array_keys, id_keys)  # raises the one-line error
-    return _precheck_cached(str(p.resolve()), st.st_mtime_ns, st.st_size, array_keys, id_keys)
-
-
-def _duplicates(ids: array) -> frozenset[int]:
-    if len(ids) < 2:
-        return frozenset()
-    arr = np.frombuffer(ids, dtype=np.int64)
-    values, counts = np.unique(arr, return_counts=True)
-    return frozenset(int(v) for v in values[counts > 1])
-
-
-def _no_array(path: Path, key: str, doc: _Document, array_keys: tuple[str, ...]) -> None:
-    """Zero records and no array under key: say what the document holds instead."""
-    if doc.array_kind is None:
-        found = ", ".join(doc.keys_seen) or "none"
-        wanted = " or ".join(repr(k) for k in array_keys)
-        raise SourceError(
-            f"{path}: no {wanted} array (top-level keys: {found}); use --map KEY=tasks to name it"
-        )
-    raise SourceError(f"{path}: {key!r} is not an array")
+        return precheck(p, mapping, options)  # raises the one-line error
+    return _precheck_cached(str(p.resolve()), st.st_mtime_ns, st.st_size, mapping, options)
 
 
 # --- the decoder ------------------------------------------------------------------------------------
@@ -228,28 +243,40 @@ _WS = " \t\n\r"
 _NEXT_OBJECT = re.compile(r"\}[ \t\n\r]*,[ \t\n\r]*(?=\{)")
 
 
+_CONSTANT = re.compile(r"[:\[,\s](NaN|-?Infinity)(?=[\s,\]}])")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
 class _Located(Exception):
-    pass
+    def __init__(self, message: str, *, truncated: bool = False, start: int | None = None) -> None:
+        super().__init__(message)
+        self.truncated = truncated
+        self.start = start  # where the value that was cut starts (absolute character index)
 
 
 class _Text:
     """Incrementally decoded text with absolute positions."""
 
-    def __init__(self, f: BinaryIO | _Hashing) -> None:
-        self.f = f
+    def __init__(self, f: BinaryIO | _Hashing, *, lenient: bool = False, base: int = 0) -> None:
+        """base: bytes of the file before f's position (a BOM), so byte offsets are the file's."""
+        self.f: Any = _Lenient(f) if lenient else f
         self.decoder = codecs.getincrementaldecoder("utf-8")("strict")
         self.buf = ""
         self.i = 0
         self.consumed_chars = 0  # characters dropped from the front of buf
+        self.consumed_bytes = base  # and their bytes
         self.consumed_lines = 0
         self.last_newline = -1  # absolute char index of the last dropped newline
-        self.bytes_read = 0
+        self.bytes_read = base
         self.eof = False
-        self.careful_until = -1  # absolute index up to which records are read one by one
+        self.careful_until = -1  # absolute index up to which elements are read one by one
+
+    @property
+    def blanked(self) -> int:
+        return self.f.blanked if isinstance(self.f, _Lenient) else 0
 
     def more(self) -> bool:
         if self.eof:
@@ -258,7 +285,12 @@ class _Text:
         try:
             text = self.decoder.decode(data, final=not data)
         except UnicodeDecodeError as exc:
-            raise _Located(f"not UTF-8: invalid byte at byte offset {self.bytes_read + exc.start}") from None
+            if not data:  # the file ends inside a multi-byte character: it was cut short
+                text = ""
+            else:
+                raise _Located(
+                    f"not UTF-8: invalid byte at byte offset {self.bytes_read + exc.start}"
+                ) from None
         self.bytes_read += len(data)
         if not data:
             self.eof = True
@@ -269,9 +301,18 @@ class _Text:
             self.consumed_lines += nl
             self.last_newline = self.consumed_chars + dropped.rindex("\n")
         self.consumed_chars += self.i
+        self.consumed_bytes += len(dropped.encode("utf-8", "surrogatepass"))
         self.buf = self.buf[self.i :] + text
         self.i = 0
         return bool(data)
+
+    def at(self) -> int:
+        return self.consumed_chars + self.i
+
+    def byte_of(self, absolute: int) -> int:
+        return self.consumed_bytes + len(
+            self.buf[: absolute - self.consumed_chars].encode("utf-8", "surrogatepass")
+        )
 
     def where(self, index: int | None = None) -> str:
         absolute = self.consumed_chars + (self.i if index is None else index)
@@ -292,6 +333,7 @@ class _Text:
 
     def value(self) -> Any:
         self.skip_ws()
+        start = self.at()
         while True:
             try:
                 obj, end = _DECODER.raw_decode(self.buf, self.i)
@@ -301,13 +343,23 @@ class _Text:
                 if not self.eof and len(self.buf) - self.i < MAX_ELEMENT:
                     self.more()
                     continue
-                if self.eof and (exc.pos >= len(self.buf.rstrip()) or exc.msg.startswith("Unterminated")):
+                if not self.eof:
                     raise _Located(
-                        f"truncated: the file ends inside a value ({self.where(exc.pos)})"
+                        f"a single value larger than {MAX_ELEMENT >> 20} MB starts at {self.where()}; "
+                        "name the array that holds the records with --map PATH=tasks to stream it"
                     ) from None
-                raise _Located(f"not valid JSON: {exc.msg} ({self.where(exc.pos)})") from None
-            except ValueError as exc:  # NaN / Infinity
-                raise _Located(f"not valid JSON: {exc} ({self.where()})") from None
+                if exc.pos >= len(self.buf.rstrip()) or _unterminated(self.buf, exc.pos):
+                    raise _Located(
+                        f"truncated: the file ends inside a value ({self.where(exc.pos)})",
+                        truncated=True,
+                        start=start,
+                    ) from None
+                raise _Located(f"not valid JSON: {_explain(self.buf, exc)} ({self.where(exc.pos)})") from None
+            except RecursionError:
+                raise _Located(f"a value nests too deeply to be a task record ({self.where()})") from None
+            except ValueError as exc:  # NaN / Infinity: say where it is, not where its record starts
+                at = _CONSTANT.search(self.buf, self.i)
+                raise _Located(f"not valid JSON: {exc} ({self.where(at.start(1) if at else None)})") from None
             if end >= len(self.buf) and not self.eof:  # a number may go on in the next block
                 self.more()
                 continue
@@ -319,7 +371,11 @@ class _Text:
         call, their commas consumed; [] where that cannot be done (then: one value the careful way)."""
         while len(self.buf) - self.i < BLOCK and self.more():
             pass
-        if self.consumed_chars + self.i <= self.careful_until:
+        if (
+            self.consumed_chars + self.i <= self.careful_until
+            or self.i >= len(self.buf)
+            or self.buf[self.i] != "{"
+        ):
             return []
         end = self.buf.rfind("}", self.i)
         while end > self.i:
@@ -331,7 +387,10 @@ class _Text:
             return []
         try:
             batch = _DECODER.decode("[" + self.buf[self.i : end + 1] + "]")
-        except ValueError:  # a cut inside a value, or a real error: the careful way finds which
+        except (
+            ValueError,
+            RecursionError,
+        ):  # a cut inside a value, or a real error: the careful way finds which
             self.careful_until = self.consumed_chars + end
             return []
         self.i = cut.end()
@@ -340,44 +399,194 @@ class _Text:
     def expect(self, chars: str, what: str) -> str:
         c = self.skip_ws()
         if not c:
-            raise _Located(f"truncated: the file ends where {what} was expected ({self.where()})")
+            raise _Located(
+                f"truncated: the file ends where {what} was expected ({self.where()})", truncated=True
+            )
         if c not in chars:
-            raise _Located(f"not valid JSON: expected {what}, found {c!r} ({self.where()})")
+            hint = _almost_json(self.buf, self.i)
+            raise _Located(f"not valid JSON: expected {what}, found {c!r}{hint} ({self.where()})")
         self.i += 1
         return c
 
 
-class _Document:
-    """Walks a document whose records are the array under array_key (or the document itself, a
-    bare array, when array_key is None), checking every byte of it."""
+def _unterminated(buf: str, pos: int) -> bool:
+    """An unterminated string runs to the end of the text (the decoder reports where it started)."""
+    return buf[pos : pos + 1] == '"' and '"' not in buf[pos + 1 :].replace('\\"', "")
 
-    def __init__(self, text: _Text, array_key: str | None) -> None:
+
+def _explain(buf: str, exc: json.JSONDecodeError) -> str:
+    return exc.msg + _almost_json(buf, exc.pos)
+
+
+def _almost_json(buf: str, pos: int) -> str:
+    """What the text at a JSON error looks like, when it is a known kind of almost-JSON."""
+    here = buf[pos : pos + 2]
+    if here in ("//", "/*"):
+        return ": a comment, which JSON does not allow (--lenient-json accepts comments)"
+    if here[:1] in "]}" and buf[:pos].rstrip().endswith(","):
+        return ": a trailing comma, which JSON does not allow (--lenient-json accepts it)"
+    if here[:1] == "'":
+        return ": a single-quoted string (a Python or JavaScript literal, not JSON)"
+    if buf.startswith(("True", "False", "None"), pos):
+        return ": a Python literal (JSON writes true, false, null)"
+    return ""
+
+
+class _Lenient:
+    """A byte stream with `//` and `/* */` comments and trailing commas blanked out (each byte a
+    space, newlines kept), so the decoder reads plain JSON and positions stay those of the file.
+    Strings never span lines in JSON, so each line is scanned on its own; only an open block
+    comment and a comma whose fate the next line decides are carried over."""
+
+    _TOKEN = re.compile(rb'"(?:[^"\\\n]|\\.)*"?|//|/\*|\*/|,|[\]}]|[^\s"/,\]}*]+|[*/]')
+
+    def __init__(self, f: Any) -> None:
+        self.f = f
+        self.pending = b""
+        self.out = bytearray()
+        self.in_comment = False
+        self.comma: int | None = None  # index in self.out of a comma not yet followed by anything
+        self.blanked = 0
+        self.done = False
+
+    def read(self, n: int) -> bytes:
+        while not self.done and self._ready() < n:
+            data = self.f.read(n)
+            if not data:
+                self.done = True
+                self._line(self.pending)
+                self.pending = b""
+                break
+            lines = (self.pending + data).split(b"\n")
+            self.pending = lines.pop()
+            for line in lines:
+                self._line(line + b"\n")
+        take = min(n, self._ready())
+        chunk = bytes(self.out[:take])
+        del self.out[:take]
+        if self.comma is not None:
+            self.comma -= take
+        return chunk
+
+    def _ready(self) -> int:
+        """Bytes that may go out: all of them, but for a comma the next token may still blank."""
+        return len(self.out) if self.comma is None or self.done else self.comma
+
+    def _blank(self, token: bytes) -> bytes:
+        self.blanked += 1
+        return bytes(b if b == 10 else 32 for b in token)
+
+    def _line(self, line: bytes) -> None:
+        pos = 0
+        while pos < len(line):
+            if self.in_comment:
+                end = line.find(b"*/", pos)
+                stop = len(line) if end < 0 else end + 2
+                self.out += bytes(b if b == 10 else 32 for b in line[pos:stop])
+                self.in_comment = end < 0
+                pos = stop
+                continue
+            if line[pos : pos + 1] in b" \t\r\n":
+                self.out += line[pos : pos + 1]
+                pos += 1
+                continue
+            m = self._TOKEN.match(line, pos)
+            token = m.group() if m else line[pos : pos + 1]
+            pos += len(token)
+            if token == b"//":
+                rest = line[pos:]
+                self.out += self._blank(token + rest.rstrip(b"\n")) + (b"\n" if rest.endswith(b"\n") else b"")
+                pos = len(line)
+            elif token == b"/*":
+                self.blanked += 1
+                self.out += b"  "
+                self.in_comment = True
+            elif token in (b"]", b"}"):
+                if self.comma is not None:
+                    self.out[self.comma] = 32
+                    self.blanked += 1
+                    self.comma = None
+                self.out += token
+            else:
+                self.comma = None
+                if token == b",":
+                    self.comma = len(self.out)
+                self.out += token
+
+
+# --- walking the document ---------------------------------------------------------------------------
+
+
+class _Reader:
+    """Walks the document and yields its records in batches, with where each batch sits.
+
+    layout None: survey every top-level candidate (the pre-check), each batch tagged with its
+    candidate; otherwise only what the layout takes (the load)."""
+
+    def __init__(self, text: _Text, mapping: FieldMapping, layout: Layout | None, salvage: bool) -> None:
         self.t = text
-        self.array_key = array_key
-        self.keys_seen: list[str] = []
-        self.array_kind: str | None = None  # first character of array_key's value, once seen
+        self.vocab = mapping.vocab
+        self.layout = layout
+        self.salvage = salvage
+        self.survey = Survey("scalar")
+        self.found_path = False
+        self.cut: Cut | None = None
+        self.ended = False
 
-    def records(self) -> Iterator[list[Any]]:
-        """The records, in batches, in order; then the rest of the document is checked."""
+    def surveyed(self) -> Iterator[tuple[str, Batch]]:
+        """(candidate, batch) pairs; every batch is also noted in the survey."""
+        for batch in self._document():
+            yield batch.group.candidate, batch
+
+    def batches(self) -> Iterator[Batch]:
+        yield from self._document()
+
+    # the top level
+
+    def _document(self) -> Iterator[Batch]:
         t = self.t
-        if self.array_key is None:
-            yield from self._array()
-        else:
-            for key in self.top_level_keys():
-                if key == self.array_key:  # every occurrence: a repeated key loses no records
-                    kind = t.skip_ws()
-                    if self.array_kind != "[":
-                        self.array_kind = kind
-                    if kind == "[":
-                        yield from self._array()
-                        continue
-                t.value()
-        if t.skip_ws():
-            raise _Located(f"not valid JSON: unexpected data after the document ({t.where()})")
+        first = t.skip_ws()
+        try:
+            if self.layout is not None and self.layout.path is not None:
+                self.survey.document = "object" if first == "{" else "array"
+                yield from self._path(self.layout.path)
+            elif first == "[":
+                self.survey.document = "array"
+                yield from self._array(Group("$", ""))
+            elif first == "{":
+                self.survey.document = "object"
+                yield from self._object_top()
+            else:
+                value = t.value()
+                if isinstance(value, str):
+                    self.survey.document = "string"
+                    batch = Batch(Group("$", ""), 0, [value])
+                    self._note("", "string", batch)
+                    yield batch
+        except _Located as exc:
+            if not (self.salvage and exc.truncated):
+                raise
+            self._cut_at(exc.start)
+        if not self.ended and t.skip_ws():
+            raise _Located(
+                f"not valid JSON: unexpected data after the document ({t.where()}); "
+                "the file holds more than one JSON value"
+            )
 
-    def top_level_keys(self) -> Iterator[str]:
-        """Each key of the top-level object, with the text left at its value; the caller consumes
-        the value before asking for the next key."""
+    def _cut_at(self, start: int | None) -> None:
+        self.ended = True
+        self.cut = Cut(self.t.bytes_read, None if start is None else self.t.byte_of(start))
+
+    def _salvaged(self, start: int) -> Batch:
+        """The text of the value the file ends in, from where it starts, as one quarantined record
+        (always taken, so the pre-check and the load count it alike)."""
+        t = self.t
+        self._cut_at(start)
+        return Batch(Group("$", ""), 0, [Truncated(t.buf[start - t.consumed_chars :])])
+
+    def _keys(self) -> Iterator[str]:
+        """Each key of an object, with the text left at its value; the caller consumes the value
+        before asking for the next key."""
         t = self.t
         t.expect("{", "'{'")
         if t.skip_ws() == "}":
@@ -388,60 +597,246 @@ class _Document:
                 t.expect('"', "a key")
             key = t.value()
             t.expect(":", "':'")
-            self.keys_seen.append(key)
             yield key
+            if self.ended:
+                return
             if t.expect(",}", "',' or '}'") == "}":
                 return
 
-    def _array(self) -> Iterator[list[Any]]:
+    def _object_top(self) -> Iterator[Batch]:
+        t = self.t
+        keyed_index = 0
+        for key in self._keys():
+            self.survey.seen.append(key)
+            kind = t.skip_ws()
+            start = t.at()
+            try:
+                wanted = (
+                    self.layout is None
+                    or self.layout.takes(key)
+                    or (self.layout.root_records and kind == "{")
+                )
+                if not wanted:
+                    self._skip()
+                    continue
+                path = child_path("$", key)
+                if kind == "[":
+                    yield from self._array(named_group(path, key, key, self.vocab))
+                elif kind == "{":
+                    value = t.value()
+                    found = top_object(key, value, path, keyed_index, self.vocab)
+                    if found is None:
+                        if self.layout is None:
+                            self.survey.ignored[key] = _kind(value)
+                        continue
+                    candidate, batches = found
+                    keyed_index += candidate == "*"
+                    if (
+                        self.layout is None
+                        or self.layout.takes(candidate)
+                        or (candidate == "*" and self.layout.root_records)
+                    ):
+                        for batch in batches:
+                            yield from self._emit(batch)
+                else:
+                    value = t.value()
+                    if self.layout is None:
+                        self.survey.ignored[key] = _kind(value)
+            except _Located as exc:
+                if not (self.salvage and exc.truncated and exc.start is not None):
+                    raise
+                yield self._salvaged(start)
+                return
+
+    def _path(self, path: tuple[str, ...]) -> Iterator[Batch]:
+        """Follow an explicit path of keys to the container of the records."""
+        t = self.t
+        here = "$"
+        for depth, key in enumerate(path):
+            if t.skip_ws() != "{":
+                self._skip()
+                return
+            for k in self._keys():
+                if depth == 0:
+                    self.survey.seen.append(k)
+                if k != key:
+                    self._skip()
+                    continue
+                here = child_path(here, k)
+                if depth < len(path) - 1:
+                    yield from self._path_rest(path[depth + 1 :], here)
+                else:
+                    yield from self._container(Group(here, ""))
+            return
+
+    def _path_rest(self, rest: tuple[str, ...], here: str) -> Iterator[Batch]:
+        t = self.t
+        if t.skip_ws() != "{":
+            self._skip()
+            return
+        for k in self._keys():
+            if k != rest[0]:
+                self._skip()
+                continue
+            path = child_path(here, k)
+            if len(rest) > 1:
+                yield from self._path_rest(rest[1:], path)
+            else:
+                yield from self._container(Group(path, ""))
+
+    def _container(self, group: Group) -> Iterator[Batch]:
+        self.found_path = True
+        t = self.t
+        kind = t.skip_ws()
+        if kind == "[":
+            yield from self._array(group)
+        elif kind == "{":
+            keyed = Group(group.path, group.candidate, keyed=True)
+            for index, k in enumerate(self._keys()):
+                start = t.at()
+                try:
+                    value = t.value()
+                except _Located as exc:
+                    if not (self.salvage and exc.truncated):
+                        raise
+                    yield self._salvaged(start)
+                    return
+                yield from self._emit(Batch(keyed, index, [value], [k]))
+        else:
+            raise _Located(f"{group.path} is not an array or an object ({t.where()})")
+
+    def _array(self, group: Group) -> Iterator[Batch]:
         t = self.t
         t.expect("[", "'['")
         if t.skip_ws() == "]":
             t.i += 1
+            self._note(group.candidate, "array", Batch(group, 0, []))
             return
+        index = 0
         while True:
             batch = t.objects()
             if batch:
-                yield batch
+                yield from self._emit(Batch(group, index, batch))
+                index += len(batch)
                 continue
             if not t.skip_ws():
-                raise _Located(f"truncated: the file ends inside the tasks array ({t.where()})")
-            yield [t.value()]
+                raise _Located(
+                    f"truncated: the file ends inside the array {group.path} ({t.where()})", truncated=True
+                )
+            start = t.at()
+            try:
+                value = t.value()
+            except _Located as exc:
+                if not (self.salvage and exc.truncated):
+                    raise
+                yield self._salvaged(start)
+                return
+            yield from self._emit(Batch(group, index, [value]))
+            index += 1
             if t.expect(",]", "',' or ']'") == "]":
                 return
+
+    def _emit(self, batch: Batch) -> Iterator[Batch]:
+        self._note(batch.group.candidate, "array" if batch.keys is None else "object", batch)
+        yield from expand(batch, self.vocab)
+
+    def _note(self, candidate: str, kind: str, batch: Batch) -> None:
+        if self.layout is None and candidate:  # a bare list ("") is taken whole: nothing to decide
+            self.survey.note(candidate, "records" if candidate == "*" else kind, batch, self.vocab)
+
+    def _skip(self) -> None:
+        """Consume one value without keeping it: arrays and objects element by element, so a large
+        value that holds no tasks costs no memory."""
+        t = self.t
+        kind = t.skip_ws()
+        if kind == "[":
+            t.expect("[", "'['")
+            if t.skip_ws() == "]":
+                t.i += 1
+                return
+            while True:
+                if t.objects():
+                    continue
+                self._skip()
+                if t.expect(",]", "',' or ']'") == "]":
+                    return
+        elif kind == "{":
+            for _ in self._keys():
+                self._skip()
+        else:
+            t.value()
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return f"an array of {len(value)} values"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys that are not tasks"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "null" if value is None else "a number"
 
 
 # --- streaming the records --------------------------------------------------------------------------
 
 
-def iter_batches(info: SourceInfo) -> Iterator[list[Any]]:
+@dataclass
+class Chunk:
+    """Consecutive records of the source, with where each one sits."""
+
+    no: int
+    first: int  # position of the first record among all the file's records
+    segments: list[Batch] = field(default_factory=list)
+
+    @property
+    def records(self) -> list[Any]:
+        if len(self.segments) == 1:
+            return self.segments[0].records
+        return [r for s in self.segments for r in s.records]
+
+    def __len__(self) -> int:
+        return sum(len(s.records) for s in self.segments)
+
+
+def iter_batches(info: SourceInfo, mapping: FieldMapping) -> Iterator[Batch]:
     """Every record of a pre-checked file, in order, in batches of the decoder's choosing."""
     with open(info.path, "rb") as f:
         f.seek(len(UTF8_BOM) if info.bom else 0)
+        text = _Text(f, lenient=info.options.lenient, base=len(UTF8_BOM) if info.bom else 0)
+        reader = _Reader(text, mapping, info.layout, info.options.salvage)
         try:
-            yield from _Document(_Text(f), info.array_key).records()
+            yield from reader.batches()
         except _Located as exc:
             raise SourceError(f"{info.path}: changed while being read ({exc})") from None
 
 
-def iter_records(info: SourceInfo) -> Iterator[Any]:
-    for batch in iter_batches(info):
-        yield from batch
+def iter_records(info: SourceInfo, mapping: FieldMapping | None = None) -> Iterator[Any]:
+    for batch in iter_batches(info, mapping or FieldMapping.build()):
+        yield from batch.records
 
 
-def iter_chunks(info: SourceInfo, chunk_size: int) -> Iterator[tuple[int, int, list[Any]]]:
-    """(chunk_no, first_position, records) for consecutive slices of chunk_size records."""
-    chunk: list[Any] = []
-    no = 0
-    for batch in iter_batches(info):
+def iter_chunks(info: SourceInfo, mapping: FieldMapping, chunk_size: int) -> Iterator[Chunk]:
+    """Consecutive chunks of chunk_size records (the last one shorter)."""
+    chunk = Chunk(0, 0)
+    size = 0
+    for batch in iter_batches(info, mapping):
         at = 0
-        while at < len(batch):
-            take = batch[at : at + chunk_size - len(chunk)]
-            at += len(take)
-            chunk = take if not chunk and len(take) == chunk_size else chunk + take
-            if len(chunk) == chunk_size:
-                yield no, no * chunk_size, chunk
-                no += 1
-                chunk = []
-    if chunk:
-        yield no, no * chunk_size, chunk
+        while at < len(batch.records):
+            take = min(chunk_size - size, len(batch.records) - at)
+            part = batch if at == 0 and take == len(batch.records) else _part(batch, at, take)
+            chunk.segments.append(part)
+            size += take
+            at += take
+            if size == chunk_size:
+                yield chunk
+                chunk = Chunk(chunk.no + 1, chunk.first + size)
+                size = 0
+    if size:
+        yield chunk
+
+
+def _part(batch: Batch, at: int, take: int) -> Batch:
+    keys = batch.keys[at : at + take] if batch.keys is not None else None
+    return Batch(batch.group, batch.start + at, batch.records[at : at + take], keys)

@@ -1,28 +1,34 @@
-"""Records -> rows, as pure functions: deterministic keys, owners, timestamps, legacy_extra,
-duplicates and quarantine entries.
+"""Records -> rows, as pure functions: keys, owners, converted values, legacy_extra, duplicates and
+quarantine entries.
 
-Keys are uuid5 over a fixed project namespace and "<source>:<legacy id>", so a re-run (or anyone
-with `uuid.uuid5`) gets the same ids. A record's own created_at is kept; one without gets the run's
-start time (fixed per run, so a resumed run renders identical rows).
+Keys are uuid5 over a fixed project namespace and "<source>:<legacy key>", where the legacy key is
+the record's own id as the file wrote it (an integer's digits, a string as it is), so a re-run (or
+anyone with `uuid.uuid5`) gets the same ids. A record without an id gets a key derived from its
+content and, among identical records, which one it is: deterministic for the same file, and never
+one row for two records. A record's own created_at is kept; one without gets its group's date, or
+the run's start time (fixed per run, so a resumed run renders identical rows) -- each counted by rule.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from tasks import conversions as conv
 from tasks.checksum import line_checksums, row_lines
-from tasks.mapping import MappedChunk
-from validation.records import frame, parse_timestamps, validate
+from tasks.inference import identity_context
+from tasks.jsontext import dumps_exact, has_surrogate, raw_json
+from tasks.mapping import FieldMapping, MappedChunk
+from tasks.shapes import GROUP_KEY, OBJECT_KEY, Group, location
+from tasks.source import Chunk, SourceInfo
+from validation.records import validate
 
 # Fixed forever: changing it would give every migrated row a new id.
 PROJECT_NAMESPACE = uuid.UUID("3f0b8a52-5c1e-4d6f-9a8e-2b7c4e1d9f60")
@@ -38,7 +44,7 @@ def uuid5_hexes(prefix: str, suffixes: Iterable[str]) -> list[str]:
     digests = []
     for suffix in suffixes:
         h = base.copy()
-        h.update(suffix.encode())
+        h.update(suffix.encode("utf-8", "surrogatepass"))
         digests.append(h.digest()[:16])
     if not digests:
         return []
@@ -49,12 +55,12 @@ def uuid5_hexes(prefix: str, suffixes: Iterable[str]) -> list[str]:
     return [text[k : k + 32] for k in range(0, len(text), 32)]
 
 
-def task_keys(source: str, legacy_ids: Iterable[int]) -> list[str]:
-    return uuid5_hexes(f"{source}:", map(str, legacy_ids))
+def task_keys(source: str, legacy_keys: Iterable[str | int]) -> list[str]:
+    return uuid5_hexes(f"{source}:", map(str, legacy_keys))
 
 
-def task_key(source: str, legacy_id: int) -> str:
-    return task_keys(source, [legacy_id])[0]
+def task_key(source: str, legacy_key: str | int) -> str:
+    return task_keys(source, [legacy_key])[0]
 
 
 def user_key(email: str) -> str:
@@ -70,15 +76,17 @@ class TransformContext:
     source_name: str
     default_owner: str
     fallback_timestamp: str  # the run's start, in the canonical format
-    owner_map: Mapping[int, str] = field(default_factory=dict)
+    owner_map: Mapping[str, str] = field(default_factory=dict)  # legacy key -> email
+    mapping: FieldMapping = field(default_factory=FieldMapping.build)
 
 
 @dataclass
 class QuarantineEntry:
     position: int
-    legacy_id: str | None
+    legacy_id: str | None  # the record's legacy key, as far as it has one
     raw: str
     reasons: list[str]
+    location: str | None = None  # where in the file: `$.tasks[17]`, `$.days[2].tasks[0]`
 
 
 @dataclass
@@ -86,12 +94,15 @@ class Rows:
     """The chunk's records that go to `tasks`, column by column."""
 
     positions: list[int] = field(default_factory=list)
-    legacy_ids: list[int] = field(default_factory=list)
+    legacy_keys: list[str] = field(default_factory=list)
+    legacy_ids: list[int | None] = field(default_factory=list)
     titles: list[str] = field(default_factory=list)
     descriptions: list[str | None] = field(default_factory=list)
     completed: list[bool] = field(default_factory=list)
     created_at: list[str] = field(default_factory=list)
     updated_at: list[str] = field(default_factory=list)
+    priorities: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # text[] as PostgreSQL prints it
     extras: list[str | None] = field(default_factory=list)
     owners: list[str] = field(default_factory=list)
     raw: list[Any] = field(default_factory=list)
@@ -121,171 +132,332 @@ class TransformedChunk:
     duplicates: int
     keys_seen: set[str]
     naive_timestamps: int = 0
+    rules: Counter[str] = field(default_factory=Counter)  # rule -> records it gave a value
+    defaults: Counter[str] = field(default_factory=Counter)  # target -> records given its default
+    kept: Counter[str] = field(default_factory=Counter)  # source key -> records keeping it in legacy_extra
 
 
-class DuplicateTracker:
-    """Copies of a legacy id: the first valid one migrates, identical later ones are duplicates,
-    different later ones go to quarantine. Only ids the pre-check saw twice are remembered."""
+class FileState:
+    """What the transform remembers across a file's chunks, in order: the first copy of each legacy
+    key the pre-check saw twice (identical later copies are duplicates, different ones go to
+    quarantine), and how many of each repeated id-less record came before (their derived keys)."""
 
-    def __init__(self, duplicate_ids: frozenset[int]) -> None:
-        self.ids = duplicate_ids
-        self.first: dict[int, tuple[int, tuple[Any, ...]]] = {}
+    def __init__(
+        self,
+        duplicate_keys: frozenset[int] = frozenset(),
+        repeated: frozenset[int] = frozenset(),
+        day_first: Mapping[str, bool | None] | None = None,
+        scoped_keys: bool = False,
+    ) -> None:
+        self.duplicate_keys = duplicate_keys
+        self.repeated = repeated
+        self.day_first = day_first or {}
+        self.scoped_keys = scoped_keys
+        self.first: dict[str, tuple[int, tuple[Any, ...]]] = {}
+        self.occurrences: Counter[int] = Counter()
 
-    def classify(self, legacy_id: int, position: int, content: tuple[Any, ...]) -> str | None:
+    @classmethod
+    def of(cls, info: SourceInfo) -> FileState:
+        return cls(info.duplicate_keys, info.repeated_content, info.day_first, info.scoped_keys)
+
+    def classify(self, key: str, position: int, content: tuple[Any, ...]) -> str | None:
         """None for the first copy, "duplicate" for an identical one, else a quarantine reason."""
-        if legacy_id not in self.ids:
-            return None
-        seen = self.first.get(legacy_id)
+        seen = self.first.get(key)
         if seen is None:
-            self.first[legacy_id] = (position, content)
+            self.first[key] = (position, content)
             return None
         if seen[1] == content:
             return "duplicate"
-        return f"conflicting duplicate: an earlier record has the same id and other content (id {legacy_id}, first at position {seen[0]})"
+        return f"conflicting duplicate: an earlier record has the same id and other content (id {key}, first at position {seen[0]})"
+
+    def derived_key(self, record: Any, group: Group) -> str:
+        digest = conv.content_hash(record, identity_context(group))
+        occurrence = 1
+        if digest in self.repeated:
+            self.occurrences[digest] += 1
+            occurrence = self.occurrences[digest]
+        return conv.derived_key(digest, occurrence)
 
 
-_DECIMAL = re.compile(r'"\\u0000dec:([^"\\]*)\\u0000"')
-
-
-def dumps_exact(value: Any, *, ascii_only: bool) -> str:
-    """Compact JSON with numbers written exactly as parsed (the decoder gives Decimal for fractions)."""
-
-    def mark(v: Any) -> Any:
-        if isinstance(v, Decimal):
-            return f"\x00dec:{v}\x00"
-        if isinstance(v, dict):
-            return {k: mark(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [mark(x) for x in v]
-        return v
-
-    text = json.dumps(mark(value), ensure_ascii=ascii_only, separators=(",", ":"))
-    return _DECIMAL.sub(r"\1", text) if "\\u0000dec:" in text else text
-
-
-def raw_json(record: Any) -> str:
-    """The record as text PostgreSQL can store whatever it holds (NULs, lone surrogates escaped)."""
-    return dumps_exact(record, ascii_only=True)
-
-
-_TZ_SUFFIX = re.compile(r"(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$")
-
-
-def is_naive(text: str) -> bool:
-    """True when an ISO-8601 timestamp carries no offset (read as UTC); the date part is skipped."""
-    return _TZ_SUFFIX.search(text.strip()[10:]) is None
-
-
-def _timestamps(df: pd.DataFrame, name: str) -> list[str | None]:
-    """A timestamp column in the canonical format; None throughout when the chunk has none."""
-    return canonical_timestamps(parse_timestamps(df[name])) if name in df else [None] * len(df)
-
-
-def canonical_timestamps(parsed: pd.Series) -> list[str | None]:
-    """datetime64[us, UTC] -> 'YYYY-MM-DDTHH:MM:SS.ffffffZ' (the format ROW_LINE_SQL renders)."""
-    missing = parsed.isna()
-    if missing.all():  # a column the file does not have (often updated_at)
-        return [None] * len(parsed)
-    values = parsed.dt.tz_convert(None).to_numpy(dtype="datetime64[us]")
-    texts: list[str | None] = np.datetime_as_string(values, unit="us", timezone="UTC").tolist()
-    return [None if t == "NaT" else t for t in texts] if missing.any() else texts
-
-
-def count_naive(values: list[Any]) -> int:
-    """How many timestamp strings carry no offset (read as UTC); a trailing Z settles most at once."""
-    return sum(1 for v in values if type(v) is str and not v.rstrip().endswith(("Z", "z")) and is_naive(v))
-
-
-def owners_of(legacy_ids: list[Any], named: list[Any], ctx: TransformContext) -> list[str]:
-    """Each record's owner: the owner map, else the record's own owner, else the default."""
-    if not ctx.owner_map and named.count(None) == len(named):
-        return [normalize_email(ctx.default_owner)] * len(named)
-    return [
-        normalize_email(ctx.owner_map.get(lid) or own or ctx.default_owner)
-        for lid, own in zip(legacy_ids, named, strict=True)
-    ]
+_TARGET_OF_COLUMN = {"legacy_key": "id"}
 
 
 def transform_chunk(
-    chunk_no: int, mapped: MappedChunk, ctx: TransformContext, dups: DuplicateTracker
+    chunk: Chunk, mapped: MappedChunk, ctx: TransformContext, state: FileState
 ) -> TransformedChunk:
-    """Validate a mapped chunk with pandera and turn it into rows and quarantine entries.
-    Column by column: per-record work is left to the records that need it (failures, legacy_extra,
-    legacy ids the pre-check saw twice)."""
-    n, first, cols = len(mapped), mapped.first_position, mapped.columns
-    df = frame(cols)
+    """Convert and validate a mapped chunk, and turn it into rows and quarantine entries. Column by
+    column: per-record work is left to the records that need it (failures, legacy_extra, groups,
+    records without an id, legacy keys the pre-check saw twice)."""
+    n, first, cols, vocab = len(mapped), mapped.first_position, mapped.columns, ctx.mapping.vocab
+    none: list[str | None] = [None] * n
+    src = {t: mapped.sources.get(t) or none for t in cols}
+    groups, object_keys = _origins(chunk)
     why: dict[int, list[str]] = {i: list(p) for i, p in mapped.problems.items()}
-    for i, reasons in validate(df).items():
-        why.setdefault(i, []).extend(reasons)
+
+    keys = conv.ids(cols["id"], src["id"], object_keys, vocab)
+    if state.scoped_keys:
+        _scope(keys, groups, chunk)
+    status_of_group = [g.status for g in groups] if groups and any(g.status for g in groups) else None
+    done = conv.completion(
+        cols["completed"], src["completed"], cols["status"], src["status"],
+        cols["completed_at"], src["completed_at"], status_of_group, vocab,
+    )  # fmt: skip
+    created = conv.times(
+        cols["created_at"], src["created_at"], vocab, "created_at", state.day_first.get("created_at")
+    )
+    updated = conv.times(
+        cols["updated_at"], src["updated_at"], vocab, "updated_at", state.day_first.get("updated_at")
+    )
+    if groups and any(g.date is not None for g in groups):
+        _group_dates(created, groups, vocab, state.day_first.get("created_at"))
+    desc = conv.description(cols["description"], src["description"])
+    owner = conv.owners(cols["owner"], src["owner"], vocab)
+    prio = conv.priority(cols["priority"], src["priority"], vocab)
+    tag = conv.tags(cols["tags"], src["tags"], vocab)
+    converted = {"id": keys.column, "completed": done, "created_at": created, "updated_at": updated,
+                 "description": desc, "priority": prio, "tags": tag, "owner": owner}  # fmt: skip
+    for column in converted.values():
+        for i, problem in column.problems.items():
+            why.setdefault(i, []).append(problem)
+
+    frame = _frame(
+        keys.legacy_keys, cols["title"], desc.values, done.values, owner.values, prio.values, done.problems
+    )
+    for i, found in validate(frame).items():
+        if i in mapped.problems and type(mapped.raw[i]) is not dict:
+            continue  # not a record at all: that is its reason
+        for column, problem in found:
+            target = _TARGET_OF_COLUMN.get(column, column)
+            if target == "title" and problem == "is missing" and src["title"][i] is None:
+                names = vocab.aliases["title"][:4]
+                why.setdefault(i, []).append(f"title is missing (the record has no {' or '.join(names)} key)")
+                continue
+            why.setdefault(i, []).append(conv.reason(target, problem, src[target][i], cols[target][i]))
+
+    rules = Counter(mapped.taken)
+    defaults = Counter[str]()
+    kept = Counter[str]()
+    for target, column in converted.items():
+        rules.update(column.rules)
+        defaults[target] += len(column.defaulted - why.keys())
+
     extra_texts: list[str | None] = [None] * n
-    for i, extra in enumerate(mapped.extras):
-        if extra is not None and i not in why:
-            text = dumps_exact(extra, ascii_only=False)
-            try:
-                text.encode("utf-8")
-                extra_texts[i] = text
-            except UnicodeEncodeError:
-                why[i] = ["a field kept for legacy_extra contains an unpaired surrogate"]
-    ids = cols["id"]
-    quarantine = [
-        QuarantineEntry(first + i, None if ids[i] is None else str(ids[i])[:100], raw_json(mapped.raw[i]), r)
-        for i, r in why.items()
-    ]
+    kept_at = _kept(converted, src, n)
+    for i in range(n):
+        if i in why:
+            continue
+        extra = _extra(mapped, i, kept_at.get(i), groups[i] if groups else None, object_keys, keys)
+        if extra is None:
+            continue
+        kept.update(k for k in extra if k not in (GROUP_KEY, OBJECT_KEY))
+        text = dumps_exact(extra, ascii_only=False)
+        if has_surrogate(text):
+            why[i] = [
+                "a field kept for legacy_extra contains an unpaired surrogate, which PostgreSQL cannot store"
+            ]
+        else:
+            extra_texts[i] = text
+
+    quarantine = [_entry(mapped, chunk, groups, object_keys, keys, i, r) for i, r in why.items()]
     keep = [i for i in range(n) if i not in why] if why else list(range(n))
 
     def pick(values: list[Any]) -> list[Any]:
         return values if len(keep) == n else [values[i] for i in keep]
 
-    created = pick(_timestamps(df, "created_at"))
-    updated = pick(_timestamps(df, "updated_at"))
-    created_at = [c or ctx.fallback_timestamp for c in created]
+    legacy_keys = list(keys.legacy_keys)
+    for i in keep:
+        if legacy_keys[i] is None:
+            legacy_keys[i] = state.derived_key(
+                mapped.raw[i], groups[i] if groups else chunk.segments[0].group
+            )
+    created_at = [c or ctx.fallback_timestamp for c in pick(created.values)]
     rows = Rows(
         positions=[first + i for i in keep],
-        legacy_ids=pick(ids),
+        legacy_keys=pick(legacy_keys),
+        legacy_ids=pick(keys.legacy_ids),
         titles=pick(cols["title"]),
-        descriptions=pick(cols["description"]),
-        completed=pick(cols["completed"]),
+        descriptions=pick(desc.values),
+        completed=pick(done.values),
         created_at=created_at,
-        updated_at=[u or c for u, c in zip(updated, created_at, strict=True)],
+        updated_at=[u or c for u, c in zip(pick(updated.values), created_at, strict=True)],
+        priorities=pick(prio.values),
+        tags=pick(tag.values),
         extras=pick(extra_texts),
-        owners=owners_of(pick(ids), pick(cols["owner"]), ctx),
+        owners=owners_of(pick(legacy_keys), pick(owner.values), ctx),
         raw=pick(mapped.raw),
-        defaulted_ts=[c is None for c in created],
+        defaulted_ts=[c is None for c in pick(created.values)],
     )
-    rows, duplicates = _settle_duplicates(rows, dups, quarantine)
+    defaults["created_at"] = sum(rows.defaulted_ts)
+    defaults["updated_at"] = sum(1 for u in pick(updated.values) if u is None)
+    rows, duplicates = _settle_duplicates(
+        rows, state, quarantine, lambda j: _entry(mapped, chunk, groups, object_keys, keys, j - first, [])
+    )
     quarantine.sort(key=lambda q: q.position)
     return TransformedChunk(
-        chunk_no, first, n, rows, quarantine, duplicates, mapped.keys_seen, count_naive(cols["created_at"])
+        chunk.no, first, n, rows, quarantine, duplicates, mapped.keys_seen,
+        created.naive + updated.naive, +rules, +defaults, kept,
+    )  # fmt: skip
+
+
+def _origins(chunk: Chunk) -> tuple[list[Group] | None, list[str | None] | None]:
+    """Per record: its group and its object key. None where every record of the chunk is in one
+    plain container (the common case: then chunk.segments[0].group is every record's)."""
+    segments = chunk.segments
+    keyed = any(s.keys is not None for s in segments)
+    object_keys = [k for s in segments for k in (s.keys or [None] * len(s.records))] if keyed else None
+    one = segments[0].group if segments else None
+    if one is not None and all(s.group is one for s in segments):
+        plain = one.context is None and one.status is None and one.date is None
+        return (None if plain else [one] * len(chunk)), object_keys
+    return [s.group for s in segments for _ in s.records], object_keys
+
+
+def _scope(keys: conv.Keys, groups: list[Group] | None, chunk: Chunk) -> None:
+    """Ids that each list numbers on its own (`work` and `home` both have a task 1): the key is the
+    list's path and the id, and legacy_id (unique per source) is left empty."""
+    scoped = 0
+    for i, key in enumerate(keys.legacy_keys):
+        if key is not None:
+            group = groups[i] if groups else chunk.segments[0].group
+            keys.legacy_keys[i] = f"{group.path}:{key}"
+            keys.legacy_ids[i] = None
+            scoped += 1
+    keys.column.rules["id: numbered per list (ids repeat across lists, never within one): <list>:<id>"] += (
+        scoped
     )
+
+
+def _group_dates(created: conv.Column, groups: list[Group], vocab: Any, day_first: bool | None) -> None:
+    """A record without its own creation time takes its group's date (a day's list), by rule."""
+    for i, g in enumerate(groups):
+        if created.values[i] is None and i not in created.problems and g.date is not None:
+            when = conv.times([g.date], ["(group)"], vocab, "created_at", day_first)
+            if when.values[0] is not None:
+                created.values[i] = when.values[0]
+                created.rules["created_at <- the date of the group it is in (records without their own)"] += 1
+
+
+def _frame(
+    legacy_keys: list[Any], titles: list[Any], descriptions: list[Any], completed: list[Any],
+    owners: list[Any], priorities: list[Any], failed: dict[int, str],
+) -> pd.DataFrame:  # fmt: skip
+    """The converted record as pandera sees it; a completion that did not convert (already a
+    reason) stands as False so it is not reported twice."""
+    if failed or None in completed:
+        completed = [False if v is None else v for v in completed]
+    columns = {
+        "legacy_key": legacy_keys,
+        "title": titles,
+        "description": descriptions,
+        "completed": completed,
+        "owner": owners,
+        "priority": priorities,
+    }
+    return pd.DataFrame(
+        {
+            name: pd.Series(values, dtype=object)
+            for name, values in columns.items()
+            if name not in ("legacy_key", "description", "owner") or any(v is not None for v in values)
+        }
+    )
+
+
+def _kept(converted: dict[str, conv.Column], src: dict[str, list[str | None]], n: int) -> dict[int, set[str]]:
+    """record index -> the source keys whose values the conversions changed (kept in legacy_extra)."""
+    out: dict[int, set[str]] = {}
+    for target, column in converted.items():
+        for i in column.kept:
+            key = src[target][i]
+            if key is not None:
+                out.setdefault(i, set()).add(key)
+    return out
+
+
+def _extra(
+    mapped: MappedChunk,
+    i: int,
+    kept: set[str] | None,
+    group: Group | None,
+    object_keys: list[str | None] | None,
+    keys: conv.Keys,
+) -> dict[str, Any] | None:
+    """What of record i stays in legacy_extra: keys that map to nothing, values a conversion
+    changed, the group it was found in and the object key it was stored under (unless that is its id)."""
+    record = mapped.raw[i]
+    extra = mapped.extras[i]
+    if kept and type(record) is dict:
+        extra = {k: v for k, v in record.items() if (extra and k in extra) or k in kept}
+    if group is not None and group.context:
+        extra = {**(extra or {}), GROUP_KEY: group.context}
+    own_key = object_keys[i] if object_keys else None
+    if own_key is not None and keys.legacy_keys[i] != own_key:
+        extra = {**(extra or {}), OBJECT_KEY: own_key}
+    return extra or None
+
+
+def _entry(
+    mapped: MappedChunk,
+    chunk: Chunk,
+    groups: list[Group] | None,
+    object_keys: list[str | None] | None,
+    keys: conv.Keys,
+    i: int,
+    reasons: list[str],
+) -> QuarantineEntry:
+    group = groups[i] if groups else chunk.segments[0].group
+    index = _index_in_container(chunk, i)
+    key = keys.legacy_keys[i]
+    return QuarantineEntry(
+        mapped.first_position + i,
+        None if key is None else str(key)[:100],
+        raw_json(mapped.raw[i]),
+        reasons,
+        location(group, index, object_keys[i] if object_keys else None),
+    )
+
+
+def _index_in_container(chunk: Chunk, i: int) -> int:
+    for s in chunk.segments:
+        if i < len(s.records):
+            return s.start + i
+        i -= len(s.records)
+    return i
+
+
+def owners_of(legacy_keys: list[Any], named: list[Any], ctx: TransformContext) -> list[str]:
+    """Each record's owner: the owner map, else the record's own owner, else the default."""
+    if not ctx.owner_map and named.count(None) == len(named):
+        return [normalize_email(ctx.default_owner)] * len(named)
+    return [
+        normalize_email(ctx.owner_map.get(key) or own or ctx.default_owner)
+        for key, own in zip(legacy_keys, named, strict=True)
+    ]
 
 
 def _settle_duplicates(
-    rows: Rows, dups: DuplicateTracker, quarantine: list[QuarantineEntry]
+    rows: Rows, state: FileState, quarantine: list[QuarantineEntry], entry: Callable[[int], QuarantineEntry]
 ) -> tuple[Rows, int]:
-    """Rows less the later copies of a legacy id: identical ones are counted, conflicting ones go
-    to quarantine. Only ids the pre-check saw more than once are looked at."""
+    """Rows less the later copies of a legacy key: identical ones are counted, conflicting ones go
+    to quarantine (entry(position) makes their entry). Only keys the pre-check saw twice are looked at."""
     drop: set[int] = set()
     duplicates = 0
-    for j, lid in enumerate(rows.legacy_ids if dups.ids else ()):
-        if lid not in dups.ids:
+    for j, key in enumerate(rows.legacy_keys if state.duplicate_keys else ()):
+        if conv.key_hash(key) not in state.duplicate_keys:
             continue
         content = (
-            rows.titles[j],
-            rows.descriptions[j],
-            rows.completed[j],
-            rows.created_at[j],
-            rows.updated_at[j],
-            rows.extras[j],
-            rows.owners[j],
-        )
-        verdict = dups.classify(lid, rows.positions[j], content)
+            rows.titles[j], rows.descriptions[j], rows.completed[j], rows.created_at[j], rows.updated_at[j],
+            rows.priorities[j], rows.tags[j], rows.extras[j], rows.owners[j],
+        )  # fmt: skip
+        verdict = state.classify(key, rows.positions[j], content)
         if verdict is None:
             continue
         drop.add(j)
         if verdict == "duplicate":
             duplicates += 1
         else:
-            quarantine.append(QuarantineEntry(rows.positions[j], str(lid), raw_json(rows.raw[j]), [verdict]))
+            conflict = entry(rows.positions[j])
+            conflict.reasons = [verdict]
+            quarantine.append(conflict)
     return (rows.without(drop) if drop else rows), duplicates
 
 
@@ -302,17 +474,20 @@ class Rendered:
 
 def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str) -> Rendered:
     """Pure: the chunk's rows as COPY … (FORMAT csv) input, ending in migration_run_id."""
-    ids = task_keys(source, rows.legacy_ids)
+    ids = task_keys(source, rows.legacy_keys)
     lines = row_lines(
         ids,
         [user_ids[o] for o in rows.owners],
         source,
+        rows.legacy_keys,
         rows.legacy_ids,
         rows.titles,
         rows.descriptions,
         rows.completed,
         rows.created_at,
         rows.updated_at,
+        rows.priorities,
+        rows.tags,
         rows.extras,
     )
     encoded = [line.encode("utf-8") for line in lines]

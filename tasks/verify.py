@@ -18,7 +18,6 @@ from psycopg import sql
 
 from tasks.checksum import hex_sql, row_checksum_sql
 from tasks.load import prepared_chunks
-from tasks.mapping import FieldMapping
 from tasks.runs import user_ids
 from tasks.source import SourceInfo
 from tasks.transform import TransformContext, render, user_key
@@ -103,7 +102,6 @@ def _coverage(conn: psycopg.Connection, run_id: str, records_read: int) -> list[
 def find_mismatches(
     conn: psycopg.Connection,
     info: SourceInfo,
-    mapping: FieldMapping,
     ctx: TransformContext,
     run_id: str,
     chunk_size: int,
@@ -115,7 +113,7 @@ def find_mismatches(
         r[0] for r in conn.execute("SELECT position FROM quarantine WHERE run_id = %s", (run_id,)).fetchall()
     }
     users: dict[str, str] = {}
-    for chunk in prepared_chunks(info, mapping, ctx, chunk_size):
+    for chunk in prepared_chunks(info, ctx, chunk_size):
         owners = set(chunk.rows.owners) - users.keys()
         if owners:
             users.update(user_ids(conn, sorted(owners)))
@@ -128,7 +126,7 @@ def find_mismatches(
             ).fetchall()
         )
         for tid, expected, position, legacy_id in zip(
-            rendered.task_ids, rendered.checksums, chunk.rows.positions, chunk.rows.legacy_ids, strict=True
+            rendered.task_ids, rendered.checksums, chunk.rows.positions, chunk.rows.legacy_keys, strict=True
         ):
             if position in quarantined:
                 continue

@@ -126,6 +126,7 @@ def artifact_keys(flow_run_id: object) -> set[str]:
 
 def started_run(db_url: str, src: Path, chunk_size: int = 100) -> tuple[SourceInfo, str, TransformContext]:
     """A Phase 1 run of src started in the database, as the flow starts one: what load() needs."""
+    from tasks.mapping import FieldMapping
     from tasks.runs import canonical_ts, start_or_resume
     from tasks.source import precheck
     from tasks.transform import TransformContext
@@ -141,4 +142,5 @@ def started_run(db_url: str, src: Path, chunk_size: int = 100) -> tuple[SourceIn
             chunk_size=chunk_size,
             parameters={},
         )
-    return info, run.id, TransformContext("phase1", "u@example.com", canonical_ts(run.started_at), {})
+    ctx = TransformContext("phase1", "u@example.com", canonical_ts(run.started_at), {}, FieldMapping.build())
+    return info, run.id, ctx

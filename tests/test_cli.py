@@ -43,7 +43,9 @@ def cli_env(flow_env: dict[str, str]) -> dict[str, str]:
         (b'{"tasks": [{"id": 1, "title": "x"', [], "truncated"),
         (b'{"tasks": [{"id": 1} {"id": 2}]}', [], "line 1, column 22"),
         (b"\xff\xfe{}", [], "UTF-16"),
-        (b'{"items": []}', [], "no 'tasks' array"),
+        (b'{"items": []}', ["--strict"], "no 'tasks' array"),
+        (b'{"tasks": [{"id": 1}, // one\n {"id": 2}]}', [], "a comment, which JSON does not allow"),
+        (b'{"tasks": []}', ["--mapping", "/nonexistent.yaml"], "no such file"),
         (b'{"tasks": []}', ["--map", "oops"], "SOURCE=TARGET"),
         (b'{"tasks": []}', ["--chunk-size", "0"], "at least 1"),
         (b'{"tasks": []}', ["--owner-map", "/nonexistent.csv"], "no such file"),
@@ -74,7 +76,7 @@ def test_help_and_json(tmp_path: Path, cli_env: dict[str, str]) -> None:
         ["--source", str(ROOT / "examples/tasks.json"), "--report-dir", str(tmp_path), "--json"], cli_env
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["counts"]["migrated"] == 7
+    assert json.loads(out.stdout)["counts"]["migrated"] == 9
 
 
 def test_unreachable_database_is_one_line_without_password(tmp_path: Path, cli_env: dict[str, str]) -> None:

@@ -16,13 +16,14 @@ import models.tables as head
 from bench.workload import seed_tasks
 from tasks import schema
 from tasks.db import sqlalchemy_url
-from tests.compat import app_v1, app_v2
+from tests.compat import app_v1, app_v2, app_v3
 
 # (expand revision, its contract revision or None, the application before it, the application after it)
 STEPS = [
     ("0003", "0004", app_v1, app_v2),
-    ("0005", "0006", app_v2, head),
-    ("0007", None, head, head),
+    ("0005", "0006", app_v2, app_v3),
+    ("0007", None, app_v3, app_v3),
+    ("0008", None, app_v3, head),
 ]
 
 

@@ -8,8 +8,11 @@ import sys
 import psycopg
 
 from tasks.checksum import line_checksums, row_checksum_sql, row_line_sql
+from tasks.load import TASK_COLUMNS
 from tasks.mapping import FieldMapping, split_records
-from tasks.transform import DuplicateTracker, TransformContext, render, transform_chunk
+from tasks.shapes import Batch, Group
+from tasks.source import Chunk
+from tasks.transform import FileState, TransformContext, render, transform_chunk
 from tests.conftest import ROOT
 
 
@@ -42,9 +45,16 @@ def test_python_and_sql_build_the_same_line(db_url: str) -> None:
             "created_at": "2025-01-01T00:00:00-05:00",
         },
     ]
-    ctx = TransformContext("phase1", "u@example.com", "2026-01-01T00:00:00.000000Z", {})
+    records.append(
+        {"id": "b7c1-e", "title": "a string id", "completed": False, "tags": ["a b", '"q"', "x,y", "NULL"]}
+    )
+    records.append({"text": "no id, and a priority", "priority": "High", "tags": []})
+    ctx = TransformContext("phase1", "u@example.com", "2026-01-01T00:00:00.000000Z", {}, FieldMapping.build())
     chunk = transform_chunk(
-        0, split_records(records, 0, FieldMapping.build()), ctx, DuplicateTracker(frozenset())
+        Chunk(0, 0, [Batch(Group("$", ""), 0, records)]),
+        split_records(records, 0, ctx.mapping),
+        ctx,
+        FileState(),
     )
     assert chunk.quarantine == []
     user_hex = "12" * 16
@@ -57,14 +67,14 @@ def test_python_and_sql_build_the_same_line(db_url: str) -> None:
         conn.execute(
             "INSERT INTO migration_runs (id, kind, status) VALUES ('00000000-0000-0000-0000-000000000001', 'phase1', 'running')"
         )
-        with conn.cursor().copy(
-            "COPY tasks (id, user_id, legacy_source, legacy_id, title, description, completed, created_at, updated_at, legacy_extra, migration_run_id) FROM STDIN (FORMAT csv)"
-        ) as copy:
+        with conn.cursor().copy(f"COPY tasks ({TASK_COLUMNS}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(rendered.csv)
         stored = conn.execute(
-            f"SELECT {row_line_sql('t')}, {row_checksum_sql('t')} FROM tasks t ORDER BY legacy_id"
+            f"SELECT {row_line_sql('t')}, {row_checksum_sql('t')} FROM tasks t ORDER BY t.legacy_id, t.legacy_key"
         ).fetchall()
-    expected = rendered.csv.decode().split(",00000000-0000-0000-0000-000000000001\n")[:-1]
+        order = [r[0] for r in conn.execute("SELECT legacy_key FROM tasks ORDER BY legacy_id, legacy_key")]
+    lines = rendered.csv.decode().split(",00000000-0000-0000-0000-000000000001\n")[:-1]
+    expected = [lines[chunk.rows.legacy_keys.index(key)] for key in order]
     assert [s[0] for s in stored] == expected
     assert (
         [s[1] for s in stored] == line_checksums([line.encode() for line in expected]) == rendered.checksums
@@ -82,8 +92,8 @@ def test_a_retried_load_skips_what_the_failed_attempt_committed(db_url: str, tmp
         json.dumps({"tasks": [{"id": i, "title": f"t{i}", "completed": False} for i in range(1, 251)]})
     )
     info, run_id, ctx = started_run(db_url, src)
-    first = load(db_url, info, FieldMapping.build(), ctx, run_id=run_id, chunk_size=100)
-    again = load(db_url, info, FieldMapping.build(), ctx, run_id=run_id, chunk_size=100)  # a task retry
+    first = load(db_url, info, ctx, run_id=run_id, chunk_size=100)
+    again = load(db_url, info, ctx, run_id=run_id, chunk_size=100)  # a task retry
     assert (first.chunks_written, first.migrated) == (3, 250)
     assert (again.chunks_written, again.chunks_skipped, again.migrated) == (0, 3, 0)
     with psycopg.connect(db_url) as conn:

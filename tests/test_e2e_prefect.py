@@ -160,7 +160,7 @@ def test_phase1_deployment_runs_with_a_source_parameter(served: dict[str, str], 
     assert "database_url" not in flow_run["parameters"]
     assert {"phase1-report", "phase1-quarantine", "phase1-progress"} <= keys
     with psycopg.connect(served["db_url"]) as conn:
-        assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 7
+        assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 9
     assert list((tmp_path / "runs").glob("*/report.json"))
 
 

@@ -13,7 +13,6 @@ from psycopg import errors as pgerrors
 
 from tasks import foreign_keys
 from tasks.load import LoadSummary, load
-from tasks.mapping import FieldMapping
 from tests.conftest import started_run
 
 
@@ -23,7 +22,7 @@ def _load(db_url: str, tmp_path: Path, records: int = 250) -> LoadSummary:
         json.dumps([{"id": i, "title": f"t{i}", "completed": False} for i in range(1, records + 1)])
     )
     info, run_id, ctx = started_run(db_url, src)
-    return load(db_url, info, FieldMapping.build(), ctx, run_id=run_id, chunk_size=100)
+    return load(db_url, info, ctx, run_id=run_id, chunk_size=100)
 
 
 def _superuser(db_url: str) -> bool:

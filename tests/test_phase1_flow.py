@@ -15,6 +15,12 @@ from tests.conftest import ROOT, table_checksums
 EXAMPLE = str(ROOT / "examples" / "tasks.json")
 
 
+def inference_defaults(target: str) -> str:
+    from tasks.vocabulary import BUILTIN
+
+    return BUILTIN.defaults[target]
+
+
 def migrate(env: dict[str, str], **kwargs):
     state = phase1_migration(report_dir=env["report_dir"], return_state=True, **kwargs)
     return state, state.result(raise_on_failure=False)
@@ -30,16 +36,30 @@ def test_example_file_is_migrated_reconciled_and_reported(flow_env: dict[str, st
     assert state.is_completed(), out
     assert out["exit_code"] == 0
     c = out["counts"]
-    assert c == {"records_read": 15, "migrated": 7, "already_present": 0, "duplicates": 1, "quarantined": 7}
+    assert c == {"records_read": 15, "migrated": 9, "already_present": 0, "duplicates": 1, "quarantined": 5}
     url = flow_env["db_url"]
-    assert count(url, "SELECT count(*) FROM tasks") == 7
-    assert count(url, "SELECT count(*) FROM quarantine") == 7
-    # created_at from the record, legacy_extra kept, owner from the record
+    assert count(url, "SELECT count(*) FROM tasks") == 9
+    assert count(url, "SELECT count(*) FROM quarantine") == 5
+    # created_at from the record, priority and tags in their columns, owner from the record
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "SELECT created_at AT TIME ZONE 'UTC', legacy_extra::text FROM tasks WHERE legacy_id = 5"
+            "SELECT priority, tags, legacy_extra::text FROM tasks WHERE legacy_id = 5"
         ).fetchone()
-        assert row[1] == '{"priority":"high","tags":["travel"]}'
+        assert row == ("high", ["travel"], None)
+        # "id": "9" with "completed": "yes": a numeric string id and a yes/no word, the word kept
+        assert conn.execute(
+            "SELECT legacy_key, completed, legacy_extra::text FROM tasks WHERE legacy_id = 9"
+        ).fetchone() == (
+            "9",
+            True,
+            '{"completed":"yes"}',
+        )
+        # no id at all: a key derived from the record
+        assert (
+            conn.execute("SELECT legacy_key FROM tasks WHERE title = 'No id at all'")
+            .fetchone()[0]
+            .startswith("~")
+        )
         r3 = conn.execute(
             "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') FROM tasks WHERE legacy_id = 3"
         ).fetchone()[0]
@@ -57,8 +77,10 @@ def test_example_file_is_migrated_reconciled_and_reported(flow_env: dict[str, st
         and report["verification"]["source_checksum"] == report["verification"]["database_checksum"]
     )
     assert report["source"]["sha256"] and report["timing"]["rows_per_s"] > 0
-    assert report["mapping"]["applied"]["is_completed"] == "completed"
-    assert "priority" in report["mapping"]["kept_in_legacy_extra"]
+    inference = report["inference"]
+    assert inference["records_in"] == {"$.tasks": 15} and inference["not_migrated"] == {"next_id": "a number"}
+    assert inference["rules"]["completed <- is_completed (boolean)"] == 1
+    assert inference["defaults"][inference_defaults("id")] == 1
     assert (Path(flow_env["report_dir"]) / out["run_id"] / "report.md").read_text().startswith("# Phase 1")
 
 
@@ -88,7 +110,7 @@ def test_rollback_leaves_the_database_exactly_as_before(flow_env: dict[str, str]
     state = phase1_rollback(out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
     result = state.result(raise_on_failure=False)
     assert state.is_completed(), result
-    assert result["counts"]["tasks_removed"] == 7 and result["counts"]["users_removed"] == 2
+    assert result["counts"]["tasks_removed"] == 9 and result["counts"]["users_removed"] == 2
     assert table_checksums(url) == before
     again = phase1_rollback(out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
     assert again.is_failed() and again.result(raise_on_failure=False)["exit_code"] == 2
@@ -109,7 +131,7 @@ def test_dry_run_writes_nothing(flow_env: dict[str, str]) -> None:
     before = table_checksums(url)
     state, out = migrate(flow_env, source=EXAMPLE, dry_run=True)
     assert state.is_completed(), out
-    assert out["counts"]["migrated"] == 7 and out["counts"]["quarantined"] == 7
+    assert out["counts"]["migrated"] == 9 and out["counts"]["quarantined"] == 5
     assert table_checksums(url) == before
     assert count(url, "SELECT count(*) FROM migration_runs") == 0
 
@@ -121,7 +143,7 @@ def test_database_behind_is_brought_to_head(
     state, out = migrate({"report_dir": str(tmp_path)}, source=EXAMPLE)
     assert state.is_completed(), out
     assert out["report_data"]["schema"]["before"] is None
-    assert count(empty_db_url, "SELECT count(*) FROM tasks") == 7
+    assert count(empty_db_url, "SELECT count(*) FROM tasks") == 9
 
 
 def test_a_second_run_at_the_same_time_stops_with_a_clear_message(flow_env: dict[str, str]) -> None:
@@ -146,13 +168,14 @@ def test_variants_bare_list_aliases_and_map(flow_env: dict[str, str], tmp_path: 
     state, out = migrate(flow_env, source=str(src), field_map=["state=completed"])
     assert state.is_completed(), out
     assert out["counts"]["migrated"] == 2
-    assert out["report_data"]["mapping"]["applied"] == {
-        "created_at": "created_at",
-        "is_completed": "completed",
-        "state": "completed",
-        "task_id": "id",
-        "title": "title",
-        "user_email": "owner",
+    rules = out["report_data"]["inference"]["rules"]
+    assert {r for r in rules if not r.startswith("tags") and not r.startswith("priority")} == {
+        "created_at <- created_at (ISO 8601)",
+        "completed <- is_completed (boolean)",
+        "completed <- state (boolean)",
+        "id <- task_id (integer)",
+        "title <- title",
+        "owner <- user_email",
     }
     assert out["report_data"]["naive_timestamps_read_as_utc"] == 1
 
@@ -208,9 +231,11 @@ def test_verification_names_a_record_the_database_changed(flow_env: dict[str, st
         ).fetchone()[0]
         from tasks.runs import canonical_ts
 
-        ctx = TransformContext("phase1", "phase1-migration@example.com", canonical_ts(started), {})
-        found = find_mismatches(conn, precheck(EXAMPLE), FieldMapping.build(), ctx, out["run_id"], 10_000)
-    assert found == [{"position": 14, "legacy_id": 12, "problem": "content differs"}]
+        ctx = TransformContext(
+            "phase1", "phase1-migration@example.com", canonical_ts(started), {}, FieldMapping.build()
+        )
+        found = find_mismatches(conn, precheck(EXAMPLE), ctx, out["run_id"], 10_000)
+    assert found == [{"position": 14, "legacy_id": "12", "problem": "content differs"}]
 
 
 @pytest.mark.parametrize("workers", [1, 3])

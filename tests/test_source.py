@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tasks.mapping import FieldMapping
 from tasks.source import SourceError, iter_chunks, iter_records, precheck
 
 MALFORMED = {
@@ -18,13 +19,22 @@ MALFORMED = {
     "missing_comma": (b'{"tasks": [{"id": 1, "title": "a"},\n {"id": 2 "title": "b"}]}', "line 2, column 11"),
     "not_utf8": (b'{"tasks": [{"id": 1, "title": "caf\xe9"}]}', "not UTF-8"),
     "utf16": ('{"tasks": []}'.encode("utf-16"), "UTF-16"),
-    "no_tasks": (b'{"todos": [], "next_id": 1}', "no 'tasks' array (top-level keys: todos, next_id)"),
-    "tasks_not_array": (b'{"tasks": {"1": {"title": "a"}}}', "'tasks' is not an array"),
-    "scalar": (b"42", "expected a JSON object or array"),
     "nan": (b'{"tasks": [{"id": NaN}]}', "NaN"),
     "trailing_garbage": (b'{"tasks": []} {"tasks": []}', "unexpected data after the document"),
-    "single_quotes": (b"{'tasks': []}", "not valid JSON"),
+    "single_quotes": (b"{'tasks': []}", "a single-quoted string (a Python or JavaScript literal, not JSON)"),
+    "python_literal": (b'[{"id": 1, "done": True}]', "a Python literal (JSON writes true, false, null)"),
     "raw_control_char": (b'{"tasks": [{"id": 1, "title": "a\x01b"}]}', "not valid JSON"),
+    "line_comment": (
+        b'{"tasks": [\n  {"id": 1, "title": "a"}, // the first one\n  {"id": 2}\n]}',
+        "a comment, which JSON does not allow (--lenient-json accepts comments) (line 2",
+    ),
+    "block_comment": (b'/* my tasks */ {"tasks": []}', "a comment, which JSON does not allow"),
+    "trailing_comma": (
+        b'{"tasks": [\n  {"id": 1, "title": "a"},\n  {"id": 2, "title": "b"},\n]}',
+        "a trailing comma, which JSON does not allow (--lenient-json accepts it) (line 4, column 1)",
+    ),
+    "trailing_comma_in_record": (b'[{"id": 1, "title": "a",}]', "a trailing comma"),
+    "too_deep": (b'{"tasks": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "nests too deeply"),
 }
 
 
@@ -61,7 +71,32 @@ def test_variants_are_accepted(tmp_path: Path) -> None:
     assert precheck(empty).records == 0
     renamed = tmp_path / "todos.json"
     renamed.write_text('{"next_id": 3, "todos": [{"id": 1}, {"id": 2}]}')
-    assert precheck(renamed, array_keys=("todos", "tasks")).records == 2
+    assert precheck(renamed, FieldMapping.build(["todos=tasks"])).records == 2
+    assert precheck(renamed).records == 2  # `todos` is a container's name too
+
+
+@pytest.mark.parametrize(
+    ("text", "records"),
+    [
+        ("{}", 0),
+        ("[]", 0),
+        ("42", 0),
+        ("null", 0),
+        ('"buy milk"', 1),
+        ('{"version": 2, "settings": {"theme": "dark"}}', 0),
+    ],
+)
+def test_every_valid_json_document_is_read(tmp_path: Path, text: str, records: int) -> None:
+    path = tmp_path / "valid.json"
+    path.write_text(text)
+    assert precheck(path).records == records
+
+
+def test_strict_wants_the_tasks_array(tmp_path: Path) -> None:
+    path = tmp_path / "todos.json"
+    path.write_text('{"todos": [], "next_id": 1}')
+    with pytest.raises(SourceError, match=r"no 'tasks' array \(top-level keys: todos, next_id\)"):
+        precheck(path, FieldMapping.build(strict=True))
 
 
 def test_surrogate_escapes_are_decoded_exactly(tmp_path: Path) -> None:
@@ -77,15 +112,10 @@ def test_duplicate_ids_and_chunk_positions(tmp_path: Path) -> None:
     path.write_text('{"tasks": [' + ", ".join(f'{{"id": {i % 7}}}' for i in range(20)) + "]}")
     info = precheck(path)
     assert info.records == 20
-    assert info.duplicate_ids == frozenset(range(7))
-    chunks = list(iter_chunks(info, 6))
-    assert [(no, first, len(recs)) for no, first, recs in chunks] == [
-        (0, 0, 6),
-        (1, 6, 6),
-        (2, 12, 6),
-        (3, 18, 2),
-    ]
-    assert chunks[1][2][0] == {"id": 6}
+    assert info.duplicate_keys == frozenset(range(7))
+    chunks = list(iter_chunks(info, FieldMapping.build(), 6))
+    assert [(c.no, c.first, len(c)) for c in chunks] == [(0, 0, 6), (1, 6, 6), (2, 12, 6), (3, 18, 2)]
+    assert chunks[1].records[0] == {"id": 6}
 
 
 def test_sha256_covers_the_whole_file(tmp_path: Path) -> None:
@@ -120,7 +150,7 @@ def _tricky_records(n: int) -> list[dict]:
 def _dump(value: object, spread: bool) -> str:
     """Compact JSON with exact numbers; spread puts spaces after every comma (inside strings too:
     the expected records are decoded from the same text)."""
-    from tasks.transform import dumps_exact
+    from tasks.jsontext import dumps_exact
 
     text = dumps_exact(value, ascii_only=False)
     return text.replace(",", ",   ") if spread else text
@@ -147,7 +177,7 @@ def test_block_decoding_gives_exactly_what_the_whole_document_holds(
     info = precheck(path)
     assert info.records == 300
     assert list(iter_records(info)) == whole
-    assert [len(c) for _, _, c in iter_chunks(info, 7)] == [7] * 42 + [6]
+    assert [len(c) for c in iter_chunks(info, FieldMapping.build(), 7)] == [7] * 42 + [6]
 
 
 @pytest.mark.parametrize(
@@ -182,9 +212,10 @@ def test_an_error_inside_a_block_is_located_exactly(
 def test_a_record_may_name_its_id_by_any_alias(tmp_path: Path) -> None:
     path = tmp_path / "aliases.json"
     path.write_text(
-        '[{"key": 1}, {"id": 1}, {"key": null, "id": 2}, {"id": 2}, {"key": 3, "id": 3}, {"id": "3"}]'
+        '[{"key": 1}, {"id": 1}, {"key": null, "id": 2}, {"id": 2}, {"key": 3, "id": 3}, {"id": "4"}, {"task_id": 4}]'
     )
-    assert precheck(path, id_keys=("key", "id")).duplicate_ids == frozenset({1, 2})
+    # {"key": null, "id": 2}: the override names `key`, which is null, and `id` is kept aside: no key
+    assert precheck(path, FieldMapping.build(["key=id"])).duplicate_keys == frozenset({1, 4})
 
 
 def test_a_repeated_tasks_key_loses_no_records(tmp_path: Path) -> None:

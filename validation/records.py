@@ -1,9 +1,9 @@
-"""The pandera schema for Phase 1 records, after the field mapping.
+"""The pandera schema for Phase 1 records, after the field mapping and the value conversions
+(tasks/conversions.py): the contract a record meets before it becomes a row.
 
 Validation is lazy: every failure of a record is collected, not the first, and each becomes one
-reason in quarantine. Nothing is coerced: a title of 5,000 characters fails, it is not cut; a
-completed of "yes" fails, it is not guessed. Values PostgreSQL cannot store (NUL in text, lone UTF-16
-surrogates) fail too.
+reason in quarantine. Nothing is cut: a title of 5,000 characters fails, it is not shortened.
+Values PostgreSQL cannot store (NUL in text, lone UTF-16 surrogates) fail too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pandera.pandas as pa
 from tasks.mapping import type_name
 
 TITLE_MAX = 200
-INT4_MAX = 2**31 - 1
+KEY_MAX = 200
+PRIORITIES = ("low", "medium", "high")
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
@@ -84,20 +85,6 @@ def at_most(limit: int) -> Verdicts:
     return lambda values: _lengths(values) <= limit
 
 
-_int_in_range = _only(int, lambda values: [1 <= v <= INT4_MAX for v in values], exact=True)
-
-
-def parse_timestamps(s: pd.Series) -> pd.Series:
-    """ISO-8601 strings -> UTC timestamps (naive means UTC); anything else -> NaT."""
-    strings = s.where(is_type(s, str))
-    return pd.to_datetime(strings, format="ISO8601", utc=True, errors="coerce")
-
-
-def _timestamp_ok(s: pd.Series) -> pd.Series:
-    parsed = parse_timestamps(s)
-    return parsed.notna() & (parsed.dt.year >= 1)
-
-
 def _text(
     nullable: bool, *, required_msg: str | None = None, extra: list[pa.Check] | None = None
 ) -> pa.Column:
@@ -114,13 +101,9 @@ def _text(
 
 SCHEMA = pa.DataFrameSchema(
     {
-        "id": pa.Column(
-            None,
-            nullable=False,
-            checks=[
-                pa.Check(_is(int, exact=True), error="must be an integer"),
-                pa.Check(_int_in_range, error=f"must be between 1 and {INT4_MAX}"),
-            ],
+        # None for a record without an id (its key is derived from its content after validation)
+        "legacy_key": _text(
+            True, extra=[pa.Check(_only(str, at_most(KEY_MAX)), error=f"is longer than {KEY_MAX} characters")]
         ),
         "title": _text(
             False,
@@ -136,18 +119,6 @@ SCHEMA = pa.DataFrameSchema(
         "completed": pa.Column(
             None, nullable=False, checks=[pa.Check(_is(bool, exact=True), error="must be true or false")]
         ),
-        "created_at": pa.Column(
-            None,
-            nullable=True,
-            required=False,
-            checks=[pa.Check(_timestamp_ok, error="is not an ISO-8601 timestamp")],
-        ),
-        "updated_at": pa.Column(
-            None,
-            nullable=True,
-            required=False,
-            checks=[pa.Check(_timestamp_ok, error="is not an ISO-8601 timestamp")],
-        ),
         "owner": pa.Column(
             None,
             nullable=True,
@@ -160,6 +131,15 @@ SCHEMA = pa.DataFrameSchema(
                 ),
             ],
         ),
+        "priority": pa.Column(
+            None,
+            nullable=False,
+            checks=[
+                pa.Check(
+                    _only(str, lambda v: [p in PRIORITIES for p in v]), error="is not low, medium or high"
+                )
+            ],
+        ),
     },
     strict=False,
     name="phase1_record",
@@ -167,7 +147,7 @@ SCHEMA = pa.DataFrameSchema(
 
 # Human words for pandera's built-in failures.
 _BUILTIN = {"not_nullable": "is missing", "column_in_dataframe": "is missing"}
-TYPE_ERRORS = {"must be a string", "must be an integer", "must be true or false"}
+TYPE_ERRORS = {"must be a string", "must be true or false"}
 
 
 # Columns that may be null: one that is null throughout a chunk has nothing to check, and the
@@ -192,24 +172,35 @@ def frame(columns: dict[str, list[Any]]) -> pd.DataFrame:
     )
 
 
-def failures(schema: pa.DataFrameSchema, df: pd.DataFrame) -> dict[int, list[str]]:
-    """Lazy validation of df against schema: row index -> every reason that row fails; rows that
-    pass are absent."""
+Failure = tuple[str, str]  # (column, what is wrong with its value)
+
+
+def failure_cases(schema: pa.DataFrameSchema, df: pd.DataFrame) -> dict[int, list[Failure]]:
+    """Lazy validation of df against schema: row index -> every (column, problem) of that row;
+    rows that pass are absent."""
     try:
         schema.validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        return reasons_by_row(exc.failure_cases)
+        return _by_row(exc.failure_cases)
     return {}
 
 
-def validate(df: pd.DataFrame) -> dict[int, list[str]]:
-    """Phase 1 records after the field mapping: row index -> every reason that row fails."""
-    return failures(SCHEMA, df)
+def failures(schema: pa.DataFrameSchema, df: pd.DataFrame) -> dict[int, list[str]]:
+    """The same, each failure as one line."""
+    return {
+        i: [f"{column} {problem}" for column, problem in found]
+        for i, found in failure_cases(schema, df).items()
+    }
 
 
-def reasons_by_row(failures: pd.DataFrame) -> dict[int, list[str]]:
-    reasons: dict[int, list[str]] = {}
-    for column, check, value, index in failures[["column", "check", "failure_case", "index"]].itertuples(
+def validate(df: pd.DataFrame) -> dict[int, list[Failure]]:
+    """Phase 1 records after mapping and conversion: row index -> every (column, problem)."""
+    return failure_cases(SCHEMA, df)
+
+
+def _by_row(cases: pd.DataFrame) -> dict[int, list[Failure]]:
+    found: dict[int, list[Failure]] = {}
+    for column, check, value, index in cases[["column", "check", "failure_case", "index"]].itertuples(
         index=False
     ):
         if index is None or pd.isna(index):
@@ -217,5 +208,5 @@ def reasons_by_row(failures: pd.DataFrame) -> dict[int, list[str]]:
         text = _BUILTIN.get(str(check), str(check))
         if text in TYPE_ERRORS:
             text = f"{text} (got {type_name(value)})"
-        reasons.setdefault(int(index), []).append(f"{column} {text}")
-    return reasons
+        found.setdefault(int(index), []).append((str(column), text))
+    return found

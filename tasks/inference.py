@@ -1,0 +1,220 @@
+"""What a file says about itself, decided with the whole file seen, and the account of it that
+`inspect` prints and every run's report carries.
+
+The pre-check (tasks/source.py) hands every batch of every candidate container here. Kept per
+candidate, so that only the containers tasks/shapes.py decides to take count: how many records,
+which legacy keys occur more than once, which id-less records occur more than once (so their
+derived keys tell the copies apart), and the evidence that settles DD/MM against MM/DD.
+"""
+
+from __future__ import annotations
+
+import re
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tasks.conversions import content_hash, day_month_evidence, ids, key_hash
+from tasks.mapping import FieldMapping, Truncated, split_records
+from tasks.shapes import Batch, Group, Layout
+
+# A quick look for dates written DD/MM/YYYY or MM/DD/YYYY before the per-value one.
+_DAY_MONTH_ANYWHERE = re.compile(r"\b\d{1,2}[/.\-]\d{1,2}[/.\-]\d{4}\b")
+EVIDENCE_TARGETS = ("created_at", "updated_at")
+
+
+def identity_context(group: Group) -> list[Any]:
+    """What, beside its content, tells an id-less record from an identical one elsewhere."""
+    return [group.candidate, group.context]
+
+
+@dataclass
+class _Candidate:
+    records: int = 0
+    keys: dict[str, array] = field(default_factory=dict)  # container path -> its legacy key hashes
+    contents: array = field(default_factory=lambda: array("q"))
+    evidence: dict[str, list[int]] = field(default_factory=dict)  # target -> [day first, month first]
+
+
+@dataclass(frozen=True)
+class Facts:
+    records: int
+    containers: dict[str, int]  # container -> records taken from it
+    duplicate_keys: frozenset[int]
+    repeated_content: frozenset[int]
+    day_first: dict[str, bool | None]
+    scoped_keys: bool = False  # ids repeat across lists but never within one: each list numbers its own
+
+
+class FileStats:
+    def __init__(self, mapping: FieldMapping) -> None:
+        self.mapping = mapping
+        self.per: dict[str, _Candidate] = {}
+
+    def add(self, candidate: str, batch: Batch) -> None:
+        c = self.per.setdefault(candidate, _Candidate())
+        records = batch.records
+        c.records += len(records)
+        if not records:
+            return
+        mapped = split_records(records, 0, self.mapping)
+        values = mapped.columns["id"]
+        found = c.keys.setdefault(batch.group.path, array("q"))
+        if set(map(type, values)) == {int}:
+            found.extend(v if -(10**18) < v < 10**18 else key_hash(str(v)) for v in values)
+        else:
+            sources = mapped.sources.get("id") or [None] * len(values)
+            keys = ids(values, sources, batch.keys, self.mapping.vocab)
+            context = identity_context(batch.group)
+            for i, key in enumerate(keys.legacy_keys):
+                if key is not None:
+                    found.append(key_hash(key))
+                elif (
+                    i not in keys.column.problems
+                    and i not in mapped.problems
+                    and not isinstance(records[i], Truncated)
+                ):
+                    c.contents.append(content_hash(records[i], context))
+        for target in EVIDENCE_TARGETS:
+            column = mapped.columns[target]
+            if target == "created_at" and batch.group.date is not None:
+                column = [*column, batch.group.date]
+            strings = [v for v in column if type(v) is str]
+            if strings and _DAY_MONTH_ANYWHERE.search("\n".join(strings)):
+                day, month = day_month_evidence(strings)
+                seen = c.evidence.setdefault(target, [0, 0])
+                seen[0] += day
+                seen[1] += month
+
+    def result(self, layout: Layout) -> Facts:
+        taken = {
+            k: c
+            for k, c in self.per.items()
+            if k == "" or layout.takes(k) or (k == "*" and layout.root_records)
+        }
+        keys = array("q")
+        contents = array("q")
+        evidence: dict[str, list[int]] = {}
+        per_container: list[array] = []
+        for c in taken.values():
+            for found in c.keys.values():
+                keys.extend(found)
+                per_container.append(found)
+            contents.extend(c.contents)
+            for target, (day, month) in c.evidence.items():
+                seen = evidence.setdefault(target, [0, 0])
+                seen[0] += day
+                seen[1] += month
+        order = self.mapping.dates
+        pooled = _settled(*(sum(e[k] for e in evidence.values()) for k in (0, 1)))
+        day_first: dict[str, bool | None] = {}
+        for target in EVIDENCE_TARGETS:
+            own = _settled(*evidence.get(target, [0, 0]))
+            # a field its own values do not settle follows the file's other time fields
+            day_first[target] = (
+                (order == "day-first") if order is not None else own if own is not None else pooled
+            )
+        duplicates = _repeated(keys)
+        scoped = bool(duplicates) and len(per_container) > 1 and not any(map(_repeated, per_container))
+        return Facts(
+            records=sum(c.records for c in taken.values()),
+            containers={_container_name(k): c.records for k, c in taken.items()},
+            duplicate_keys=frozenset() if scoped else duplicates,
+            repeated_content=_repeated(contents),
+            day_first=day_first,
+            scoped_keys=scoped,
+        )
+
+
+def _settled(day_first: int, month_first: int) -> bool | None:
+    """DD/MM (True) or MM/DD (False) when the values say one and never the other."""
+    if day_first and not month_first:
+        return True
+    if month_first and not day_first:
+        return False
+    return None
+
+
+def _container_name(candidate: str) -> str:
+    if candidate == "":
+        return "$"
+    if candidate == "*":
+        return "$.* (records stored under their own keys)"
+    return f"$.{candidate}" if candidate.isidentifier() else f"$[{candidate!r}]"
+
+
+def _repeated(values: array) -> frozenset[int]:
+    if len(values) < 2:
+        return frozenset()
+    arr = np.frombuffer(values, dtype=np.int64)
+    found, counts = np.unique(arr, return_counts=True)
+    return frozenset(int(v) for v in found[counts > 1])
+
+
+# --- the account: what was found and how each rule applied -------------------------------------------
+
+
+def describe(
+    info: Any,
+    mapping: FieldMapping,
+    rules: Counter[str],
+    defaults: Counter[str],
+    kept: Counter[str],
+    reasons: Counter[str] | None = None,
+) -> dict[str, Any]:
+    """The inference as data: the container, each field rule and value conversion with how many
+    records it covered, every default applied (by rule), and what stays in legacy_extra."""
+    vocab = mapping.vocab
+    out: dict[str, Any] = {
+        "mode": "inferred" if vocab.infer else "strict",
+        "document": info.document,
+        "records_in": dict(info.containers),
+        "not_migrated": dict(info.ignored),
+        "rules": dict(sorted(rules.items(), key=lambda kv: (kv[0].split(" ", 1)[0], -kv[1]))),
+        "defaults": {vocab.defaults.get(k, k): n for k, n in sorted(defaults.items())},
+        "kept_in_legacy_extra": dict(kept.most_common()),
+        "dates": {t: _order(v) for t, v in info.day_first.items() if v is not None or mapping.dates},
+        "overrides": {k: v for k, v in mapping.spec.items() if v},
+    }
+    if info.cut is not None:
+        out["salvaged"] = info.cut.describe()
+    if info.comments:
+        out["lenient_json"] = f"{info.comments} comments or trailing commas ignored"
+    if reasons is not None:
+        out["quarantine_reasons"] = dict(reasons.most_common(10))
+    return out
+
+
+def _order(day_first: bool | None) -> str:
+    return "DD/MM/YYYY" if day_first else "MM/DD/YYYY"
+
+
+def lines(account: dict[str, Any], records: int) -> list[str]:
+    """The account in a few lines for a person."""
+    where = ", ".join(f"{k} ({n:,})" for k, n in account["records_in"].items()) or "nowhere"
+    out = [f"{records:,} records in a JSON {account['document']}, found in {where} [{account['mode']}]"]
+    for key, what in account["not_migrated"].items():
+        out.append(f"  not migrated: {key}: {what}")
+    by_target: dict[str, list[str]] = {}
+    for rule, n in account["rules"].items():
+        target, _, how = rule.partition(" <- ")
+        by_target.setdefault(target, []).append(f"{how} {n:,}")
+    for target, hows in by_target.items():
+        out.append(f"  {target} <- " + "; ".join(hows))
+    for rule, n in account["defaults"].items():
+        out.append(f"  default: {rule}: {n:,} records")
+    for target, order in account["dates"].items():
+        out.append(f"  {target}: dates with / . or - read as {order}, as the file's own values settle it")
+    if account["kept_in_legacy_extra"]:
+        kept = ", ".join(f"{k} ({n:,})" for k, n in list(account["kept_in_legacy_extra"].items())[:12])
+        out.append(f"  kept in legacy_extra: {kept}")
+    if account.get("salvaged"):
+        out.append(f"  salvaged: {account['salvaged']}")
+    if account.get("lenient_json"):
+        out.append(f"  lenient JSON: {account['lenient_json']}")
+    for reason, n in (account.get("quarantine_reasons") or {}).items():
+        out.append(f"  quarantined: {reason}: {n:,}")
+    return out
