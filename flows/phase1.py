@@ -435,7 +435,7 @@ def _summary(outcome: dict[str, Any]) -> str:
     if r.get("checkpoint"):
         lines.append(f"checkpoint branch: {r['checkpoint']['name']}")
     account = inference_lines(r["inference"], c["records_read"])
-    lines += ["how the file was read:", *account[1:SUMMARY_RULES]]
+    lines += [f"how the file was read: {account[0]}", *account[1:SUMMARY_RULES]]
     if len(account) > SUMMARY_RULES:
         lines.append(f"  … {len(account) - SUMMARY_RULES} more lines in the report")
     return "\n".join(lines + closing_lines(outcome))

@@ -22,7 +22,9 @@ TIMESTAMP_FORMAT_SQL = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
 def quoted(values: Sequence[str | None]) -> list[str]:
     """CSV fields for COPY … (FORMAT csv): always quoted, so '' is an empty string, and None is the
-    empty field COPY reads as NULL."""
+    empty field COPY reads as NULL. A column of one value (a default) is quoted once."""
+    if values and values[0] is not None and values.count(values[0]) == len(values):
+        return ['"' + values[0].replace('"', '""') + '"'] * len(values)
     return ["" if v is None else '"' + v.replace('"', '""') + '"' for v in values]
 
 

@@ -332,8 +332,10 @@ def times(
                 t = None
                 col.kept.add(strings_at[j])
             col.values[strings_at[j]] = t
-        if vocab.infer:
-            col.naive += sum(1 for j, t in enumerate(texts) if t is not None and _naive(strings[j]))
+        if vocab.infer:  # a trailing Z settles most at once
+            col.naive += sum(
+                1 for j in [j for j, s in enumerate(strings) if s[-1:] not in "Zz"] if texts[j] is not None and _naive(strings[j])
+            )
         count = len(strings) - len(todo)
         if count:
             col.rules[f"{target} <- {_first(sources)} (ISO 8601)"] += count
@@ -585,6 +587,9 @@ def priority(values: list[Any], sources: list[str | None], vocab: Vocabulary) ->
     with the value in legacy_extra."""
     n = len(values)
     col = Column(["medium"] * n)
+    if not any(sources):
+        col.defaulted = set(range(n))
+        return col
     for i, v in enumerate(values):
         if sources[i] is None or v is None:
             col.defaulted.add(i)
@@ -622,6 +627,9 @@ def tags(values: list[Any], sources: list[str | None], vocab: Vocabulary) -> Col
     (no tags), the value kept."""
     n = len(values)
     col = Column(["{}"] * n)
+    if not any(sources):
+        col.defaulted = set(range(n))
+        return col
     for i, v in enumerate(values):
         if sources[i] is None or v is None:
             col.defaulted.add(i)

@@ -22,7 +22,7 @@ from tasks.mapping import FieldMapping, Truncated, split_records
 from tasks.shapes import Batch, Group, Layout
 
 # A quick look for dates written DD/MM/YYYY or MM/DD/YYYY before the per-value one.
-_DAY_MONTH_ANYWHERE = re.compile(r"\b\d{1,2}[/.\-]\d{1,2}[/.\-]\d{4}\b")
+_DAY_MONTH_ANYWHERE = re.compile(r"^\s*\d{1,2}[/.\-]\d{1,2}[/.\-]\d{4}", re.MULTILINE)
 EVIDENCE_TARGETS = ("created_at", "updated_at")
 
 
@@ -60,11 +60,14 @@ class FileStats:
         c.records += len(records)
         if not records:
             return
-        mapped = split_records(records, 0, self.mapping)
+        mapped = split_records(records, 0, self.mapping, targets=("id", *EVIDENCE_TARGETS))
         values = mapped.columns["id"]
         found = c.keys.setdefault(batch.group.path, array("q"))
         if set(map(type, values)) == {int}:
-            found.extend(v if -(10**18) < v < 10**18 else key_hash(str(v)) for v in values)
+            try:
+                found.frombytes(np.asarray(values, dtype=np.int64).tobytes())
+            except OverflowError:  # ids beyond 64 bits hash like the strings they are
+                found.extend(v if -(2**63) <= v < 2**63 else key_hash(str(v)) for v in values)
         else:
             sources = mapped.sources.get("id") or [None] * len(values)
             keys = ids(values, sources, batch.keys, self.mapping.vocab)
@@ -79,11 +82,18 @@ class FileStats:
                 ):
                     c.contents.append(content_hash(records[i], context))
         for target in EVIDENCE_TARGETS:
+            if target not in mapped.sources and not (target == "created_at" and batch.group.date is not None):
+                continue
             column = mapped.columns[target]
             if target == "created_at" and batch.group.date is not None:
                 column = [*column, batch.group.date]
-            strings = [v for v in column if type(v) is str]
-            if strings and _DAY_MONTH_ANYWHERE.search("\n".join(strings)):
+            try:
+                strings = column
+                joined = "\n".join(column)
+            except TypeError:
+                strings = [v for v in column if type(v) is str]
+                joined = "\n".join(strings)
+            if _DAY_MONTH_ANYWHERE.search(joined):
                 day, month = day_month_evidence(strings)
                 seen = c.evidence.setdefault(target, [0, 0])
                 seen[0] += day
@@ -205,7 +215,7 @@ def lines(account: dict[str, Any], records: int) -> list[str]:
     for target, hows in by_target.items():
         out.append(f"  {target} <- " + "; ".join(hows))
     for rule, n in account["defaults"].items():
-        out.append(f"  default: {rule}: {n:,} records")
+        out.append(f"  default: {rule}: {n:,}")
     for target, order in account["dates"].items():
         out.append(f"  {target}: dates with / . or - read as {order}, as the file's own values settle it")
     if account["kept_in_legacy_extra"]:

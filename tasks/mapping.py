@@ -264,12 +264,15 @@ class MappedChunk:
         return len(self.raw)
 
 
-def split_records(records: list[Any], first_position: int, mapping: FieldMapping) -> MappedChunk:
+def split_records(
+    records: list[Any], first_position: int, mapping: FieldMapping, targets: tuple[str, ...] = TARGETS
+) -> MappedChunk:
     """Pure: spread each record's keys over the target columns; other keys go to extras. Records
     are grouped by their sequence of keys, so the plan is made once per group and each column is
-    gathered in one pass."""
+    gathered in one pass. `targets` narrows the columns gathered (the pre-check needs three)."""
+    whole_record = targets == TARGETS
     n = len(records)
-    columns: dict[str, list[Any]] = {t: [None] * n for t in TARGETS}
+    columns: dict[str, list[Any]] = {t: [None] * n for t in targets}
     sources: dict[str, list[str | None]] = {}
     extras: list[dict[str, Any] | None] = [None] * n
     problems: dict[int, list[str]] = {}
@@ -293,6 +296,8 @@ def split_records(records: list[Any], first_position: int, mapping: FieldMapping
                 fallback = " (the only text)" if target == "title" and plan.title_fallback else ""
                 taken[f"{target} <- {plan.take[target]}{fallback}"] += len(idx)
         for target, key in plan.take.items():
+            if target not in columns:
+                continue
             values = [r[key] for r in members]
             if whole:
                 columns[target] = values
@@ -303,7 +308,7 @@ def split_records(records: list[Any], first_position: int, mapping: FieldMapping
             for i, v in zip(idx, values, strict=True):
                 column[i] = v
                 source[i] = key
-        if plan.extra_keys:
+        if plan.extra_keys and whole_record:
             for i, r in zip(idx, members, strict=True):
                 extras[i] = {k: r[k] for k in plan.extra_keys}
         for first, second in plan.clashes:
@@ -335,7 +340,8 @@ def _not_objects(
                 f"truncated: the file ends inside this record ({len(r.encode('utf-8', 'replace')):,} bytes of it)"
             ]
         elif isinstance(r, str) and mapping.vocab.infer:
-            columns["title"][i] = r
+            if "title" in columns:
+                columns["title"][i] = r
         else:
             problems[i] = [f"record is not a JSON object (got {type_name(r)})"]
 

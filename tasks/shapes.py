@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from itertools import repeat
 from functools import lru_cache
 from typing import Any
 
@@ -278,7 +279,9 @@ def _may_hold_groups(records: list[Any], vocab: Vocabulary) -> bool:
     if not dicts:
         return False
     names = _inner_names(vocab)
-    return any((norm(k) if vocab.infer else k) in names for k in set().union(*dicts))
+    candidates = [k for k in set().union(*dicts) if (norm(k) if vocab.infer else k) in names]
+    # `completed` names a list of done tasks as often as it holds true/false: the values tell
+    return any({list, dict} & set(map(type, map(dict.get, dicts, repeat(k)))) for k in candidates)
 
 
 @lru_cache(maxsize=64)

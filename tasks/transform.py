@@ -243,7 +243,11 @@ def transform_chunk(
 
     extra_texts: list[str | None] = [None] * n
     kept_at = _kept(converted, src, n)
-    for i in range(n):
+    if groups is None and object_keys is None:  # only records with something to keep
+        candidates = sorted(set(kept_at) | {i for i, e in enumerate(mapped.extras) if e is not None})
+    else:
+        candidates = range(n)
+    for i in candidates:
         if i in why:
             continue
         extra = _extra(mapped, i, kept_at.get(i), groups[i] if groups else None, object_keys, keys)
