@@ -1,7 +1,7 @@
 """A test double of Neon's API v2 on loopback, for the tests: the Neon cloud is out of reach here.
 
-It answers the endpoints the client uses (branches: list, create, delete, restore; operations; the
-connection URI), and holds every request and every answer to Neon's published OpenAPI definition
+It answers the endpoints the client uses (branches: list, create, delete, restore, a branch's
+endpoints; operations; the connection URI), and holds every request and every answer to Neon's published OpenAPI definition
 (tests/neon_openapi.py); what does not match is answered 400 and kept in `violations`, which the
 fixtures require to stay empty. Its branches are real databases on the test PostgreSQL:
 
@@ -66,6 +66,7 @@ ROUTES = Map(
         Rule("/api/v2/projects/<project_id>/branches", methods=["POST"], endpoint="create_branch"),
         Rule("/api/v2/projects/<project_id>/branches/<branch_id>", methods=["DELETE"], endpoint="delete_branch"),
         Rule("/api/v2/projects/<project_id>/branches/<branch_id>/restore", methods=["POST"], endpoint="restore"),
+        Rule("/api/v2/projects/<project_id>/branches/<branch_id>/endpoints", methods=["GET"], endpoint="endpoints"),
         Rule("/api/v2/projects/<project_id>/operations/<operation_id>", methods=["GET"], endpoint="operation"),
         Rule("/api/v2/projects/<project_id>/connection_uri", methods=["GET"], endpoint="connection_uri"),
     ]
@@ -475,6 +476,10 @@ class NeonDouble:
         ops = [self._op(project, "create_timeline", target), self._op(project, "start_compute", target)]
         return 200, {"branch": target.describe(), "operations": ops}
 
+    def _endpoints(self, project: DoubleProject, request: Request, branch_id: str) -> tuple[int, Any]:
+        branch = self._get(project, branch_id)
+        return 200, {"endpoints": [self._endpoint(branch)] if branch.compute else []}
+
     def _operation(self, project: DoubleProject, request: Request, operation_id: str) -> tuple[int, Any]:
         op = project.operations.get(operation_id)
         if op is None:
@@ -643,6 +648,7 @@ def neon_project(pg_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ne
     must match the definition."""
     double = shared(pg_server)
     double.violations.clear()
+    double.calls.clear()
     project_id = double.new_project()
     env = {"NEON_API_KEY": double.api_key, "NEON_PROJECT_ID": project_id, "NEON_API_HOST": double.base_url}
     for key, value in env.items():

@@ -137,3 +137,21 @@ def test_writers_refuse_the_pooler_and_name_the_direct_host(
     assert schema.current_revision(direct) == revision
     assert audit(report_dir=report_dir, return_state=True).is_completed()  # reads may use the pooler
 
+
+
+def test_checkpoints_and_restores_refuse_a_url_of_another_branch(
+    neon_project: NeonProject, neon_flow_env: dict, monkeypatch
+) -> None:
+    """On Neon they act on the default branch: a DATABASE_URL of dev would restore main, unseen."""
+    from flows.rollback import rollback_restore
+    from tasks.branching.neon import NeonBranches
+
+    NeonBranches.from_environment().create("dev")
+    before = fingerprints(neon_project.main_url)
+    monkeypatch.setenv("DATABASE_URL", neon_project.url("dev"))
+    state = rollback_restore(
+        from_branch="dev", branch_provider="neon", report_dir=neon_flow_env["report_dir"], return_state=True
+    )
+    outcome = state.result(raise_on_failure=False)
+    assert outcome["exit_code"] == 2 and "not the endpoint of Neon's default branch main" in outcome["error"]
+    assert fingerprints(neon_project.main_url) == before and names(neon_project) == {"main", "dev"}

@@ -68,6 +68,10 @@ class BranchProvider(Protocol):
         """The branch's URI for a person or another environment (password included: mask it to show)."""
         ...
 
+    def check_main(self, url: str) -> None:
+        """Raise InputError unless `url` reaches the main branch, which checkpoints and restores act on."""
+        ...
+
 
 def checkpoint_name(database: str, now: datetime | None = None) -> str:
     """`<db>-backup-<UTC timestamp>`: sortable, and unique to the second."""

@@ -232,6 +232,9 @@ class LocalBranches:
     def url(self, name: str) -> str:
         return with_database(self.server_url, name)
 
+    def check_main(self, url: str) -> None:
+        """Nothing to check: main is the database the URL names."""
+
     def connection_uri(
         self, name: str, *, pooled: bool = False, database: str | None = None, role: str | None = None
     ) -> str:

@@ -26,9 +26,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from tasks.branching.base import Branch, point_in_time, rfc3339
-from tasks.db import DatabaseError, connect
+from tasks.db import DatabaseError, connect, direct_host
 from tasks.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -308,6 +309,18 @@ class NeonBranches:
         if pooled:
             params["pooled"] = True
         return self._call("GET", "/connection_uri", params=params)["uri"]
+
+    def check_main(self, url: str) -> None:
+        """Checkpoints and restores act on the project's default branch, whatever DATABASE_URL says:
+        refuse a URL that reaches another branch's endpoint, before anything is copied or replaced."""
+        host = make_url(url).host
+        raw = self._by_name(self.main)
+        hosts = {e["host"] for e in self._call("GET", f"/branches/{raw['id']}/endpoints").get("endpoints", [])}
+        if host and (direct_host(host) or host) not in hosts:
+            raise InputError(
+                f"the database URL reaches {host}, not the endpoint of Neon's default branch {self.main} "
+                f"({', '.join(sorted(hosts)) or 'none'}): checkpoints and restores act on {self.main}"
+            )
 
     def url(self, name: str) -> str:
         """The direct URI, once the branch's compute answers: a compute that scaled to zero takes a
