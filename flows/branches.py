@@ -302,9 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.apply_database_url(args.database_url)
         if args.command in ("list", "connection-string"):
-            from tasks.db import database_url
-
-            branches = provider(args.provider, database_url())
+            # on Neon no local database is needed (nor the embedded server started) to ask the API
+            branches = provider(args.provider, os.environ.get("DATABASE_URL"))
             if args.command == "connection-string":
                 return _connection_string(args, branches)
             rows = [b.describe() for b in branches.list()]

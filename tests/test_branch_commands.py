@@ -48,6 +48,10 @@ def test_connection_string_on_neon(neon_project: NeonProject, monkeypatch, capsy
     code, _, error = run(capsys, "connection-string", "nope", "--provider", "neon")
     assert code == 2 and "no Neon branch 'nope'" in error
 
+    monkeypatch.delenv("DATABASE_URL")  # asking Neon needs no local database
+    monkeypatch.setattr("tasks.db.embedded_server_url", lambda *a, **k: pytest.fail("embedded server started"))
+    assert run(capsys, "connection-string", "main", "--provider", "neon", "--reveal")[1] == revealed
+
 
 def test_connection_string_locally(db_url: str, monkeypatch, capsys) -> None:
     url = make_url(db_url).set(password="local-pw").render_as_string(hide_password=False)

@@ -110,13 +110,15 @@ def point_in_time(text: str) -> str:
     return rfc3339(moment)
 
 
-def provider(kind: str | None, database_url: str) -> BranchProvider:
-    """`local` (default) or `neon`, from the argument or $BRANCH_PROVIDER."""
+def provider(kind: str | None, database_url: str | None) -> BranchProvider:
+    """`local` (default) or `neon`, from the argument or $BRANCH_PROVIDER. Only the local provider
+    needs the main database's URL (None: the usual default, which may start the embedded server)."""
     kind = (kind or os.environ.get("BRANCH_PROVIDER") or "local").lower()
     if kind == "local":
         from tasks.branching.local import LocalBranches
+        from tasks.db import database_url as default_url
 
-        return LocalBranches(database_url)
+        return LocalBranches(database_url or default_url())
     if kind == "neon":
         from tasks.branching.neon import NeonBranches
 
