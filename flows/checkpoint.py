@@ -22,6 +22,7 @@ def take_checkpoint(url: str, kind: str | None, lock_wait: float) -> tuple[dict[
         acquire_run_lock(probe, wait_seconds=lock_wait)
         release_run_lock(probe)
     branches = provider(kind, url)
+    branches.check_main(url)
     made = branches.create(checkpoint_name(branches.main), branches.main)
     get_run_logger().info("checkpoint branch %s taken", made.name)
     return made.describe(), [f"checkpoint branch {made.name}: {n}" for n in getattr(branches, "notes", [])]

@@ -141,6 +141,7 @@ def rollback_restore(
             raise InputError("restore needs exactly one of --from-branch NAME or --timestamp T")
         url = resolve_database_url(database_secret)
         branches = provider(branch_provider, url)
+        branches.check_main(url)
         main = branches.main
         preserved = f"{main}-before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
         if from_branch:

@@ -207,8 +207,33 @@ class LockBusy(Unavailable):
     """Another run holds the migration lock."""
 
 
+class PooledConnection(InputError):
+    """A writer was pointed at a connection pooler in transaction mode (exit 2: give the direct host)."""
+
+
+def direct_host(host: str | None) -> str | None:
+    """For a host of Neon's pooler (`ep-…-pooler.region.aws.neon.tech`), its direct endpoint; else None."""
+    if not host or host.startswith("/"):
+        return None
+    first, dot, rest = host.partition(".")
+    return first.removesuffix("-pooler") + dot + rest if first.endswith("-pooler") else None
+
+
+def refuse_pooler(conn: psycopg.Connection) -> None:
+    """Writers hold a session lock and SET lock_timeout for the session; PgBouncer in transaction mode
+    hands each transaction to any server connection, so both would silently not hold."""
+    direct = direct_host(conn.info.host)
+    if direct:
+        raise PooledConnection(
+            f"{conn.info.host} is a connection pooler (PgBouncer in transaction mode: session locks and "
+            f"settings do not hold); migrations need the direct host {direct}"
+        )
+
+
 def acquire_run_lock(conn: psycopg.Connection, *, wait_seconds: float, key: int = MIGRATION_LOCK_KEY) -> None:
-    """Take the session-level advisory lock, waiting up to wait_seconds, or raise LockBusy."""
+    """Take the session-level advisory lock, waiting up to wait_seconds, or raise LockBusy. Every
+    writer takes it first, so this is also where a pooled connection is refused."""
+    refuse_pooler(conn)
     deadline = time.monotonic() + wait_seconds
     while True:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()

@@ -3,12 +3,7 @@ disaster-recovery drill: checkpoint, migrate, wreck, restore, and prove main equ
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -19,7 +14,8 @@ from flows.rollback import fingerprints
 from tasks import schema
 from tasks.branching.local import LocalBranches
 from tasks.errors import InputError
-from tests.conftest import ROOT, artifact_keys
+from tests.conftest import artifact_keys
+from tests.drill import run_drill
 
 
 def one(url: str, query: str):
@@ -137,68 +133,12 @@ def test_rollback_downgrade_is_verified_against_its_checkpoint(flow_env: dict[st
 def test_disaster_recovery_drill(flow_env: dict[str, str], tmp_path: Path) -> None:
     """Checkpoint, migrate, wreck the data mid-way (kill -9, delete, overwrite), restore, prove."""
     url = flow_env["db_url"]
-    seed_tasks(url, 2_000, email="app@example.com")  # what the application already had
-    pristine = fingerprints(url)
-    src = tmp_path / "tasks.json"
-    src.write_text(
-        json.dumps({"tasks": [{"id": i, "title": f"t{i}", "completed": False} for i in range(1, 40_001)]})
-    )
     env = {**os.environ, "PREFECT_API_URL": flow_env["api_url"], "DATABASE_URL": url}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "flows.phase1",
-            "--source",
-            str(src),
-            "--chunk-size",
-            "500",
-            "--workers",
-            "1",
-            "--report-dir",
-            str(tmp_path / "runs"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    run_drill(
+        url,
+        env,
+        tmp_path,
+        "local",
+        lambda: [b.name for b in LocalBranches(url).list() if "-backup-" in b.name],
+        LocalBranches(url).url,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        try:
-            if one(url, "SELECT count(*) FROM migration_checkpoints") >= 3:
-                break
-        except psycopg.OperationalError:  # the checkpoint copy ends sessions on main for a moment
-            continue
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    with psycopg.connect(url) as conn:
-        conn.execute("DELETE FROM tasks WHERE legacy_id % 7 = 0")
-        conn.execute("UPDATE tasks SET title = 'overwritten' WHERE legacy_id % 5 = 0")
-    assert fingerprints(url) != pristine
-    checkpoints = [b.name for b in LocalBranches(url).list() if "-backup-" in b.name]
-    assert len(checkpoints) == 1
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "flows.rollback",
-            "restore",
-            "--from-branch",
-            checkpoints[0],
-            "--json",
-            "--report-dir",
-            str(tmp_path / "runs"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
-    report = json.loads(out.stdout)
-    assert report["status"] == "verified" and report["verification"]["problems"] == []
-    assert fingerprints(url) == pristine == fingerprints(LocalBranches(url).url(checkpoints[0]))

@@ -1,9 +1,11 @@
 """Branches on one PostgreSQL server: a branch is a database copied with CREATE DATABASE … TEMPLATE.
 
 `--database-url` names the main database; the branch `X` is the database `X` on the same server. A
-branch remembers its parent and creation time in its database comment. PostgreSQL copies a
+branch remembers its parent, creation time and expiry in its database comment. PostgreSQL copies a
 template only while nobody else is connected to it, so other sessions on the source are ended when
-needed, and every such interruption is logged and kept in `notes` for the report.
+needed, and every such interruption is logged and kept in `notes` for the report. Nothing runs in
+the background here, so a branch past its expiry is dropped by the next `create` or `list` (Neon's
+own clean-up is not exact to the second either), and the notes say so.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from datetime import UTC, datetime
 
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
-from tasks.branching.base import Branch
+from tasks.branching.base import Branch, rfc3339
 from tasks.db import DatabaseError, normalize_url, with_database
 from tasks.errors import InputError, first_line
 
@@ -81,8 +83,18 @@ class LocalBranches:
         )
         self._while_busy(admin, template, f"copy it into {name}", statement)
 
-    def _mark(self, admin: psycopg.Connection, name: str, parent: str, created: datetime) -> None:
-        comment = json.dumps({MARK: parent, "created_at": created.isoformat()})
+    def _mark(
+        self,
+        admin: psycopg.Connection,
+        name: str,
+        parent: str,
+        created: datetime,
+        expires_at: datetime | None = None,
+    ) -> None:
+        info = {MARK: parent, "created_at": created.isoformat()}
+        if expires_at:
+            info["expires_at"] = rfc3339(expires_at)
+        comment = json.dumps(info)
         admin.execute(
             sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(name), sql.Literal(comment))
         )
@@ -98,13 +110,16 @@ class LocalBranches:
 
     # --- the interface ---------------------------------------------------------------------------
 
-    def create(self, name: str, parent: str | None = None, *, at: str | None = None) -> Branch:
+    def create(
+        self, name: str, parent: str | None = None, *, at: str | None = None, expires_at: datetime | None = None
+    ) -> Branch:
         if at:
             raise InputError(
                 "a local branch is a copy of now; branching at a timestamp or LSN needs --provider neon"
             )
         parent = parent or self.main
         self._check_name(name)
+        self._drop_expired()
         with self._admin() as admin:
             if self._exists(admin, name):
                 raise InputError(f"branch {name!r} already exists")
@@ -112,10 +127,15 @@ class LocalBranches:
                 raise InputError(f"no database {parent!r} to branch from")
             created = datetime.now(UTC)
             self._copy(admin, name, parent)
-            self._mark(admin, name, parent, created)
-        return Branch(name, parent, created, name)
+            self._mark(admin, name, parent, created, expires_at)
+        return Branch(name, parent, created, name, expires_at)
 
     def list(self) -> list[Branch]:
+        self._drop_expired()
+        return self._marked()
+
+    def _marked(self) -> list[Branch]:
+        """Every database this provider created as a branch, expired or not."""
         with self._admin() as admin:
             rows = admin.execute(
                 "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database ORDER BY datname"
@@ -124,12 +144,26 @@ class LocalBranches:
         for name, comment in rows:
             info = _parse(comment)
             if info is not None:
-                created = datetime.fromisoformat(info["created_at"]) if info.get("created_at") else None
-                out.append(Branch(name, info[MARK], created, name))
+                out.append(
+                    Branch(name, info[MARK], _when(info.get("created_at")), name, _when(info.get("expires_at")))
+                )
         return out
 
+    def _drop_expired(self) -> None:
+        now = datetime.now(UTC)
+        for branch in self._marked():
+            if branch.expires_at and branch.expires_at <= now and branch.name != self.main:
+                with self._admin() as admin:
+                    self._end_sessions(admin, branch.name, "drop it (expired)")
+                    admin.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(branch.name))
+                    )
+                note = f"branch {branch.name} expired at {rfc3339(branch.expires_at)}: dropped"
+                log.info(note)
+                self.notes.append(note)
+
     def get(self, name: str) -> Branch:
-        for branch in self.list():
+        for branch in self._marked():
             if branch.name == name:
                 return branch
         raise InputError(f"no branch {name!r} (python -m flows.branches list)")
@@ -150,8 +184,11 @@ class LocalBranches:
             self._copy(admin, staged, parent)  # the old copy stays until the new one exists
             self._swap(admin, name, staged, keep_as=None)
             created = datetime.now(UTC)
-            self._mark(admin, name, parent, created)
-        return Branch(name, parent, created, name)
+            # as Neon does: the time-to-live it was given runs again from the reset
+            ttl = branch.expires_at - branch.created_at if branch.expires_at and branch.created_at else None
+            expires_at = (created + ttl).replace(microsecond=0) if ttl else None
+            self._mark(admin, name, parent, created, expires_at)
+        return Branch(name, parent, created, name, expires_at)
 
     def restore(
         self,
@@ -194,6 +231,32 @@ class LocalBranches:
 
     def url(self, name: str) -> str:
         return with_database(self.server_url, name)
+
+    def check_main(self, url: str) -> None:
+        """Nothing to check: main is the database the URL names."""
+
+    def connection_uri(
+        self, name: str, *, pooled: bool = False, database: str | None = None, role: str | None = None
+    ) -> str:
+        if pooled:
+            raise InputError("a local server has no connection pooler: --pooled needs --provider neon")
+        if database and database != name:
+            raise InputError(
+                "a local branch is one database, named like the branch: --database needs --provider neon"
+            )
+        if name != self.main:
+            self.get(name)
+        url = self.url(name)
+        if role:  # another role's password is not ours to know: the URL carries none
+            u = make_url(url)
+            url = URL.create(u.drivername, role, None, u.host, u.port, u.database, u.query).render_as_string(
+                hide_password=False
+            )
+        return url
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 def _parse(comment: str | None) -> dict | None:

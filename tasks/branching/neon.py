@@ -1,35 +1,43 @@
 """Branches on Neon, through its API v2 (https://console.neon.tech/api/v2) over httpx.
 
-Every call that changes something returns `operations`; we poll each until it reaches a terminal
-status (finished, skipped; cancelled is an error; failed is retried by Neon, so we keep polling
-until the deadline). A project busy with another operation answers 423 Locked: we retry with
-backoff, as Neon asks. The API key and the connection URIs (which carry a password) are never logged
-or put in an error message.
+The requests and the fields read from the answers are those of Neon's published OpenAPI definition;
+the tests hold every call to it. Every call that changes something returns `operations`; we poll
+each (soon at first, then every poll_interval) until it reaches a terminal status (finished, skipped; cancelled is an error; failed is retried
+by Neon, so we keep polling until the deadline). Retries follow the definition's rules: 423 Locked
+(another operation is running) and 503 are always safe to retry; a GET is also retried on other 5xx,
+429 and a lost connection; a POST/PATCH/DELETE whose answer was lost is not repeated (it may have
+been done), the error says how to check. The API key and the connection URIs (which carry a
+password) are never logged or put in an error message.
 
 Configuration: NEON_API_KEY and NEON_PROJECT_ID from the environment, else Prefect Secret blocks
 named `neon-api-key` / `neon-project-id`; NEON_DATABASE (default neondb) and NEON_ROLE (default
-neondb_owner) name what a branch's connection URI points at.
+neondb_owner) name what a branch's connection URI points at; NEON_API_HOST replaces the API's base
+URL (https only, or http to loopback: the key must not travel in clear).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import random
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import make_url
 
-from tasks.branching.base import Branch
-from tasks.db import DatabaseError
+from tasks.branching.base import Branch, point_in_time, rfc3339
+from tasks.db import DatabaseError, connect, direct_host
 from tasks.errors import InputError
 
 log = logging.getLogger(__name__)
 
 API = "https://console.neon.tech/api/v2"
 DONE = {"finished", "skipped"}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+COLD_START_NOTE = 1.0  # seconds: a first connection slower than this is a compute waking up
 
 
 class NeonError(DatabaseError):
@@ -47,6 +55,20 @@ def _secret(env: str, block: str) -> str | None:
         return None
 
 
+def _api_base(url: str) -> str:
+    parsed = httpx.URL(url)
+    host = parsed.host
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if parsed.scheme == "https" or (parsed.scheme == "http" and loopback):
+        return url.rstrip("/")
+    raise InputError(
+        f"NEON_API_HOST {url!r} must be https:// (http:// only to loopback: the API key goes with it)"
+    )
+
+
 class NeonBranches:
     kind = "neon"
 
@@ -61,6 +83,7 @@ class NeonBranches:
         poll_interval: float = 1.0,
         timeout: float = 300.0,
         attempts: int = 6,
+        page_size: int = 400,
     ) -> None:
         if not api_key or not project_id:
             raise InputError(
@@ -68,8 +91,9 @@ class NeonBranches:
             )
         self.project_id, self.database, self.role = project_id, database, role
         self.poll_interval, self.timeout, self.attempts = poll_interval, timeout, attempts
+        self.page_size = page_size
         self.http = httpx.Client(
-            base_url=base_url,
+            base_url=_api_base(base_url),
             headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
             timeout=30.0,
         )
@@ -83,33 +107,44 @@ class NeonBranches:
             _secret("NEON_PROJECT_ID", "neon-project-id") or "",
             database=os.environ.get("NEON_DATABASE", "neondb"),
             role=os.environ.get("NEON_ROLE", "neondb_owner"),
+            base_url=os.environ.get("NEON_API_HOST") or API,
         )
 
     # --- HTTP ----------------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """One API call: 423 Locked, 429 and 5xx are retried with backoff; other errors raise at once."""
+        """One API call, retried with backoff where the definition says that is safe."""
         url = f"/projects/{self.project_id}{path}"
+        safe = method in SAFE_METHODS
         for attempt in range(self.attempts):
             last = attempt == self.attempts - 1
             try:
                 response = self.http.request(method, url, **kwargs)
-            except httpx.TransportError as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # never sent
                 if last:
                     raise NeonError(f"Neon API unreachable ({type(exc).__name__})") from None
                 self._pause(attempt, f"{method} {path}: {type(exc).__name__}")
                 continue
-            if response.status_code in (423, 429) or response.status_code >= 500:
-                if last:
-                    raise NeonError(f"Neon API {method} {path}: {response.status_code} {_message(response)}")
-                self._pause(attempt, f"{method} {path}: {response.status_code} {_message(response)}")
+            except httpx.TransportError as exc:
+                if last or not safe:
+                    raise NeonError(
+                        f"Neon API {method} {path}: no answer ({type(exc).__name__}); it may have been "
+                        "done: check with python -m flows.branches list --provider neon"
+                    ) from None
+                self._pause(attempt, f"{method} {path}: {type(exc).__name__}")
                 continue
-            if response.status_code == 401:
+            status = response.status_code
+            if status in (423, 503) or (safe and (status == 429 or status >= 500)):
+                if last:
+                    raise NeonError(f"Neon API {method} {path}: {status} {_message(response)}")
+                self._pause(attempt, f"{method} {path}: {status} {_message(response)}")
+                continue
+            if status == 401:
                 raise NeonError("Neon rejected the API key (401); check NEON_API_KEY")
-            if response.status_code == 404:
+            if status == 404:
                 raise InputError(f"Neon: not found: {method} {path} ({_message(response)})")
-            if response.status_code >= 400:
-                raise NeonError(f"Neon API {method} {path}: {response.status_code} {_message(response)}")
+            if status >= 400:
+                raise NeonError(f"Neon API {method} {path}: {status} {_message(response)}")
             return response.json() if response.content else {}
         raise AssertionError("unreachable")
 
@@ -121,6 +156,7 @@ class NeonBranches:
     def _wait(self, operations: list[dict[str, Any]]) -> None:
         """Poll every operation until it is done (or the deadline passes)."""
         deadline = time.monotonic() + self.timeout
+        polls = 0
         for op in operations:
             status, error = op.get("status"), op.get("error")
             while status not in DONE:
@@ -131,20 +167,35 @@ class NeonBranches:
                         f"Neon operation {op.get('action')} still {status} after {self.timeout:.0f}s"
                         + (f": {error}" if error else "")
                     )
-                time.sleep(self.poll_interval)
+                time.sleep(min(self.poll_interval, 0.05 * 2**polls))  # most finish in well under a second
+                polls += 1
                 current = self._call("GET", f"/operations/{op['id']}")["operation"]
                 status, error = current.get("status"), current.get("error")
 
     # --- branches ------------------------------------------------------------------------------------
 
     def _branches(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/branches").get("branches", [])
+        """Every branch, page by page (the definition's cursor pagination)."""
+        found: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": self.page_size, "sort_by": "created_at", "sort_order": "asc"}
+        while True:
+            body = self._call("GET", "/branches", params=params)
+            page = body.get("branches", [])
+            found += page
+            cursor = (body.get("pagination") or {}).get("next")
+            if not page or not cursor or len(page) < self.page_size:
+                return found
+            params = {**params, "cursor": cursor}
 
-    def _by_name(self, name: str) -> dict[str, Any]:
-        for b in self._branches():
+    def _by_name(self, name: str, branches: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        for b in self._branches() if branches is None else branches:
             if b.get("name") == name or b.get("id") == name:
                 return b
         raise InputError(f"no Neon branch {name!r} (python -m flows.branches list --provider neon)")
+
+    @staticmethod
+    def _children(raw: dict[str, Any], branches: list[dict[str, Any]]) -> list[str]:
+        return sorted(b["name"] for b in branches if b.get("parent_id") == raw["id"])
 
     @property
     def main(self) -> str:
@@ -156,19 +207,29 @@ class NeonBranches:
         return self._main
 
     def _branch(self, raw: dict[str, Any], names: dict[str, str]) -> Branch:
-        created = raw.get("created_at")
         return Branch(
             raw["name"],
             names.get(raw.get("parent_id", ""), raw.get("parent_id")),
-            datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
+            _when(raw.get("created_at")),
             raw["id"],
+            _when(raw.get("expires_at")),
         )
 
-    def create(self, name: str, parent: str | None = None, *, at: str | None = None) -> Branch:
-        parent_raw = self._by_name(parent or self.main)
+    def create(
+        self, name: str, parent: str | None = None, *, at: str | None = None, expires_at: datetime | None = None
+    ) -> Branch:
+        branches = self._branches()
+        if any(b.get("name") == name for b in branches):
+            raise InputError(f"branch {name!r} already exists")
+        parent_raw = self._by_name(parent or self.main, branches)
         branch: dict[str, Any] = {"name": name, "parent_id": parent_raw["id"]}
         if at:
-            branch["parent_lsn" if "/" in at else "parent_timestamp"] = at
+            if "/" in at:
+                branch["parent_lsn"] = at
+            else:
+                branch["parent_timestamp"] = point_in_time(at)
+        if expires_at:
+            branch["expires_at"] = rfc3339(expires_at.replace(microsecond=0))  # Neon: to the second
         body = self._call("POST", "/branches", json={"branch": branch, "endpoints": [{"type": "read_write"}]})
         self._wait(body.get("operations", []))
         return self._branch(body["branch"], {parent_raw["id"]: parent_raw["name"]})
@@ -179,20 +240,30 @@ class NeonBranches:
         return [self._branch(b, names) for b in raw]
 
     def delete(self, name: str) -> None:
-        raw = self._by_name(name)
+        branches = self._branches()
+        raw = self._by_name(name, branches)
         if raw.get("default") or raw.get("primary") or raw["name"] == self.main:
             raise InputError(f"{name!r} is the main branch; it is never deleted from here")
+        children = self._children(raw, branches)
+        if children:  # Neon refuses to delete a parent; say which children are in the way
+            raise InputError(
+                f"{name!r} has child branches ({', '.join(children)}); Neon deletes a branch's children first"
+            )
         body = self._call("DELETE", f"/branches/{raw['id']}")
         self._wait(body.get("operations", []))
 
     def reset(self, name: str) -> Branch:
-        """Reset from parent: restore the branch to its parent's head."""
-        raw = self._by_name(name)
+        """Reset from parent: restore the branch to its parent's head (Neon reapplies its expiry)."""
+        branches = self._branches()
+        raw = self._by_name(name, branches)
         if not raw.get("parent_id"):
             raise InputError(f"{name!r} has no parent to reset from")
-        body = self._call(
-            "POST", f"/branches/{raw['id']}/restore", json={"source_branch_id": raw["parent_id"]}
-        )
+        payload: dict[str, Any] = {"source_branch_id": raw["parent_id"]}
+        if self._children(raw, branches):  # Neon requires somewhere to move them
+            kept = f"{name[:40]}-before-reset-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+            payload["preserve_under_name"] = kept
+            self.notes.append(f"{name} has child branches: its previous state is kept as branch {kept}")
+        body = self._call("POST", f"/branches/{raw['id']}/restore", json=payload)
         self._wait(body.get("operations", []))
         names = {b["id"]: b["name"] for b in self._branches()}
         return self._branch(body.get("branch", raw), names)
@@ -206,29 +277,68 @@ class NeonBranches:
         preserve_under_name: str | None = None,
     ) -> None:
         """The target becomes the source branch's head, or its own (or the source's) state at
-        `timestamp`; its previous state is kept under preserve_under_name when given."""
-        target_raw = self._by_name(target)
-        source_id = self._by_name(source_branch)["id"] if source_branch else target_raw["id"]
+        `timestamp`; its previous state is kept under preserve_under_name when given (Neon makes
+        that branch the target's parent, and moves the target's children under it)."""
+        branches = self._branches()
+        target_raw = self._by_name(target, branches)
+        source_id = self._by_name(source_branch, branches)["id"] if source_branch else target_raw["id"]
         payload: dict[str, Any] = {"source_branch_id": source_id}
         if timestamp:
-            payload["source_timestamp"] = timestamp
+            payload["source_timestamp"] = point_in_time(timestamp)
         elif source_id == target_raw["id"]:
             raise InputError("restoring a branch from itself needs a timestamp")
         if preserve_under_name:
             payload["preserve_under_name"] = preserve_under_name
-        elif source_id == target_raw["id"]:
-            raise InputError("Neon keeps the previous state of a self-restore: give preserve_under_name")
+        elif source_id == target_raw["id"] or self._children(target_raw, branches):
+            raise InputError(
+                f"Neon keeps the previous state of {target!r} (a self-restore, or it has child branches): "
+                "give preserve_under_name"
+            )
         body = self._call("POST", f"/branches/{target_raw['id']}/restore", json=payload)
         self._wait(body.get("operations", []))
 
-    def url(self, name: str) -> str:
+    def connection_uri(
+        self, name: str, *, pooled: bool = False, database: str | None = None, role: str | None = None
+    ) -> str:
         raw = self._by_name(name)
-        body = self._call(
-            "GET",
-            "/connection_uri",
-            params={"branch_id": raw["id"], "database_name": self.database, "role_name": self.role},
-        )
-        return body["uri"]
+        params: dict[str, Any] = {
+            "branch_id": raw["id"],
+            "database_name": database or self.database,
+            "role_name": role or self.role,
+        }
+        if pooled:
+            params["pooled"] = True
+        return self._call("GET", "/connection_uri", params=params)["uri"]
+
+    def check_main(self, url: str) -> None:
+        """Checkpoints and restores act on the project's default branch, whatever DATABASE_URL says:
+        refuse a URL that reaches another branch's endpoint, before anything is copied or replaced."""
+        host = make_url(url).host
+        raw = self._by_name(self.main)
+        hosts = {e["host"] for e in self._call("GET", f"/branches/{raw['id']}/endpoints").get("endpoints", [])}
+        if host and (direct_host(host) or host) not in hosts:
+            raise InputError(
+                f"the database URL reaches {host}, not the endpoint of Neon's default branch {self.main} "
+                f"({', '.join(sorted(hosts)) or 'none'}): checkpoints and restores act on {self.main}"
+            )
+
+    def url(self, name: str) -> str:
+        """The direct URI, once the branch's compute answers: a compute that scaled to zero takes a
+        few seconds to start, and the report says so (the connection's retries and timeout wait)."""
+        uri = self.connection_uri(name)
+        started = time.monotonic()
+        with connect(uri, autocommit=True):
+            pass
+        took = time.monotonic() - started
+        if took > COLD_START_NOTE:
+            self.notes.append(
+                f"the compute of branch {name} answered its first connection after {took:.1f}s (cold start)"
+            )
+        return uri
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
 
 def _message(response: httpx.Response) -> str:
