@@ -129,7 +129,9 @@ def test_writers_refuse_the_pooler_and_name_the_direct_host(
     monkeypatch.setenv("DATABASE_URL", pooled)
     report_dir = neon_flow_env["report_dir"]
     for flow_state in (
-        schema_downgrade(target="0005", checkpoint=False, report_dir=report_dir, return_state=True),
+        schema_downgrade(
+            target="0005", allow_data_loss=True, checkpoint=False, report_dir=report_dir, return_state=True
+        ),
         backfill(name="tasks.priority", report_dir=report_dir, return_state=True),
     ):
         outcome = flow_state.result(raise_on_failure=False)
