@@ -2,8 +2,8 @@
 #             (scripts/uv bootstraps it with pip); idempotent, redone when pyproject.toml or uv.lock change
 # make lock:  re-resolve uv.lock to the newest versions pyproject.toml allows
 # make demo:  migrate examples/tasks.json into the default (embedded) PostgreSQL and print the summary
-# make test:  the whole suite, on a real PostgreSQL (embedded, or TEST_DATABASE_URL)
-# make test-browser: the Prefect UI as an operator sees it, in headless Chromium (also part of make test)
+# make test:  the whole suite, on a real PostgreSQL (embedded, or TEST_DATABASE_URL), but the browser test
+# make test-browser: the Prefect UI as an operator sees it, in headless Chromium (about two minutes)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +11,7 @@ UV     := PYTHON=$(PYTHON) scripts/uv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup lock demo test test-browser lint bench
+.PHONY: setup lock browser demo test test-browser bench
 
 setup: $(VENV)/.installed browser
 
@@ -38,7 +38,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m 'not browser'
 
 test-browser: setup
 	$(PY) -m pytest -q -m browser
