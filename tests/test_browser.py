@@ -75,7 +75,15 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def ui(browser: Any, served: dict[str, str]) -> dict[str, str]:  # noqa: F811
-    """The served Prefect server's UI (browser first: no Chromium, no server started)."""
+    """The served Prefect server's UI (browser first: no Chromium, no server started), once every
+    deployment of prefect.yaml is registered (serve registers them one by one)."""
+    names = {spec["name"] for spec in declared()}
+
+    def registered() -> bool:
+        with httpx.Client(base_url=served["api"], timeout=30) as client:
+            return names <= {d["name"] for d in call(client, "POST", "/deployments/filter", json={})}
+
+    wait_for("every deployment of prefect.yaml", registered)
     return {**served, "ui": served["api"].removesuffix("/api")}
 
 
