@@ -1,8 +1,8 @@
 """The temporary Prefect server a command uses when no Prefect API is configured.
 
 Prefect's own ephemeral mode would start one on the first flow call, but it imports the whole
-server application into the command's process to do so (about 65 MB and, here, 2-3 s), and only
-once the flow begins. A command instead starts Prefect's documented server command,
+server application into the command's process first (about 2.5 s here before the server process
+is even spawned), and only once the flow begins. A command instead starts Prefect's documented server command,
 `prefect server start`, as a child process from its main, once its arguments are checked: the
 server boots while the command checks its input, the flow talks to it over HTTP as to any Prefect
 server, and it is stopped when the command's process exits.
@@ -10,8 +10,7 @@ server, and it is stopped when the command's process exits.
 It runs what Prefect's ephemeral server runs, chosen with Prefect's documented settings: no UI, and
 none of the services that act on deployments, schedules or other processes' runs. Automations
 (the triggers service) are off too unless PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED says otherwise:
-a server that lives for one command has none to run, and evaluating every new run for them costs
-about 0.2 s. Set PREFECT_API_URL to record runs in a long-lived server instead, see them in its UI
+a server that lives for one command has none to run, and it would evaluate every new run for them. Set PREFECT_API_URL to record runs in a long-lived server instead, see them in its UI
 and have automations act on them.
 """
 
