@@ -1,28 +1,47 @@
-# make setup: a .venv with the project and its dev extras (idempotent; reinstalls when pyproject changes)
+# make setup: .venv with exactly the versions of uv.lock (the project and its dev extras), through uv
+#             (scripts/uv bootstraps it with pip); idempotent, redone when pyproject.toml or uv.lock change
+# make lock:  re-resolve uv.lock to the newest versions pyproject.toml allows
 # make demo:  migrate examples/tasks.json into the default (embedded) PostgreSQL and print the summary
-# make test:  the whole suite, on a real PostgreSQL (embedded, or TEST_DATABASE_URL)
+# make test:  the whole suite, on a real PostgreSQL (embedded, or TEST_DATABASE_URL), but the browser test
+# make test-browser: the Prefect UI as an operator sees it, in headless Chromium (about two minutes)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+UV     := PYTHON=$(PYTHON) scripts/uv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup demo test lint bench
+.PHONY: setup lock browser demo test test-browser bench
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed browser
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+# --locked: a uv.lock that no longer matches pyproject.toml is an error, never silently re-resolved.
+$(VENV)/.installed: pyproject.toml uv.lock
+	$(UV) sync --locked --extra dev --quiet
 	touch $@
+
+lock:
+	$(UV) lock --upgrade
+
+# Debian's Chromium for the browser test, where this user may install it; elsewhere that test skips.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    (apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)) >/dev/null 2>&1 || \
+	    echo "could not install chromium: the browser test will skip"; \
+	  else echo "no chromium (and no root apt-get to install it): the browser test will skip"; fi; }
 
 demo: setup
 	$(PY) -m flows.phase1 --source examples/tasks.json --report-dir runs
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m 'not browser'
+
+test-browser: setup
+	$(PY) -m pytest -q -m browser
 
 bench: setup
 	$(PY) bench/phase1.py 1000000

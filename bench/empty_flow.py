@@ -1,30 +1,28 @@
-"""An empty Prefect flow, started the way this project's commands start theirs (flows/cli.py:
-a temporary Prefect server unless PREFECT_API_URL is set): what the orchestrator itself costs."""
+"""The yardstick of the small-file target: an empty two-task Prefect flow started the standard way,
 
-import sys
-from pathlib import Path
+    python bench/empty_flow.py
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+with nothing of this project imported and no PREFECT_API_URL, so Prefect starts its own temporary
+(ephemeral) server for the run. A 1,000-record Phase 1 run, end to end, should take at most 1.3x
+as long (bench/phase1.py prints both)."""
 
-from flows import startup  # noqa: E402
+from prefect import flow, task
 
-startup.begin(None)  # as `python -m flows.<command>` does, before Prefect is imported
 
-from prefect import flow  # noqa: E402
+@task
+def first() -> int:
+    return 1
 
-from flows import cli, orchestrator  # noqa: E402
+
+@task
+def second(value: int) -> int:
+    return value + 1
 
 
 @flow(name="empty")
 def empty() -> int:
-    return 0
-
-
-def main() -> int:
-    with orchestrator.connected(orchestrator.start()):
-        empty()
-    return 0
+    return second(first())
 
 
 if __name__ == "__main__":
-    cli.run_command(main)
+    empty()

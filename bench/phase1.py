@@ -7,7 +7,8 @@ orchestrator's start-up included) into a fresh database, and in the same run tim
 the same rows, already rendered to CSV, into the same tables of another fresh database. Prints both
 times, their ratio and the flow's peak RSS, and how the flow checked foreign keys (once per chunk
 where its role may, tasks/foreign_keys.py; \\copy fires PostgreSQL's per-row checks); then the flow
-on 1,000 records next to an empty Prefect flow started the same way. Medians of R repetitions.
+on 1,000 records next to an empty two-task Prefect flow started the standard way (bench/empty_flow.py,
+Prefect's own ephemeral server). Medians of R repetitions.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ or usage, 3 database unavailable or busy) with a one-line error, never a traceba
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import sys
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from flows import orchestrator, progress, startup
+from flows import orchestrator, progress
 from tasks.db import normalize_url, redact
 from tasks.errors import UserFacingError, first_line
 
@@ -149,24 +148,12 @@ def run_flow(
 
 
 def run_command(main: Callable[[], int]) -> NoReturn:
-    """`python -m flows.<command>`: the imports are done (flows/startup.py), run main, exit."""
-    startup.imports_done()
-    exit_now(main())
-
-
-def exit_now(code: int) -> NoReturn:
-    """End a command without the interpreter's teardown of every loaded module (about 0.4 s with
-    Prefect and pandas loaded, after the work is done): the exit handlers still run (logging,
-    Prefect's workers, the temporary server), and the output is flushed first."""
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """`python -m flows.<command>`: run main and exit with its code."""
+    sys.exit(main())
 
 
 __all__ = [
     "Parser",
-    "exit_now",
     "run_command",
     "add_common",
     "add_provider",

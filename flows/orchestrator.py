@@ -1,24 +1,17 @@
 """The temporary Prefect server a command uses when no Prefect API is configured.
 
-Prefect would start one itself on the first flow call, but it imports the whole server application
-into this process to do so (about 65 MB and a second), and starts only when the flow begins. Here
-the same server (the same uvicorn command and environment Prefect's ephemeral mode uses) is spawned
-as a subprocess, and this process talks to it over HTTP like any client. It is stopped when the
-command ends.
+Prefect's own ephemeral mode would start one on the first flow call, but it imports the whole
+server application into the command's process first (about 2.5 s here before the server process
+is even spawned), and only once the flow begins. A command instead starts Prefect's documented server command,
+`prefect server start`, as a child process from its main, once its arguments are checked: the
+server boots while the command checks its input, the flow talks to it over HTTP as to any Prefect
+server, and it is stopped when the command's process exits.
 
-It boots in about 2 s of CPU, mostly imports, so it is spawned as early as possible: a command
-started as `python -m flows.<command>` spawns it from `flows/__init__.py` (boot_early), before this
-process spends its own second importing Prefect, pandas and pandera; start() adopts that server, or
-stops it when the settings turn out to name a Prefect API after all.
-
-Two things would otherwise sit between the server answering and the first flow run starting:
-- FastAPI builds its routes' validation models on the first API request (about 0.15 s of CPU). A
-  thread asks for the API version as soon as the server answers, while this process is still
-  importing or pre-checking its input, so the flow's own first request finds the routes built.
-- The automations service (triggers) evaluates every new flow run; its first evaluation costs about
-  0.2 s, and it keeps working through the run. A server that lives for one command runs no
-  automations, so it is off unless PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED says otherwise; point
-  PREFECT_API_URL at a long-lived server for automations.
+It runs what Prefect's ephemeral server runs, chosen with Prefect's documented settings: no UI, and
+none of the services that act on deployments, schedules or other processes' runs. Automations
+(the triggers service) are off too unless PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED says otherwise:
+a server that lives for one command has none to run, and it would evaluate every new run for them. Set PREFECT_API_URL to record runs in a long-lived server instead, see them in its UI
+and have automations act on them.
 """
 
 from __future__ import annotations
@@ -29,10 +22,29 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
+
+from tasks.errors import Unavailable
+
+# Services of a full server that Prefect's ephemeral server does not run (they serve deployments,
+# schedules, workers and runs of other processes), plus automations; the environment overrides any.
+QUIET_SERVICES = {
+    f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+    for name in (
+        "SCHEDULER",
+        "LATE_RUNS",
+        "FOREMAN",
+        "CANCELLATION_CLEANUP",
+        "PAUSE_EXPIRATIONS",
+        "REPOSSESSOR",
+        "CLEANUP_RECONCILER",
+        "TRIGGERS",
+    )
+}
 
 
 def _free_port() -> int:
@@ -41,60 +53,37 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# The server process: uvicorn serving Prefect's app factory, as Prefect's ephemeral mode runs it,
-# with the cyclic garbage collector off while the app is imported and built (a fifth of that CPU
-# went to collections that found nothing); what survives start-up is frozen, then collection resumes.
-# -P keeps the working directory off sys.path: nothing there may shadow the server's imports.
-_SERVE = """
-import gc, sys
-gc.disable()
-
-def create_app():
-    from prefect.server.api.server import create_app
-    app = create_app()
-    gc.freeze()
-    gc.enable()
-    return app
-
-from uvicorn.main import main
-main(sys.argv[1:])
-"""
-
-
 class TemporaryServer:
-    def __init__(self, settings: dict[str, str] | None = None) -> None:
-        """settings: Prefect settings of this process that the environment does not carry."""
+    """`prefect server start` on a free loopback port, for this process's lifetime at most."""
+
+    def __init__(self) -> None:
         self.port = _free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
-        env = {
-            "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
-            **os.environ,
-            **(settings or {}),
-            "PREFECT_UI_ENABLED": "0",
-            "PREFECT__SERVER_EPHEMERAL": "1",
-            "PREFECT__SERVER_FINAL": "1",
-        }
+        # Its output goes to a file, not a pipe: a server that logs more than a pipe holds must never
+        # block on it. Wide lines, so that a refusal (printed by rich) stays one line.
+        self._output = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(
             [
                 sys.executable,
-                "-P",
-                "-c",
-                _SERVE,
-                "--factory",
-                "__main__:create_app",
+                "-m",
+                "prefect",
+                "server",
+                "start",
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                "--no-ui",
                 "--log-level",
-                "error",
-                "--lifespan",
-                "on",
+                "ERROR",
             ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            env={**QUIET_SERVICES, **os.environ, "COLUMNS": "1000"},
+            stdin=subprocess.DEVNULL,
+            stdout=self._output,
+            stderr=subprocess.STDOUT,
         )
+        # Stopped at exit, after Prefect has sent the logs and events still queued: it does so when
+        # the interpreter's threads shut down, which is before atexit handlers run.
         atexit.register(self.stop)
         self._answered = threading.Event()
         threading.Thread(target=self._warm_up, name="prefect-server-warm-up", daemon=True).start()
@@ -108,7 +97,8 @@ class TemporaryServer:
             conn.close()
 
     def _warm_up(self) -> None:
-        """Poll until the server answers, then make the request that builds FastAPI's routes."""
+        """Poll until the server answers, then ask for its version: FastAPI builds its routes'
+        validation models on the first request (about 0.15 s), better now than in the flow's."""
         while self.process.poll() is None:
             try:
                 if self._get("/health") == 200:
@@ -120,91 +110,52 @@ class TemporaryServer:
         self._answered.set()  # answered, or exited: wait() tells which
 
     def wait(self, timeout: float) -> None:
+        """Until the server answers; Unavailable (exit 3, one line: the server's last) if it cannot."""
         answered = self._answered.wait(timeout)
         if self.process.poll() is not None:
-            said = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-            last = (said.strip().splitlines() or [""])[-1][-500:]
-            raise RuntimeError(f"the temporary Prefect server exited ({self.process.returncode}): {last}")
+            self._output.seek(0)
+            said = self._output.read().decode(errors="replace").splitlines()
+            last = next((line for line in reversed(said) if line.strip()), "")[-500:]
+            raise Unavailable(f"the temporary Prefect server exited ({self.process.returncode}): {last}")
         if not answered:
-            raise RuntimeError(f"the temporary Prefect server did not answer within {timeout:.0f}s")
+            raise Unavailable(f"the temporary Prefect server did not answer within {timeout:.0f}s")
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._output.close()
 
 
 def needed() -> bool:
-    """True when no Prefect API is configured and Prefect would start a temporary server itself."""
+    """Whether Prefect, as configured, would start a temporary server itself: no API URL (in the
+    environment or the active profile) and PREFECT_SERVER_EPHEMERAL_ENABLED (on in Prefect's
+    default profile)."""
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     return not PREFECT_API_URL.value() and bool(PREFECT_SERVER_EPHEMERAL_ENABLED.value())
 
 
-# Commands that run no flow: no server is spawned early for them.
-_NO_FLOW = {("schema", "status"), ("schema", "sql"), ("branches", "list"), ("phase1", "inspect")}
-_early: TemporaryServer | None = None
-
-
-def command_of(argv: Sequence[str]) -> tuple[str, list[str]] | None:
-    """(command, its arguments) when an interpreter started with argv (sys.orig_argv) runs a
-    command, `python -m flows.<command> …`; else None."""
-    argv = list(argv)
-    if "-m" not in argv[:-1]:
-        return None
-    at = argv.index("-m")
-    module, args = argv[at + 1], argv[at + 2 :]
-    command = module.removeprefix("flows.")
-    if command == module or command in ("orchestrator", "cli", "startup"):
-        return None
-    return command, args
-
-
-def runs_a_flow(argv: Sequence[str]) -> bool:
-    """Whether argv (sys.orig_argv) runs a flow command: not --help and not a command that only
-    reads (schema status, …)."""
-    found = command_of(argv)
-    if found is None or {"-h", "--help"} & set(found[1]):
-        return False
-    command, args = found
-    return (command, args[0] if args else "") not in _NO_FLOW
-
-
-def boot_early(argv: Sequence[str] | None = None) -> None:
-    """Spawn the temporary server now, before Prefect is imported: for a flow command (argv:
-    sys.orig_argv, see runs_a_flow) or, without argv, unconditionally. Skipped when
-    PREFECT_API_URL is set; a profile that names an API is only known once Prefect is imported,
-    and start() stops the server then."""
-    global _early
-    if _early is not None or os.environ.get("PREFECT_API_URL"):
-        return
-    if argv is None or runs_a_flow(argv):
-        _early = TemporaryServer()
-
-
 def start() -> TemporaryServer | None:
-    """The temporary server, if one is needed: the one boot_early() spawned, or a new one (it boots
-    in the background until connected() waits for it)."""
-    global _early
-    early, _early = _early, None
-    if needed():
-        if early is not None:
-            return early
-        from prefect.settings import get_current_settings
-
-        return TemporaryServer(get_current_settings().to_environment_variables(exclude_unset=True))
-    if early is not None:
-        early.stop()
-    return None
+    """A temporary server, unless PREFECT_API_URL is set, or MIGRATION_TEMPORARY_SERVER=prefect
+    leaves it to Prefect's own ephemeral mode. Decided from the environment alone, so that a command
+    may call it before it imports Prefect and the server boots side by side with those imports;
+    connected() checks Prefect's settings and stops it if they name an API."""
+    if os.environ.get("PREFECT_API_URL") or os.environ.get("MIGRATION_TEMPORARY_SERVER") == "prefect":
+        return None
+    return TemporaryServer()
 
 
 @contextmanager
 def connected(server: TemporaryServer | None) -> Iterator[None]:
-    """Flows called inside talk to `server` (waited for here); stopped on the way out."""
+    """Flows called inside talk to `server` (waited for here first); None: to Prefect as configured."""
+    if server is not None and not needed():
+        server.stop()
+        server = None
     if server is None:
         yield
         return
@@ -215,36 +166,11 @@ def connected(server: TemporaryServer | None) -> Iterator[None]:
         temporary_settings,
     )
 
-    # No flow-run heartbeats: they let a long-lived server notice a crashed run, but this server
-    # ends with the command, and Prefect joins the heartbeat thread (which sleeps in 1 s steps) at
-    # the end of every flow run, which cost up to a second per command.
-    settings = {PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-    try:
-        _import_what_a_flow_call_imports()
-        server.wait(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
-        with temporary_settings(updates=settings):
-            try:
-                yield
-            finally:
-                _drain()
-    finally:
-        server.stop()
-
-
-def _import_what_a_flow_call_imports() -> None:
-    """Prefect imports these on a process's first flow call (about 0.1 s, FastAPI's encoders for
-    the parameters among them); imported here, they load while the server may still be booting
-    rather than on the flow's critical path."""
-    import fastapi.encoders  # noqa: F401
-    import prefect.flow_engine  # noqa: F401
-    import prefect.utilities.visualization  # noqa: F401
-
-
-def _drain(timeout: float = 10.0) -> None:
-    """Send the logs and events still queued while the server is up (Prefect would otherwise try
-    at interpreter exit, after the server is gone, and print connection errors)."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        worker.drain_all(timeout=timeout)
+    server.wait(float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()))
+    # No flow-run heartbeats: they let a long-lived server notice a crashed run, but this one ends
+    # with the command, and Prefect joins the heartbeat thread (which sleeps in 1 s steps) at the
+    # end of every flow run, up to a second per command.
+    with temporary_settings(
+        updates={PREFECT_API_URL: server.api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    ):
+        yield

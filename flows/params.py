@@ -12,7 +12,7 @@ Provider = Literal["local", "neon"]
 
 
 def report_dir() -> Any:
-    return Field(default="runs", description="Folder for <run_id>/report.json and .md on the worker")
+    return Field(default="runs", description="Folder for {run_id}/report.json and .md on the worker")
 
 
 def database_secret() -> Any:
@@ -30,7 +30,7 @@ def branch_provider() -> Any:
 
 
 def checkpoint() -> Any:
-    return Field(default=True, description="Take a checkpoint branch <db>-backup-<UTC time> before writing")
+    return Field(default=True, description="Take a checkpoint branch {database}-backup-{UTC time} before writing")
 
 
 def lock_timeout() -> Any:
