@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from tasks.db import acquire_run_lock, check_duration, connect, release_run_lock, retrying
+from tasks.db import Session, check_duration, connect
 from tasks.errors import InputError
 
 
@@ -231,14 +231,12 @@ def run_backfill(
     """Fill spec.column with spec.value wherever it is NULL; resumable, see the module docstring."""
     settings = settings or Settings()
     settings.check()
-    conn = connect(url)
-    conn.autocommit = True
-    walker: _Walker | None = None
+    # the backfill's own lock, taken again on a new connection when the session's was lost
+    session = Session(url, lock_wait=lock_wait, key=lock_key(spec.name))
     try:
-        acquire_run_lock(conn, wait_seconds=lock_wait, key=lock_key(spec.name))
-        target = prepare(conn, spec)
-        last_key, progress, resumed = _start(conn, target, run_id)
-        walker = _Walker(url, conn, target, settings)
+        target = session.run("backfill:prepare", prepare, spec)
+        last_key, progress, resumed = session.run("backfill:start", _start, target, run_id)
+        walker = _Walker(session, target, settings)
         started = time.monotonic()
         deadline = started + settings.max_runtime if settings.max_runtime else None
         idle_passes = 0
@@ -261,7 +259,7 @@ def run_backfill(
             # End of a pass: done when nothing is NULL any more; otherwise rows were locked by others
             # or written behind us, so walk again from the start (after a breath if nothing moved).
             progress.passes += 1
-            progress.remaining = retrying(lambda: null_count(walker.conn, target), what="count NULL rows")
+            progress.remaining = session.run("backfill:count", null_count, target)
             if progress.remaining == 0:
                 status = "done"
                 break
@@ -275,11 +273,16 @@ def run_backfill(
         if on_batch:
             on_batch(progress)
         return Result(spec.name, status, resumed, progress, target.column_type)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # SIGTERM or Ctrl-C: the last batch committed or rolled back whole
+            session.once("backfill:interrupted", _set_status, spec.name, "interrupted")
+        raise
     finally:
-        conn = walker.conn if walker else conn
-        if not conn.closed and not conn.broken:
-            release_run_lock(conn, lock_key(spec.name))
-        conn.close()
+        session.close()
+
+
+def _set_status(conn: psycopg.Connection, name: str, status: str) -> None:
+    conn.execute("UPDATE backfill_state SET status = %s, updated_at = now() WHERE name = %s", (status, name))
 
 
 def _start(
@@ -320,44 +323,38 @@ def _start(
 
 
 class _Walker:
-    """Runs batches on one connection, reconnecting and retrying when the error is transient."""
+    """Runs batches on the backfill's session: each batch with its checkpoint is one unit of the
+    retry policy (tasks/retry.py), run again on a new connection when the session's was lost."""
 
-    def __init__(self, url: str, conn: psycopg.Connection, target: Target, settings: Settings) -> None:
-        self.url, self.conn, self.target, self.settings = url, conn, target, settings
+    def __init__(self, session: Session, target: Target, settings: Settings) -> None:
+        self.session, self.target, self.settings = session, target, settings
         self.size = settings.batch_size
         self.first = batch_sql(target, after_key=False)
         self.after = batch_sql(target, after_key=True)
 
-    def _reconnect(self) -> None:
-        if self.conn.closed or self.conn.broken:
-            self.conn = connect(self.url)
-            self.conn.autocommit = True
-            acquire_run_lock(self.conn, wait_seconds=30, key=lock_key(self.target.spec.name))
-
-    def _limits(self) -> None:
-        self.conn.execute(
+    def _limits(self, conn: psycopg.Connection) -> None:
+        conn.execute(
             "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
             (self.settings.lock_timeout, self.settings.statement_timeout),
         )
 
     def batch(self, last_key: list[str] | None) -> tuple[int, list[str] | None]:
-        def attempt() -> tuple[int, list[str] | None]:
-            self._reconnect()
+        def attempt(conn: psycopg.Connection) -> tuple[int, list[str] | None]:
             began = time.monotonic()
-            with self.conn.transaction():
-                self._limits()
+            with conn.transaction():
+                self._limits(conn)
                 params = [*(last_key or []), self.size, self.target.spec.value]
-                row = self.conn.execute(self.after if last_key else self.first, params).fetchone()
+                row = conn.execute(self.after if last_key else self.first, params).fetchone()
                 count, new_key = (int(row[0]), row[1]) if row else (0, None)
                 if count:
-                    self._checkpoint(new_key, count)
+                    self._checkpoint(conn, new_key, count)
             self._adapt(count, time.monotonic() - began)
             return count, (new_key if count else last_key)
 
-        return retrying(attempt, attempts=6, what=f"backfill batch of {self.target.spec.name}")
+        return self.session.run("backfill:batch", attempt)
 
-    def _checkpoint(self, last_key: list[str] | None, count: int) -> None:
-        self.conn.execute(
+    def _checkpoint(self, conn: psycopg.Connection, last_key: list[str] | None, count: int) -> None:
+        conn.execute(
             "UPDATE backfill_state SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, "
             "updated_at = now() WHERE name = %s",
             (last_key, count, self.target.spec.name),
@@ -371,16 +368,20 @@ class _Walker:
         self.size = int(min(max(self.size * factor, self.settings.min_batch), self.settings.max_batch))
 
     def save(self, last_key: list[str] | None) -> None:
-        self._reconnect()
-        self.conn.execute(
-            "UPDATE backfill_state SET last_key = %s, updated_at = now() WHERE name = %s",
-            (last_key, self.target.spec.name),
+        self.session.run(
+            "backfill:save",
+            lambda conn: conn.execute(
+                "UPDATE backfill_state SET last_key = %s, updated_at = now() WHERE name = %s",
+                (last_key, self.target.spec.name),
+            ),
         )
 
     def finish(self, status: str) -> None:
-        self._reconnect()
-        self.conn.execute(
-            "UPDATE backfill_state SET status = %s, last_key = CASE WHEN %s = 'done' THEN NULL ELSE last_key END, "
-            "updated_at = now() WHERE name = %s",
-            (status, status, self.target.spec.name),
+        self.session.run(
+            "backfill:finish",
+            lambda conn: conn.execute(
+                "UPDATE backfill_state SET status = %s, "
+                "last_key = CASE WHEN %s = 'done' THEN NULL ELSE last_key END, updated_at = now() WHERE name = %s",
+                (status, status, self.target.spec.name),
+            ),
         )

@@ -133,7 +133,7 @@ def move(url: str, revision: str | None, direction: str, **timeouts: str | None)
         finally:
             engine.dispose()
 
-    retrying(attempt, attempts=5, what=f"{direction}grade to {revision or 'base'}")
+    retrying(attempt, what=f"{direction}grade to {revision or 'base'}")
 
 
 StepListener = Callable[[Step, str], None]
