@@ -47,11 +47,27 @@ def subcommands(parser: argparse.ArgumentParser) -> Any:
     return parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
 
+class _TemplateCopy(argparse.Action):
+    """--template-copy reaches the branch provider as BRANCH_COPY of this process (like --database-url)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        os.environ["BRANCH_COPY"] = "template"
+        setattr(namespace, self.dest, True)
+
+
 def add_provider(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--provider",
         choices=["local", "neon"],
         help="branch provider (default: $BRANCH_PROVIDER, else local)",
+    )
+    parser.add_argument(
+        "--template-copy",
+        nargs=0,
+        action=_TemplateCopy,
+        default=False,
+        help="local branches and checkpoints: copy with CREATE DATABASE ... TEMPLATE, faster but it ends "
+        "every other session on the database (for quiet moments; default: an online copy)",
     )
 
 
