@@ -99,8 +99,8 @@ def retrying(
                 pause = delay(attempt)
                 if now + pause - first_failure > window():
                     raise RetriesExhausted(
-                        f"{what}: {first_line(exc)} (still failing after {attempt + 1} attempts over "
-                        f"{now - first_failure:.0f} s; run the same command again to resume)"
+                        f"{what} still failed after {attempt + 1} attempts over {now - first_failure:.0f} s "
+                        f"({first_line(exc)}); run the same command again to resume"
                     ) from exc
                 log.warning("%s failed (%s); retrying in %.2fs", what, first_line(exc), pause)
                 time.sleep(pause)
