@@ -19,6 +19,7 @@ Prefect Secret block's name), DATABASE_URL, or the embedded PostgreSQL.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -33,13 +34,13 @@ from prefect.states import State
 from flows import params as P
 from flows import progress
 from flows.checkpoint import take_checkpoint
-from flows.outcome import closing_lines, publish, user_error
+from flows.outcome import closing_lines, interrupted, interruption, publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks import report as reports
 from tasks import schema
-from tasks.db import acquire_run_lock, connect, mask_url, release_run_lock
-from tasks.errors import InputError, UserFacingError, VerificationFailed, first_line
+from tasks.db import Session, mask_url
+from tasks.errors import InputError, ReportNotWritten, UserFacingError, VerificationFailed, first_line
 from tasks.inference import describe
 from tasks.inference import lines as inference_lines
 from tasks.load import LoadSummary, load
@@ -179,12 +180,16 @@ def _migrate(
     logger = get_run_logger()
     info = job.info
     branch, notes = take_checkpoint(url, checkpoint[1], lock_wait) if checkpoint[0] else (None, [])
-    control = connect(url, autocommit=True)
+    # Every step below is a unit on this session: a session that is ended is replaced (the run
+    # lock taken again) and the step run again (tasks/retry.py).
+    session = Session(url, lock_wait=lock_wait)
+    run: Run | None = None
     try:
-        acquire_run_lock(control, wait_seconds=lock_wait)
+        session.run("phase1:lock", lambda _conn: None)
         before, after = upgrade_schema(url)
-        run = start_or_resume(
-            control,
+        run = session.run(
+            "phase1:start",
+            start_or_resume,
             kind=KIND,
             source_path=info.path,
             source_name=job.source_name,
@@ -196,6 +201,7 @@ def _migrate(
             logger.info("resuming interrupted run %s", run.id)
         ctx = job.context(run.started_at)
         reporter = _Progress(info.records)
+        conflicts = session.run("phase1:start", sources_with_rows_from_other_runs, job.source_name, run.id)
         try:
             summary = load_chunks(
                 url,
@@ -203,27 +209,44 @@ def _migrate(
                 ctx,
                 run_id=run.id,
                 chunk_size=run.chunk_size,
-                expect_conflicts=sources_with_rows_from_other_runs(control, job.source_name, run.id),
+                expect_conflicts=conflicts,
                 workers=workers,
                 on_progress=reporter,
             )
-        except BaseException as exc:
-            finish(control, run.id, "interrupted", {}, error=first_line(exc))
+        except Exception as exc:  # resumable: the chunks committed so far stay
+            session.once("phase1:interrupted", finish, run.id, "interrupted", {}, error=first_line(exc))
             raise
         finally:
             reporter.close()
-        verification = verify(control, run.id, info.records)
+        verification = session.run("phase1:verify", verify, run.id, info.records)
         if not verification.ok:
-            verification.mismatches = find_mismatches(control, info, ctx, run.id, run.chunk_size)
+            verification.mismatches = session.run(
+                "phase1:verify", find_mismatches, info, ctx, run.id, run.chunk_size
+            )
         status = "completed" if verification.ok else "verification_failed"
-        report = _report(job, url, run, summary, verification, status, (before, after), started, control)
+        report = session.run(
+            "phase1:report",
+            lambda conn: _report(job, url, run, summary, verification, status, (before, after), started, conn),
+        )
         report["checkpoint"] = branch
         report["notes"] = notes + report["notes"]
-        finish(control, run.id, status, {**verification.counts, "checksum": verification.source_checksum})
-        release_run_lock(control)
+        stats = {**verification.counts, "checksum": verification.source_checksum}
+        session.run("phase1:finish", finish, run.id, status, stats)
+        try:
+            return _publish(report, report_dir, summary)
+        except ReportNotWritten:  # the same command resumes the run (every chunk skipped) and writes it
+            session.run("phase1:finish", finish, run.id, "interrupted", stats, error="report not written")
+            raise
+    except BaseException as exc:
+        signum = interruption(exc)
+        if signum is not None and run is not None:
+            why = f"interrupted by {signal.Signals(signum).name}"
+            session.once("phase1:interrupted", finish, run.id, "interrupted", {}, error=why)
+            interrupted({"title": "Phase 1 → Phase 2 migration", "kind": KIND, "run_id": run.id,
+                         "notes": [f"{why}; the same command resumes the run"]}, report_dir)  # fmt: skip
+        raise
     finally:
-        control.close()
-    return _publish(report, report_dir, summary)
+        session.close()
 
 
 def _dry_run(job: Job, report_dir: str, started: float) -> dict[str, Any] | State:

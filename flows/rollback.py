@@ -26,7 +26,7 @@ from flows.outcome import closing_lines, publish, user_error
 from flows.settings import resolve_database_url
 from tasks import schema
 from tasks.branching import provider
-from tasks.db import connect, mask_url
+from tasks.db import connect, mask_url, retrying
 from tasks.errors import InputError, UserFacingError, VerificationFailed
 from tasks.verify import compare_fingerprints, table_columns, table_fingerprints
 
@@ -47,15 +47,26 @@ def steps_back(current: str | None, to: str) -> str:
 
 def fingerprints(url: str, columns: dict[str, list[str]] | None = None) -> dict[str, str]:
     """Every table (bookkeeping included unless columns are given) of the database at url."""
-    with connect(url, autocommit=True) as conn:
-        return table_fingerprints(
-            conn, columns if columns is not None else table_columns(conn, bookkeeping=True)
-        )
+
+    def read() -> dict[str, str]:
+        with connect(url, autocommit=True, step="rollback:verify") as conn:
+            return table_fingerprints(
+                conn, columns if columns is not None else table_columns(conn, bookkeeping=True)
+            )
+
+    return retrying(read, what="fingerprint the tables")
 
 
 def columns_of(url: str) -> dict[str, list[str]]:
-    with connect(url, autocommit=True) as conn:
-        return table_columns(conn)
+    def read() -> dict[str, list[str]]:
+        with connect(url, autocommit=True, step="rollback:verify") as conn:
+            return table_columns(conn)
+
+    return retrying(read, what="read the columns")
+
+
+def revision_of(url: str) -> str | None:
+    return retrying(lambda: schema.current_revision(url), what="read the schema revision")
 
 
 def _publish(report: dict[str, Any], report_dir: str) -> State:
@@ -101,7 +112,7 @@ def rollback_downgrade(
     if not moved.is_completed():  # refused or failed: the schema flow's outcome and report say why
         return Failed(message=moved.message, data=outcome)
     checkpoint = outcome["report_data"]["checkpoint"]
-    after = schema.current_revision(url)
+    after = revision_of(url)
     branch_url = provider(branch_provider, url).url(checkpoint["name"])
     kept = columns_of(url)
     old = columns_of(branch_url)
@@ -147,7 +158,7 @@ def rollback_restore(
         if from_branch:
             source_url = branches.url(from_branch)
             expected = fingerprints(source_url)
-            expected_revision = schema.current_revision(source_url)
+            expected_revision = revision_of(source_url)
             branches.restore(main, source_branch=from_branch, preserve_under_name=preserved)
             source = from_branch
         else:
@@ -157,12 +168,12 @@ def rollback_restore(
             branches.create(probe, preserved, at=timestamp)
             try:
                 probe_url = branches.url(probe)
-                expected, expected_revision = fingerprints(probe_url), schema.current_revision(probe_url)
+                expected, expected_revision = fingerprints(probe_url), revision_of(probe_url)
             finally:
                 branches.delete(probe)
             source = f"{main} at {timestamp}"
         actual = fingerprints(url)
-        revision = schema.current_revision(url)
+        revision = revision_of(url)
     except UserFacingError as exc:
         return user_error(exc)
     problems = compare_fingerprints(expected, actual)

@@ -19,6 +19,7 @@ refused without `allow_data_loss`, and with it runs only after a checkpoint bran
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import uuid
@@ -30,12 +31,12 @@ from prefect.states import State
 from flows import params as P
 from flows.backfill import BatchReporter
 from flows.checkpoint import take_checkpoint
-from flows.outcome import closing_lines, publish, user_error
+from flows.outcome import closing_lines, exit_code_of, interrupted, interruption, publish, user_error
 from flows.settings import resolve_database_url
-from tasks import schema
+from tasks import privileges, schema
 from tasks.audit import snapshot
-from tasks.db import acquire_run_lock, check_duration, connect, is_transient, mask_url
-from tasks.errors import InputError, Unavailable, UserFacingError, VerificationFailed, first_line
+from tasks.db import Session, check_duration, connect, is_transient, mask_url, retrying
+from tasks.errors import InputError, UserFacingError, VerificationFailed, first_line
 from tasks.runs import finish, has_bookkeeping, open_run
 
 
@@ -126,25 +127,37 @@ def _move(
                 f"downgrading to {target} loses data ({lost}); run again with --allow-data-loss "
                 "(a checkpoint branch is taken first)"
             )
+        if steps:  # refused before anything is written when the role may not alter the tables
+            with connect(url, autocommit=True, step="schema:check") as conn:
+                privileges.require_schema_change(privileges.of(conn))
         branch = None
         notes: list[str] = []
         if steps and (checkpoint or losing):
             branch, notes = take_checkpoint(url, branch_provider, lock_wait)
-        with connect(url, autocommit=True) as control:
-            acquire_run_lock(control, wait_seconds=lock_wait)
+        # each step a unit on this session: a lost one is replaced and the run lock taken again
+        with Session(url, lock_wait=lock_wait) as control:
             journal = Journal(
                 control,
                 {"direction": direction, "from": before, "target": target},
                 f"{before or 'base'}->{target}",
             )
             run_id = journal.run_id
-            pre = snapshot(control)
-            applied, failure = _apply(url, journal, steps, direction, lock_timeout, statement_timeout)
+            try:
+                pre = control.run("schema:check", snapshot)
+                applied, failure, code = _apply(url, journal, steps, direction, lock_timeout, statement_timeout)
+            except BaseException as exc:
+                signum = interruption(exc)
+                if signum is not None:  # the revision in flight committed or rolled back whole
+                    journal.interrupted(f"interrupted by {signal.Signals(signum).name}")
+                    interrupted({"title": f"Schema {direction}grade to {target}", "kind": "schema",
+                                 "run_id": run_id, "notes": [f"{journal.why}; the same command resumes it "
+                                 "from the revision it reached"]}, report_dir)  # fmt: skip
+                raise
             rolled_back = None
             if failure is not None and applied:
                 rolled_back = _return_to(url, before, applied, direction, lock_timeout, statement_timeout)
-            after = schema.current_revision(url)
-            post = snapshot(control)
+            after = retrying(lambda: schema.current_revision(url), what="schema:check")
+            post = control.run("schema:check", snapshot)
             problems = _post_check(url, pre, post, after, failure)
             status = (
                 "noop"
@@ -171,13 +184,7 @@ def _move(
         + ([f"nothing to do: the database is at {before or 'base'}"] if not steps else [])
         + ([f"failed at {failure}; returned to {rolled_back}"] if failure else []),
     }
-    if failure:
-        code = (
-            Unavailable.exit_code
-            if "lock timeout" in failure or "busy" in failure
-            else VerificationFailed.exit_code
-        )
-    else:
+    if not failure:
         code = VerificationFailed.exit_code if problems else 0
     return publish(
         report,
@@ -193,38 +200,53 @@ class Journal:
     """The run and each step in `migration_runs`, written from the moment the bookkeeping tables
     exist (an upgrade from base creates them in 0001; a downgrade to base removes them)."""
 
-    def __init__(self, conn: Any, parameters: dict[str, Any], source_name: str) -> None:
-        self.conn, self.parameters, self.source_name = conn, parameters, source_name
+    def __init__(self, session: Session, parameters: dict[str, Any], source_name: str) -> None:
+        self.session, self.parameters, self.source_name = session, parameters, source_name
         self.run_id = str(uuid.uuid4())
         self.opened = False
+        self.step_id: str | None = None
+        self.why = ""
 
     def _ready(self) -> bool:
-        if not has_bookkeeping(self.conn):
+        if not self.session.run("schema:journal", has_bookkeeping):
             return False
         if not self.opened:
-            open_run(self.conn, "schema", self.parameters, self.source_name, run_id=self.run_id)
+            self.session.run(
+                "schema:journal", open_run, "schema", self.parameters, self.source_name, run_id=self.run_id
+            )
             self.opened = True
         return True
 
     def start_step(self, s: schema.Step, direction: str) -> str | None:
         if not self._ready():
             return None
-        return open_run(
-            self.conn,
+        self.step_id = self.session.run(
+            "schema:journal",
+            open_run,
             "schema-step",
             {"run_id": self.run_id, "revision": s.revision, "direction": direction},
             source_name=s.revision,
+            run_id=str(uuid.uuid4()),
         )
+        return self.step_id
 
     def end_step(
         self, step_id: str | None, status: str, stats: dict[str, Any], error: str | None = None
     ) -> None:
-        if step_id is not None and has_bookkeeping(self.conn):
-            finish(self.conn, step_id, status, stats, error=error)
+        if step_id is not None and self.session.run("schema:journal", has_bookkeeping):
+            self.session.run("schema:journal", finish, step_id, status, stats, error=error)
+        self.step_id = None
 
     def finish(self, status: str, stats: dict[str, Any], error: str | None) -> None:
         if self._ready():
-            finish(self.conn, self.run_id, status, stats, error=error)
+            self.session.run("schema:journal", finish, self.run_id, status, stats, error=error)
+
+    def interrupted(self, why: str) -> None:
+        """The run and its step in flight marked interrupted: one attempt each, the exit comes first."""
+        self.why = why
+        for run_id in (self.step_id, self.run_id if self.opened else None):
+            if run_id is not None:
+                self.session.once("schema:interrupted", finish, run_id, "interrupted", {}, error=why)
 
 
 def _apply(
@@ -234,8 +256,9 @@ def _apply(
     direction: str,
     lock_timeout: str,
     statement_timeout: str,
-) -> tuple[list[schema.Step], str | None]:
-    """Apply step by step, each recorded in migration_runs; returns (steps applied, failure or None)."""
+) -> tuple[list[schema.Step], str | None, int]:
+    """Apply step by step, each recorded in migration_runs; returns (steps applied, failure or None,
+    its exit code: 3 for a fault still transient after the retries, 2 for a missing privilege, else 1)."""
     logger = get_run_logger()
     applied: list[schema.Step] = []
     for s in steps:
@@ -257,10 +280,10 @@ def _apply(
                 reason += " (retried with backoff)"
             journal.end_step(step_id, "failed", {"seconds": round(time.monotonic() - began, 3)}, reason)
             logger.error(reason)
-            return applied, reason
+            return applied, reason, exit_code_of(exc)
         journal.end_step(step_id, "completed", {"seconds": round(time.monotonic() - began, 3)})
         applied.append(s)
-    return applied, None
+    return applied, None, 0
 
 
 def _return_to(

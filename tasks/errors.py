@@ -29,3 +29,18 @@ class Unavailable(UserFacingError):
     """The database cannot be used right now: unreachable, or another run holds the lock (exit 3)."""
 
     exit_code = 3
+
+
+class ReportNotWritten(Unavailable):
+    """The run is in the database but its report could not be written (disk full, say): exit 3;
+    the same command, run again, resumes the run and writes it."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that what cleans up
+    after one does after both (psycopg cancels the running query, an interrupted run is marked so);
+    the command exits 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -23,7 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, pool
 
-from tasks.db import PROJECT_ROOT, retrying, sqlalchemy_url
+from tasks.db import PROJECT_ROOT, connect, retrying, sqlalchemy_url
 from tasks.errors import InputError, first_line
 
 
@@ -96,7 +96,8 @@ def path(current: str | None, target: str | None) -> tuple[str, list[Step]]:
 
 
 def _engine(url: str):
-    return create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    # through tasks.db.connect: sessions in UTC, named, and lost ones told apart from a wrong URL
+    return create_engine(sqlalchemy_url(url), poolclass=pool.NullPool, creator=lambda: connect(url, step="schema"))
 
 
 def _current(conn: Connection) -> str | None:
