@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -154,6 +155,22 @@ def progress_bar(enabled: bool):
             stop()
 
 
+class _OneLine(logging.Filter):
+    """Our errors are one line, safe to show: Prefect's run loggers log them without the traceback
+    they add to every failure (an unexpected error keeps its traceback: it is a bug to report)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flows.outcome import interruption
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and (isinstance(exc, UserFacingError) or interruption(exc) is not None):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine", "prefect.engine")
+
+
 def run_flow(
     flow_call: Callable[[], Any],
     *,
@@ -166,6 +183,8 @@ def run_flow(
     caller and handed in, or started here)."""
     from flows.outcome import exit_code_of, interruption
 
+    for name in RUN_LOGGERS:
+        logging.getLogger(name).addFilter(_OneLine())
     try:
         with orchestrator.connected(server or orchestrator.start()):
             state = flow_call()

@@ -65,10 +65,6 @@ def columns_of(url: str) -> dict[str, list[str]]:
     return retrying(read, what="read the columns")
 
 
-def revision_of(url: str) -> str | None:
-    return retrying(lambda: schema.current_revision(url), what="read the schema revision")
-
-
 def _publish(report: dict[str, Any], report_dir: str) -> State:
     ok = report["verification"]["ok"]
     return publish(
@@ -112,7 +108,7 @@ def rollback_downgrade(
     if not moved.is_completed():  # refused or failed: the schema flow's outcome and report say why
         return Failed(message=moved.message, data=outcome)
     checkpoint = outcome["report_data"]["checkpoint"]
-    after = revision_of(url)
+    after = schema.current_revision(url)
     branch_url = provider(branch_provider, url).url(checkpoint["name"])
     kept = columns_of(url)
     old = columns_of(branch_url)
@@ -158,7 +154,7 @@ def rollback_restore(
         if from_branch:
             source_url = branches.url(from_branch)
             expected = fingerprints(source_url)
-            expected_revision = revision_of(source_url)
+            expected_revision = schema.current_revision(source_url)
             branches.restore(main, source_branch=from_branch, preserve_under_name=preserved)
             source = from_branch
         else:
@@ -168,12 +164,12 @@ def rollback_restore(
             branches.create(probe, preserved, at=timestamp)
             try:
                 probe_url = branches.url(probe)
-                expected, expected_revision = fingerprints(probe_url), revision_of(probe_url)
+                expected, expected_revision = fingerprints(probe_url), schema.current_revision(probe_url)
             finally:
                 branches.delete(probe)
             source = f"{main} at {timestamp}"
         actual = fingerprints(url)
-        revision = revision_of(url)
+        revision = schema.current_revision(url)
     except UserFacingError as exc:
         return user_error(exc)
     problems = compare_fingerprints(expected, actual)

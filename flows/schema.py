@@ -35,7 +35,7 @@ from flows.outcome import closing_lines, exit_code_of, interrupted, interruption
 from flows.settings import resolve_database_url
 from tasks import privileges, schema
 from tasks.audit import snapshot
-from tasks.db import Session, check_duration, connect, is_transient, mask_url, retrying
+from tasks.db import Session, check_duration, is_transient, mask_url
 from tasks.errors import InputError, UserFacingError, VerificationFailed, first_line
 from tasks.runs import finish, has_bookkeeping, open_run
 
@@ -128,8 +128,8 @@ def _move(
                 "(a checkpoint branch is taken first)"
             )
         if steps:  # refused before anything is written when the role may not alter the tables
-            with connect(url, autocommit=True, step="schema:check") as conn:
-                privileges.require_schema_change(privileges.of(conn))
+            with Session(url) as check:
+                privileges.require_schema_change(check.run("schema:check", privileges.of))
         branch = None
         notes: list[str] = []
         if steps and (checkpoint or losing):
@@ -156,7 +156,7 @@ def _move(
             rolled_back = None
             if failure is not None and applied:
                 rolled_back = _return_to(url, before, applied, direction, lock_timeout, statement_timeout)
-            after = retrying(lambda: schema.current_revision(url), what="schema:check")
+            after = schema.current_revision(url)
             post = control.run("schema:check", snapshot)
             problems = _post_check(url, pre, post, after, failure)
             status = (

@@ -15,12 +15,13 @@ class PrivilegeMissing(InputError):
     """The role lacks a privilege a step needs; the message names it and the ways on (exit 2)."""
 
 
-# The user relations of the current schema whose owner the role cannot act as.
-_NOT_OURS = """
-SELECT c.relname, pg_get_userbyid(c.relowner)
+# The user relations of the current schema owned by another role: (relation, owner, whether the
+# current role can act as that owner).
+_OTHERS = """
+SELECT c.relname, pg_get_userbyid(c.relowner), pg_has_role(c.relowner, 'USAGE')
 FROM pg_class c
 WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'S', 'v', 'm')
-  AND NOT pg_has_role(c.relowner, 'USAGE')
+  AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
 ORDER BY c.relname
 """
 
@@ -32,7 +33,8 @@ class Role:
     createdb: bool
     owns_database: bool
     create_in_schema: bool  # CREATE on the current schema
-    not_ours: tuple[tuple[str, str], ...]  # (relation, owner) the role cannot act as the owner of
+    others_own: tuple[tuple[str, str], ...]  # (relation, owner) owned by another role
+    not_ours: tuple[tuple[str, str], ...]  # of those, the ones the role cannot act as the owner of
 
 
 def of(conn: psycopg.Connection) -> Role:
@@ -42,8 +44,11 @@ def of(conn: psycopg.Connection) -> Role:
         "FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()"
     ).fetchone()
     assert row is not None
-    not_ours = () if row[1] else tuple(conn.execute(_NOT_OURS).fetchall())
-    return Role(row[0], row[1], row[2], row[3], row[4], not_ours)
+    others = [] if row[1] else conn.execute(_OTHERS).fetchall()
+    return Role(
+        row[0], row[1], row[2], row[3], row[4],
+        tuple((r, o) for r, o, _ in others), tuple((r, o) for r, o, ours in others if not ours),
+    )  # fmt: skip
 
 
 def _relations(pairs: tuple[tuple[str, str], ...]) -> str:
@@ -52,8 +57,9 @@ def _relations(pairs: tuple[tuple[str, str], ...]) -> str:
 
 
 def require_checkpoint(role: Role, *, template: bool) -> None:
-    """A local checkpoint creates a database: CREATEDB; the online copy restores every object as
-    its owner, the template copy needs to own the database it copies."""
+    """A local checkpoint creates a database: CREATEDB. A non-superuser's online copy is restored as
+    that role (pg_dump --no-owner), so it must own every table; the template copy needs to own the
+    database it copies."""
     way_on = "run with --no-checkpoint, or --provider neon, or grant it"
     if role.superuser:
         return
@@ -67,10 +73,10 @@ def require_checkpoint(role: Role, *, template: bool) -> None:
             f"--template-copy copies the database, which role {role.name} does not own; copy online "
             f"(without --template-copy), or {way_on.removeprefix('run ')}"
         )
-    if role.not_ours:
+    if not template and role.others_own:
         raise PrivilegeMissing(
-            f"the checkpoint copies every table with its owner, and role {role.name} cannot act as the "
-            f"owner of {_relations(role.not_ours)}; {way_on} (GRANT <owner> TO {role.name})"
+            f"the online checkpoint is restored as role {role.name}, which does not own "
+            f"{_relations(role.others_own)}; {way_on} (a superuser's URL, or ALTER TABLE … OWNER TO {role.name})"
         )
 
 

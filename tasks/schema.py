@@ -107,12 +107,15 @@ def _current(conn: Connection) -> str | None:
 
 
 def current_revision(url: str) -> str | None:
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            return _current(conn)
-    finally:
-        engine.dispose()
+    def read() -> str | None:
+        engine = _engine(url)
+        try:
+            with engine.connect() as conn:
+                return _current(conn)
+        finally:
+            engine.dispose()
+
+    return retrying(read, what="read the schema revision")
 
 
 def move(url: str, revision: str | None, direction: str, **timeouts: str | None) -> None:

@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 
 from tasks import pgtools
 from tasks.db import APPLICATION, DatabaseError, connect, label, normalize_url, with_database
-from tasks.errors import VerificationFailed, first_line
+from tasks.errors import VerificationFailed
 from tasks.verify import compare_fingerprints, table_columns, table_fingerprints
 
 LOCK_WAIT = "5s"  # pg_dump's --lock-wait-timeout: never queue long behind another session's lock
@@ -82,6 +82,10 @@ def copy_database(server_url: str, source: str, target: str, admin: Callable[[],
         src.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         snapshot = src.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
         tools = pgtools.clients(src.info.server_version // 10000)
+        # a superuser restores every object with its owner; any other role restores them as itself
+        # (it may only if it owns them all: tasks/privileges.py checks that first)
+        row = src.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        owners = bool(row and row[0])
         with admin() as a:
             a.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE template0 {}").format(
@@ -89,7 +93,9 @@ def copy_database(server_url: str, source: str, target: str, admin: Callable[[],
                 )
             )
         created = True
-        _dump_restore(tools, with_database(server_url, source), with_database(server_url, target), snapshot)
+        _dump_restore(
+            tools, with_database(server_url, source), with_database(server_url, target), snapshot, owners
+        )
         label(src, "checkpoint:verify")
         expected = table_fingerprints(src, table_columns(src, bookkeeping=True))
         src.rollback()
@@ -105,14 +111,16 @@ def copy_database(server_url: str, source: str, target: str, admin: Callable[[],
                 a.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target)))
 
 
-def _dump_restore(tools: dict[str, os.PathLike[str]], source_url: str, target_url: str, snapshot: str) -> None:
+def _dump_restore(
+    tools: dict[str, os.PathLike[str]], source_url: str, target_url: str, snapshot: str, owners: bool
+) -> None:
     """pg_dump of the snapshot piped into psql, in one transaction; both ended if anything fails."""
     source, dump_env = _child_env(source_url, "checkpoint:dump")
     target, restore_env = _child_env(target_url, "checkpoint:restore")
     with tempfile.TemporaryFile() as dump_err, tempfile.TemporaryFile() as restore_err:
         dump = subprocess.Popen(
             [tools["pg_dump"], "--no-password", f"--snapshot={snapshot}", f"--lock-wait-timeout={LOCK_WAIT}",
-             "--dbname", source],
+             *([] if owners else ["--no-owner"]), "--dbname", source],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=dump_err, env=dump_env,
         )  # fmt: skip
         try:
@@ -146,5 +154,3 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
             proc.wait()
 
-
-__all__ = ["CopyFailed", "copy_database", "first_line"]
