@@ -221,10 +221,9 @@ class Session:
     def once(self, step: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         """fn(connection, …) once, without retries, for the bookkeeping of an interrupted command
         (which must exit promptly); None, with a warning, if the database did not answer."""
-        try:
-            conn = self.connection()
-            label(conn, step)
-            return fn(conn, *args, **kwargs)
+        try:  # on a connection of its own: the session's may be mid-statement, where it was interrupted
+            with connect(self.url, autocommit=True, step=step) as conn:
+                return fn(conn, *args, **kwargs)
         except (psycopg.Error, Unavailable) as exc:
             log.warning("%s: not recorded (%s)", step, first_line(exc))
             return None

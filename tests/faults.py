@@ -123,14 +123,23 @@ def _pg_ctl(data_dir: Path, *args: str) -> None:
     subprocess.run([str(pg_ctl), "-w", "-D", str(data_dir), *args], check=True, capture_output=True, user=user, timeout=60)
 
 
-def restart_after(data_dir: Path, delay: float, down: float) -> threading.Thread:
-    """In `delay` seconds stop the server (fast), and start it `down` seconds later."""
+def restart_when(url: str, query: str, data_dir: Path, down: float | None) -> threading.Thread:
+    """Once `query` (a count) is positive on url, stop the server (fast), and start it `down`
+    seconds later (None: not)."""
 
     def cycle() -> None:
-        time.sleep(delay)
+        while True:
+            try:
+                with psycopg.connect(url) as conn:
+                    if conn.execute(query).fetchone()[0]:
+                        break
+            except psycopg.Error:  # not there yet
+                pass
+            time.sleep(0.01)
         stop_server(data_dir)
-        time.sleep(down)
-        start_server(data_dir)
+        if down is not None:
+            time.sleep(down)
+            start_server(data_dir)
 
     t = threading.Thread(target=cycle, daemon=True)
     t.start()
