@@ -113,8 +113,30 @@ class Result:
     column_type: str
 
 
+def _checked(kind: str, text: str, *, identifier: bool = True) -> str:
+    """What a user's name or value may be before it is sent: UTF-8 text without NUL (PostgreSQL
+    stores none); a name also printable and at most 63 bytes (PostgreSQL's NAMEDATALEN)."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        size = -1
+    if size < 0 or "\x00" in text or (identifier and (not 0 < size <= 63 or not text.isprintable())):
+        what = "a PostgreSQL name (1 to 63 bytes, printable)" if identifier else "text PostgreSQL can store"
+        raise InputError(f"{kind} {text[:80]!r} is not {what}")
+    return text
+
+
+def check_spec(spec: BackfillSpec) -> BackfillSpec:
+    for part in spec.table.split("."):
+        _checked("--table", part)
+    _checked("--column", spec.column)
+    _checked("--value", spec.value, identifier=False)
+    return spec
+
+
 def resolve(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
     """Look table and column up in the catalog; InputError names what is missing."""
+    check_spec(spec)
     schema, _, table = spec.table.rpartition(".")
     row = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -231,6 +253,7 @@ def run_backfill(
     """Fill spec.column with spec.value wherever it is NULL; resumable, see the module docstring."""
     settings = settings or Settings()
     settings.check()
+    check_spec(spec)
     # the backfill's own lock, taken again on a new connection when the session's was lost
     session = Session(url, lock_wait=lock_wait, key=lock_key(spec.name))
     try:

@@ -97,6 +97,7 @@ class NeonBranches:
             timeout=30.0,
         )
         self._main: str | None = None
+        self.answered = False  # whether the API has answered this client yet
         self.notes: list[str] = []
 
     @classmethod
@@ -121,13 +122,15 @@ class NeonBranches:
             try:
                 response = self.http.request(method, url, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # never sent
-                raise NeonError(f"Neon API unreachable ({type(exc).__name__})", transient=True) from None
+                # waited for only if the API answered this process before: else a wrong host, at once
+                raise NeonError(f"Neon API unreachable ({type(exc).__name__})", transient=self.answered) from None
             except httpx.TransportError as exc:
                 raise NeonError(
                     f"Neon API {method} {path}: no answer ({type(exc).__name__}); it may have been "
                     "done: check with python -m flows.branches list --provider neon",
                     transient=safe,
                 ) from None
+            self.answered = True
             status = response.status_code
             if status in (423, 503) or (safe and (status == 429 or status >= 500)):
                 raise NeonError(f"Neon API {method} {path}: {status} {_message(response)}", transient=True)
@@ -206,6 +209,7 @@ class NeonBranches:
     def create(
         self, name: str, parent: str | None = None, *, at: str | None = None, expires_at: datetime | None = None
     ) -> Branch:
+        _check_name(name)
         branches = self._branches()
         if any(b.get("name") == name for b in branches):
             raise InputError(f"branch {name!r} already exists")
@@ -267,6 +271,8 @@ class NeonBranches:
         """The target becomes the source branch's head, or its own (or the source's) state at
         `timestamp`; its previous state is kept under preserve_under_name when given (Neon makes
         that branch the target's parent, and moves the target's children under it)."""
+        if preserve_under_name:
+            _check_name(preserve_under_name)
         branches = self._branches()
         target_raw = self._by_name(target, branches)
         source_id = self._by_name(source_branch, branches)["id"] if source_branch else target_raw["id"]
@@ -323,6 +329,14 @@ class NeonBranches:
                 f"the compute of branch {name} answered its first connection after {took:.1f}s (cold start)"
             )
         return uri
+
+
+def _check_name(name: str) -> str:
+    """A branch name as Neon's definition allows it (at most 256 characters), printable: it is shown
+    on one line in reports and errors. It travels as JSON, never as SQL."""
+    if not 0 < len(name) <= 256 or not name.isprintable():
+        raise InputError(f"invalid Neon branch name {name[:80]!r}: 1 to 256 printable characters")
+    return name
 
 
 def _when(text: str | None) -> datetime | None:
