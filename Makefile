@@ -4,6 +4,8 @@
 # make demo:  migrate examples/tasks.json into the default (embedded) PostgreSQL and print the summary
 # make test:  the whole suite, on a real PostgreSQL (embedded, or TEST_DATABASE_URL), but the browser test
 # make test-browser: the Prefect UI as an operator sees it, in headless Chromium (about two minutes)
+# make test-matrix: the data-path suite on PostgreSQL 14..18 (what PyPI and Debian give this machine),
+#             as the superuser and as a Neon-like owner role; before a release (scripts/pg_matrix.py)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +13,7 @@ UV     := PYTHON=$(PYTHON) scripts/uv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup lock browser demo test test-browser bench
+.PHONY: setup lock browser demo test test-browser test-matrix bench
 
 setup: $(VENV)/.installed browser
 
@@ -42,6 +44,9 @@ test: setup
 
 test-browser: setup
 	$(PY) -m pytest -q -m browser
+
+test-matrix: setup
+	PYTHON=$(PYTHON) $(PY) scripts/pg_matrix.py
 
 bench: setup
 	$(PY) bench/phase1.py 1000000
