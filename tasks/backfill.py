@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from migrations.ops import Backfill
 from tasks.db import acquire_run_lock, check_duration, connect, release_run_lock, retrying
 from tasks.errors import InputError
 
@@ -32,25 +33,26 @@ from tasks.errors import InputError
 class BackfillSpec:
     table: str
     column: str
-    value: str  # text; PostgreSQL casts it to the column's type
+    value: str  # text that PostgreSQL casts to the column's type; with sql=True, an SQL expression
+    sql: bool = False  # only for expressions a revision declares, never for user input
 
     @property
     def name(self) -> str:
         return f"{self.table}.{self.column}"
 
 
-# Backfills that schema revisions register by name (the value an expand step's rows need).
-NAMED: dict[str, BackfillSpec] = {
-    "tasks.priority": BackfillSpec("tasks", "priority", "medium"),
-    "tasks.tags": BackfillSpec("tasks", "tags", "{}"),
-}
+def spec_of(backfill: Backfill) -> BackfillSpec:
+    return BackfillSpec(backfill.table, backfill.column, backfill.expression, sql=True)
 
 
 def named(name: str) -> BackfillSpec:
-    try:
-        return NAMED[name]
-    except KeyError:
-        raise InputError(f"no backfill named {name!r} (known: {', '.join(sorted(NAMED))})") from None
+    """A backfill a revision declares (migrations/ops), by name."""
+    from tasks.schema import declared_backfills
+
+    known = declared_backfills()
+    if name not in known:
+        raise InputError(f"no backfill named {name!r} (known: {', '.join(sorted(known))})")
+    return spec_of(known[name])
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ def resolve(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
         raise InputError(f"table {spec.table!r} has no primary key to walk in order")
     if spec.column in {k for k, _ in key}:
         raise InputError(f"{spec.name} is part of the primary key; it cannot be backfilled")
+    if spec.sql:
+        return Target(spec, schema, table, column[0], tuple(k for k, _ in key), tuple(t for _, t in key))
     try:
         with conn.transaction():
             conn.execute(sql.SQL("SELECT CAST(%s AS {})").format(sql.SQL(column[0])), (spec.value,))
@@ -196,7 +200,7 @@ def batch_sql(target: Target, *, after_key: bool) -> sql.Composed:
     return sql.SQL(
         "WITH b AS (SELECT ctid FROM {rel} WHERE {col} IS NULL {after} ORDER BY {key} LIMIT %s "
         "FOR UPDATE SKIP LOCKED), "
-        "u AS (UPDATE {rel} t SET {col} = CAST(%s AS {type}) "
+        "u AS (UPDATE {rel} t SET {col} = {value} "
         "WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM b)) AND t.{col} IS NULL RETURNING {returned}) "
         "SELECT (SELECT count(*) FROM u), (SELECT ARRAY[{as_text}] FROM u ORDER BY {descending} LIMIT 1)"
     ).format(
@@ -204,7 +208,9 @@ def batch_sql(target: Target, *, after_key: bool) -> sql.Composed:
         rel=target.relation,
         col=sql.Identifier(target.spec.column),
         after=after,
-        type=sql.SQL(target.column_type),
+        value=sql.SQL(target.spec.value) if target.spec.sql else sql.SQL("CAST(%s AS {})").format(
+            sql.SQL(target.column_type)
+        ),
         returned=returned,
         as_text=as_text,
         descending=descending,
@@ -346,7 +352,8 @@ class _Walker:
             began = time.monotonic()
             with self.conn.transaction():
                 self._limits()
-                params = [*(last_key or []), self.size, self.target.spec.value]
+                value = [] if self.target.spec.sql else [self.target.spec.value]
+                params = [*(last_key or []), self.size, *value]
                 row = self.conn.execute(self.after if last_key else self.first, params).fetchone()
                 count, new_key = (int(row[0]), row[1]) if row else (0, None)
                 if count:

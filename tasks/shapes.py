@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from itertools import repeat
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
 
 from tasks.vocabulary import TIME_TARGETS, Vocabulary, norm
