@@ -241,10 +241,16 @@ def rollback(url: str, s: Step, lock_timeout: str | None = None) -> None:
     """Undo start (before complete): the new version's schema, triggers and columns go, and the
     database is back at the previous revision as if the start had never run."""
     if live_versions(url).get(s.revision) != versions.STARTED:
-        raise StepRefused(f"{s.revision} is not rolling out: nothing to roll back (a completed revision is downgraded)")
+        raise StepRefused(
+            f"{s.revision} is not rolling out: nothing to roll back (a completed revision is downgraded)"
+        )
     try:
         _run_phase(url, s, "rollback", lock_timeout)
-        _alembic(url, lambda cfg: command.stamp(cfg, s.down_revision or "base", purge=s.down_revision is None), None)
+        _alembic(
+            url,
+            lambda cfg: command.stamp(cfg, s.down_revision or "base", purge=s.down_revision is None),
+            None,
+        )
     except Exception as exc:
         raise typed(exc, f"rollback of {s.revision}") from exc
 
@@ -279,31 +285,92 @@ def engine_backfill(url: str, listener: Callable[[str], Callable[..., None]] | N
     return run
 
 
-def upgrade(
-    url: str,
-    target: str = "head",
-    *,
-    complete_last: bool = True,
-    run_backfill: BackfillRunner | None = None,
-    **timeouts: str | None,
-) -> tuple[str | None, str | None]:
-    """Every step to target: start, backfills, complete (the last one left rolling out unless
-    complete_last). Without Prefect; the flow runs the same steps as tasks. Returns (before, after)."""
-    before = current_revision(url)
-    direction, steps = path(before, resolve(target))
-    if direction == "down":
-        raise InputError(f"the database is at {before}, past {target}: that is a downgrade")
-    run_backfill = run_backfill or engine_backfill(url)
-    live = pending(url)  # a revision left rolling out is the current one: carry on with it
+@dataclass(frozen=True)
+class Action:
+    """One unit of a schema run: a phase of a revision, or one of its backfills."""
+
+    step: Step
+    verb: str  # start | backfill | complete | rollback | downgrade
+    backfill: Backfill | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.verb} {self.backfill.name if self.backfill else self.step.revision}"
+
+
+def plan_upgrade(
+    current: str | None, live: str | None, target: str | None, complete_all: bool
+) -> tuple[list[Action], str | None]:
+    """What an upgrade to target does: each revision started and backfilled; each completed when
+    another follows and it is not breaking, or when complete_all; a breaking one that is not the
+    target stops the run there (completing it is the operator's word). A revision left rolling out
+    is carried on with first. Returns (actions, why it stopped short or None)."""
+    direction, steps = path(current, target)
+    if direction == "down" and steps:
+        raise StepRefused(f"the database is at {current}, past {target or 'base'}: that is a downgrade")
     todo = ([step(live)] if live else []) + steps
+    actions: list[Action] = []
     for i, s in enumerate(todo):
+        last = i == len(todo) - 1
         if s.revision != live:
-            start(url, s, **timeouts)
-        for b in s.backfills:
-            run_backfill(b)
-        if s.online and (complete_last or i < len(todo) - 1):
-            complete(url, s, timeouts.get("lock_timeout"))
+            actions.append(Action(s, "start"))
+        actions += [Action(s, "backfill", b) for b in s.backfills]
+        if not s.online:
+            continue
+        if complete_all or (not last and not s.breaking):
+            actions.append(Action(s, "complete"))
+        elif not last:
+            return actions, (
+                f"stopped at {s.revision}: it breaks the previous application version; run `complete` once "
+                "every instance runs it, then upgrade again"
+            )
+    return actions, None
+
+
+def run(url: str, action: Action, run_backfill: BackfillRunner | None = None, **timeouts: str | None) -> Any:
+    """Carry out one action (the flow runs each as a Prefect task)."""
+    lock = timeouts.get("lock_timeout")
+    if action.verb == "start":
+        return start(url, action.step, **timeouts)
+    if action.verb == "backfill":
+        assert action.backfill is not None
+        return (run_backfill or engine_backfill(url))(action.backfill)
+    if action.verb == "complete":
+        return complete(url, action.step, lock)
+    if action.verb == "rollback":
+        return rollback(url, action.step, lock)
+    return downgrade(url, action.step, **timeouts)
+
+
+def upgrade(
+    url: str, target: str = "head", *, complete_breaking: bool | None = None, **timeouts: str | None
+) -> tuple[str | None, str | None]:
+    """Bring the database to target and complete every step, without Prefect. A breaking step is
+    completed only from base (no application version to protect) or with complete_breaking; else
+    it is refused before anything runs. Returns (revision before, after)."""
+    before = current_revision(url)
+    live = pending(url)
+    actions, _ = plan_upgrade(before, live, resolve(target), complete_all=True)
+    if complete_breaking is None:
+        complete_breaking = before is None
+    breaking = [a.step.revision for a in actions if a.verb == "complete" and a.step.breaking]
+    if breaking and not complete_breaking:
+        raise StepRefused(
+            f"{', '.join(breaking)} breaks the previous application version: roll it out with "
+            "`python -m flows.schema upgrade`, then `complete` once every instance runs it"
+        )
+    for a in actions:
+        run(url, a, **timeouts)
     return before, current_revision(url)
+
+
+def downgrade_to(url: str, target: str | None, **timeouts: str | None) -> None:
+    """Downgrade step by step to target (a revision rolling out is rolled back first)."""
+    if (live := pending(url)) is not None:
+        rollback(url, step(live), timeouts.get("lock_timeout"))
+    _, steps = path(current_revision(url), target)
+    for s in steps:
+        downgrade(url, s, **timeouts)
 
 
 def offline_sql(start_at: str | None, target: str | None, direction: str = "up") -> str:

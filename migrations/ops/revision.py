@@ -53,19 +53,7 @@ class OnlineUpgrade:
     def __call__(self) -> None:
         ctx = self._context("all")
         ctx.phase = ctx.option("schema_phase") or "all"
-        ops = self.operations()
-        if ctx.phase in ("all", "start"):
-            start(ctx, ops)
-        if ctx.phase == "all":
-            for o in ops:
-                for b in o.backfills():
-                    ctx.execute(
-                        f"UPDATE {quote(b.table)} SET {quote(b.column)} = {b.expression} WHERE {quote(b.column)} IS NULL"
-                    )
-        if ctx.phase in ("all", "complete"):
-            complete(ctx, ops)
-        if ctx.phase == "rollback":
-            rollback(ctx, ops)
+        run(ctx, self.operations())
 
     def downgrade(self) -> None:
         ctx = self._context("downgrade")
@@ -79,6 +67,20 @@ class OnlineUpgrade:
 
 def online(declare: Callable[[], None]) -> OnlineUpgrade:
     return OnlineUpgrade(declare)
+
+
+def run(ctx: Context, ops: Sequence[OnlineOperation]) -> None:
+    """The operations of one revision, in ctx.phase."""
+    if ctx.phase in ("all", "start"):
+        start(ctx, ops)
+    if ctx.phase == "all":
+        for b in (b for o in ops for b in o.backfills()):
+            column = quote(b.column)
+            ctx.execute(f"UPDATE {quote(b.table)} SET {column} = {b.expression} WHERE {column} IS NULL")
+    if ctx.phase in ("all", "complete"):
+        complete(ctx, ops)
+    if ctx.phase == "rollback":
+        rollback(ctx, ops)
 
 
 def start(ctx: Context, ops: Sequence[OnlineOperation]) -> None:
