@@ -70,6 +70,15 @@ class Target:
     def relation(self) -> sql.Composable:
         return sql.Identifier(self.schema, self.table)
 
+    @property
+    def unfilled(self) -> sql.Composable:
+        """The rows still to fill: NULL, and (for an expression) where it gives a value: a row whose
+        expression is NULL stays NULL, rightly, and must not keep the walk going."""
+        column = sql.SQL("{} IS NULL").format(sql.Identifier(self.spec.column))
+        if not self.spec.sql:
+            return column
+        return sql.SQL("{} AND ({}) IS NOT NULL").format(column, sql.SQL(self.spec.value))
+
 
 @dataclass
 class Settings:
@@ -177,9 +186,7 @@ def check(url: str, spec: BackfillSpec) -> None:
 
 def null_count(conn: psycopg.Connection, target: Target) -> int:
     row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL").format(
-            target.relation, sql.Identifier(target.spec.column)
-        )
+        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(target.relation, target.unfilled)
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -198,7 +205,7 @@ def batch_sql(target: Target, *, after_key: bool) -> sql.Composed:
     as_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in target.key)
     descending = sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(k)) for k in target.key)
     return sql.SQL(
-        "WITH b AS (SELECT ctid FROM {rel} WHERE {col} IS NULL {after} ORDER BY {key} LIMIT %s "
+        "WITH b AS (SELECT ctid FROM {rel} WHERE {unfilled} {after} ORDER BY {key} LIMIT %s "
         "FOR UPDATE SKIP LOCKED), "
         "u AS (UPDATE {rel} t SET {col} = {value} "
         "WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM b)) AND t.{col} IS NULL RETURNING {returned}) "
@@ -207,6 +214,7 @@ def batch_sql(target: Target, *, after_key: bool) -> sql.Composed:
         key=key,
         rel=target.relation,
         col=sql.Identifier(target.spec.column),
+        unfilled=target.unfilled,
         after=after,
         value=sql.SQL(target.spec.value) if target.spec.sql else sql.SQL("CAST(%s AS {})").format(
             sql.SQL(target.column_type)

@@ -195,13 +195,18 @@ def _alembic(url: str, verb: Callable[[Config], None], phase: str | None, **time
         engine.dispose()
 
 
+def _timeouts(lock_timeout: str | None = None) -> str:
+    """Session limits of a complete or rollback (checked durations, as the flow's options are)."""
+    return f"SET lock_timeout = '{lock_timeout or '2s'}'; SET statement_timeout = '15min'"
+
+
 def _run_phase(url: str, s: Step, phase: str, lock_timeout: str | None = None) -> None:
     """Run a revision's operations in one phase (complete, rollback), each statement on its own."""
     module = scripts().get_revision(s.revision).module
     engine = _engine(url)
     try:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f"SET lock_timeout = '{lock_timeout or '2s'}'")
+            conn.exec_driver_sql(_timeouts(lock_timeout))
             context = MigrationContext.configure(conn, opts={"schema_phase": phase, "autocommit": True})
             with Operations.context(context):
                 module.upgrade()
@@ -373,11 +378,14 @@ def downgrade_to(url: str, target: str | None, **timeouts: str | None) -> None:
         downgrade(url, s, **timeouts)
 
 
-def offline_sql(start_at: str | None, target: str | None, direction: str = "up") -> str:
-    """The SQL Alembic would run from start to target (start, backfill, complete), without a database."""
+def offline_sql(start_at: str | None, target: str | None, direction: str = "up", phase: str | None = None) -> str:
+    """The SQL Alembic would run from start to target (every phase, unless one is named), without
+    a database."""
     buffer = io.StringIO()
     cfg = alembic_config()
     cfg.output_buffer = buffer
+    if phase:
+        cfg.attributes["schema_phase"] = phase
     spec = f"{start_at or 'base'}:{target or 'base'}"
     if direction == "up":
         command.upgrade(cfg, spec, sql=True)
@@ -387,12 +395,17 @@ def offline_sql(start_at: str | None, target: str | None, direction: str = "up")
 
 
 def phase_sql(s: Step, phase: str) -> str:
-    """The SQL of one phase of a revision (start, complete, rollback), without a database."""
+    """The SQL of one phase of a revision, without a database: start as Alembic runs it, complete
+    and rollback as they run on their own connection, each statement committing on its own."""
+    if phase == "start":
+        return offline_sql(s.down_revision, s.revision, phase="start")
     buffer = io.StringIO()
     context = MigrationContext.configure(
-        dialect_name="postgresql", opts={"as_sql": True, "output_buffer": buffer, "schema_phase": phase}
+        dialect_name="postgresql",
+        opts={"as_sql": True, "output_buffer": buffer, "schema_phase": phase, "autocommit": True},
     )
-    with Operations.context(context):
+    with Operations.context(context) as operations:
+        operations.execute(_timeouts())  # as complete and rollback set them for their session
         scripts().get_revision(s.revision).module.upgrade()
     return buffer.getvalue()
 

@@ -78,43 +78,30 @@ def create_sync(ctx: Context, sync: Sync) -> None:
     table = quote(sync.table)
     declare = "\n".join(f"  {quote(c)} public.{table}.{quote(c)}%TYPE := NEW.{quote(c)};" for c in sync.reads)
 
-    def assign(targets: dict[str, str]) -> str:
-        return "\n".join(f"      NEW.{quote(c)} := {expr};" for c, expr in targets.items())
+    def fill(targets: dict[str, str], recompute: list[str]) -> str:
+        """Set targets on every insert, and on an update where one of `recompute` holds."""
+        assign = "".join(f"\n      NEW.{quote(c)} := {expr};" for c, expr in targets.items())
+        if not targets:
+            return ""
+        update = f"\n    ELSIF {' OR '.join(recompute)} THEN{assign}" if recompute else ""
+        return f"\n    IF TG_OP = 'INSERT' THEN{assign}{update}\n    END IF;"
 
-    def changed(columns: tuple[str, ...]) -> str:
-        return " OR ".join(f"NEW.{quote(c)} IS DISTINCT FROM OLD.{quote(c)}" for c in columns)
+    def changed(columns: tuple[str, ...]) -> list[str]:
+        return [f"NEW.{quote(c)} IS DISTINCT FROM OLD.{quote(c)}" for c in columns]
 
-    unfilled = " OR ".join(f"NEW.{quote(c)} IS NULL" for c in sync.to_new)
-    to_old = (
-        f"""  IF (current_schemas(false))[1] = {literal(ctx.schema)} THEN
-    IF TG_OP = 'INSERT' THEN
-{assign(sync.to_old)}
-    ELSIF {changed(sync.watch_new)} THEN
-{assign(sync.to_old)}
-    END IF;
-    RETURN NEW;
-  END IF;
-"""
-        if sync.to_old
-        else f"  IF (current_schemas(false))[1] = {literal(ctx.schema)} THEN\n    RETURN NEW;\n  END IF;\n"
-    )
-    to_new = (
-        f"""  IF TG_OP = 'INSERT' THEN
-{assign(sync.to_new)}
-  ELSIF {changed(sync.watch_old)} OR {unfilled} THEN
-{assign(sync.to_new)}
-  END IF;
-"""
-        if sync.to_new
-        else ""
-    )
-    # Written by the new version: its columns decide the old ones; otherwise the reverse.
+    unfilled = [f"NEW.{quote(c)} IS NULL" for c in sync.to_new]
+    # Written by the new version: its columns decide the old ones; otherwise the reverse. Each column
+    # the expressions name is a variable; inside an expression's own subquery its columns win.
     ctx.execute(
         f"""CREATE OR REPLACE FUNCTION public.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
 {declare}
 BEGIN
-{to_old}{to_new}  RETURN NEW;
+  IF (current_schemas(false))[1] = {literal(ctx.schema)} THEN{fill(sync.to_old, changed(sync.watch_new))}
+  ELSE{fill(sync.to_new, changed(sync.watch_old) + unfilled)}
+  END IF;
+  RETURN NEW;
 END $$"""
     )
     ctx.execute(
