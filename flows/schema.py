@@ -208,7 +208,7 @@ def _run(kind: str, target: str, plan: Any, options: dict[str, Any], force_check
         "schema": {"before": before, "after": after, "live": live_after, "target": target},
         "checkpoint": branch,
         "steps": [_row(i, a, len(done), failure) for i, a in enumerate(actions)],
-        "sql": [{"action": a.label, "sql": _sql(a)} for a in actions if a.verb != "backfill"],
+        "sql": [{"revision": a.label, "sql": _sql(a)} for a in actions if a.verb != "backfill"],
         "integrity": {"before": pre, "after": post},
         "verification": {"ok": not problems and failure is None, "problems": problems},
         "timing": {"duration_s": round(time.monotonic() - started, 3)},

@@ -227,7 +227,7 @@ def start(url: str, s: Step, **timeouts: str | None) -> None:
                 _run_phase(url, s, "rollback", timeouts.get("lock_timeout"))
             except Exception as cleanup:  # the first error is the one to report
                 exc.add_note(f"cleaning up after it failed too: {first_line(cleanup)}")
-        raise typed(exc, f"start of {s.revision}") from exc
+        raise typed(exc, f"start {s.revision}") from exc
 
 
 def complete(url: str, s: Step, lock_timeout: str | None = None) -> None:
@@ -239,7 +239,7 @@ def complete(url: str, s: Step, lock_timeout: str | None = None) -> None:
     try:
         _run_phase(url, s, "complete", lock_timeout)
     except Exception as exc:
-        raise typed(exc, f"complete of {s.revision}") from exc
+        raise typed(exc, f"complete {s.revision}") from exc
 
 
 def rollback(url: str, s: Step, lock_timeout: str | None = None) -> None:
@@ -251,13 +251,21 @@ def rollback(url: str, s: Step, lock_timeout: str | None = None) -> None:
         )
     try:
         _run_phase(url, s, "rollback", lock_timeout)
+        _forget_backfills(url, s)
         _alembic(
             url,
             lambda cfg: command.stamp(cfg, s.down_revision or "base", purge=s.down_revision is None),
             None,
         )
     except Exception as exc:
-        raise typed(exc, f"rollback of {s.revision}") from exc
+        raise typed(exc, f"rollback {s.revision}") from exc
+
+
+def _forget_backfills(url: str, s: Step) -> None:
+    """The backfill engine's checkpoints of a rolled-back revision go with it."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('backfill_state') IS NOT NULL").fetchone()[0]:
+            conn.execute("DELETE FROM backfill_state WHERE name = ANY(%s)", ([b.name for b in s.backfills],))
 
 
 def downgrade(url: str, s: Step, **timeouts: str | None) -> None:
@@ -267,7 +275,7 @@ def downgrade(url: str, s: Step, **timeouts: str | None) -> None:
     try:
         _alembic(url, lambda cfg: command.downgrade(cfg, s.down_revision or "base"), None, **timeouts)
     except Exception as exc:
-        raise typed(exc, f"downgrade of {s.revision}") from exc
+        raise typed(exc, f"downgrade {s.revision}") from exc
 
 
 BackfillRunner = Callable[[Backfill], Any]

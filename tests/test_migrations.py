@@ -178,7 +178,7 @@ def test_a_lock_held_by_the_application_times_out_cleanly_and_goes_through_once_
     holder = psycopg.connect(empty_db_url)
     holder.execute("LOCK TABLE tasks IN ACCESS SHARE MODE")  # a long read: ALTER TABLE must wait
     try:
-        with pytest.raises(LockTimedOut, match="start of 0003: lock timeout"):
+        with pytest.raises(LockTimedOut, match="start 0003: lock timeout"):
             schema.start(empty_db_url, schema.step("0003"), lock_timeout="100ms")
     finally:
         holder.close()
