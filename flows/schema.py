@@ -33,7 +33,7 @@ from flows.outcome import closing_lines, publish, user_error
 from flows.settings import resolve_database_url
 from tasks import schema
 from tasks.audit import snapshot
-from tasks.db import acquire_run_lock, check_duration, connect, mask_url
+from tasks.db import acquire_run_lock, check_duration, connect, mask_url, refuse_pooler
 from tasks.errors import InputError, LockTimedOut, UserFacingError, VerificationFailed
 from tasks.schema_runs import Journal
 
@@ -169,6 +169,8 @@ def _run(kind: str, target: str, plan: Any, options: dict[str, Any], force_check
         check_duration("lock_timeout", options["lock_timeout"])
         check_duration("statement_timeout", options["statement_timeout"])
         url = resolve_database_url(options["database_secret"])
+        with connect(url, autocommit=True) as probe:  # a pooled URL is named before anything is planned
+            refuse_pooler(probe)
         before, live = schema.current_revision(url), schema.pending(url)
         actions, stopped = plan(url, before, live)
         branch, notes = None, [stopped] if stopped else []

@@ -10,8 +10,10 @@ How it stays out of the application's way:
   resumes exactly after its last committed batch, and `max_runtime` stops cleanly between batches.
 
 It ends when a count finds no NULL left, rows written meanwhile included. Table and column are looked
-up in the live catalog and quoted as identifiers; the value is a bound parameter cast by PostgreSQL
-to the column's own type, so nothing a user passes becomes SQL.
+up in the live catalog and quoted as identifiers; a value is a bound parameter cast by PostgreSQL to
+the column's own type, so nothing a user passes becomes SQL. A backfill a revision declares
+(migrations/ops) sets an SQL expression over the row instead, and leaves the rows whose expression
+is NULL as they are.
 """
 
 from __future__ import annotations
