@@ -60,6 +60,11 @@ class Case:
     new: Version = field(default_factory=Version)
     new_sees_old: Callable[[int], Any] = lambda i: f"w{i}"  # what new.read gives for a row old wrote
     old_sees_new: Callable[[int], Any] = lambda i: f"w{i}"
+    # An update each version makes to the other's rows, and what the other then reads of them.
+    old_update: str | None = None
+    new_sees_old_update: Callable[[int], Any] | None = None
+    new_update: str | None = None
+    old_sees_new_update: Callable[[int], Any] | None = None
     setup: str = ""  # more SQL on top of SETUP
     after_start: Callable[[str], None] | None = None
     after_complete: Callable[[str], None] | None = None
@@ -189,6 +194,17 @@ def cycle(url: str, case: Case) -> None:
     with as_version(url, OLD) as conn:
         seen = [first(conn.execute(case.old.read, {"id": i}).fetchone()) for i in new.written]
     assert seen == [case.old_sees_new(i) for i in new.written]
+    updates = ((case.old_update, OLD, new.written, NEW, case.new.read, case.new_sees_old_update),
+               (case.new_update, NEW, old.written, OLD, case.old.read, case.old_sees_new_update))  # fmt: skip
+    for update, writer, rows, reader, read, expected in updates:
+        if update and expected:
+            with as_version(url, writer) as conn:
+                for i in rows:
+                    conn.execute(update, {"id": i})
+            with as_version(url, reader) as conn:
+                assert [first(conn.execute(read, {"id": i}).fetchone()) for i in rows] == [
+                    expected(i) for i in rows
+                ]
 
     old, new = both_write(url, case, 20_000)  # the backfill runs under a steady insert load
     for b in (b for o in case.ops for b in o.backfills()):

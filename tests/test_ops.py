@@ -107,6 +107,10 @@ CASES = {
         ),
         new_sees_old=lambda i: "closed" if i % 2 == 0 else "open",
         old_sees_new=lambda i: i % 2 == 0,
+        old_update="UPDATE items SET done = NOT done WHERE id = %(id)s",
+        new_sees_old_update=lambda i: "open" if i % 2 == 0 else "closed",
+        new_update="UPDATE items SET state = CASE state WHEN 'closed' THEN 'open' ELSE 'closed' END WHERE id = %(id)s",
+        old_sees_new_update=lambda i: i % 2 != 0,
         after_complete=check(
             lambda url: (
                 one(url, "SELECT count(*) FROM items WHERE state = 'closed' AND id <= 500") == 250

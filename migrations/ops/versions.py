@@ -89,7 +89,6 @@ def create_sync(ctx: Context, sync: Sync) -> None:
     def changed(columns: tuple[str, ...]) -> list[str]:
         return [f"NEW.{quote(c)} IS DISTINCT FROM OLD.{quote(c)}" for c in columns]
 
-    unfilled = [f"NEW.{quote(c)} IS NULL" for c in sync.to_new]
     # Written by the new version: its columns decide the old ones; otherwise the reverse. Each column
     # the expressions name is a variable; inside an expression's own subquery its columns win.
     ctx.execute(
@@ -99,7 +98,7 @@ DECLARE
 {declare}
 BEGIN
   IF (current_schemas(false))[1] = {literal(ctx.schema)} THEN{fill(sync.to_old, changed(sync.watch_new))}
-  ELSE{fill(sync.to_new, changed(sync.watch_old) + unfilled)}
+  ELSE{fill(sync.to_new, changed(sync.watch_old))}
   END IF;
   RETURN NEW;
 END $$"""
