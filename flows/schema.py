@@ -187,15 +187,7 @@ def _run(kind: str, target: str, plan: Any, options: dict[str, Any], force_check
             after, live_after = schema.current_revision(url), schema.pending(url)
             post = snapshot(control)
             problems = _post_check(url, pre, post, after, live_after, failure)
-            status = (
-                "noop"
-                if not actions
-                else "failed"
-                if failure
-                else "check_failed"
-                if problems
-                else "completed"
-            )
+            status = _status(actions, failure, problems)
             journal.finish(
                 status, {"done": [a.label for a in done], "problems": problems}, str(failure or "") or None
             )
@@ -223,10 +215,16 @@ def _run(kind: str, target: str, plan: Any, options: dict[str, Any], force_check
         key="schema-report",
         description=report["title"],
         exit_code=code,
-        message=str(failure)
-        if failure
-        else "; ".join(problems) or f"at {after}" + (f", {live_after} live" if live_after else ""),
+        message=str(failure or "")
+        or "; ".join(problems)
+        or f"at {after}" + (f", {live_after} live" if live_after else ""),
     )
+
+
+def _status(actions: list[schema.Action], failure: UserFacingError | None, problems: list[str]) -> str:
+    if not actions:
+        return "noop"
+    return "failed" if failure else "check_failed" if problems else "completed"
 
 
 def _carry_out(
