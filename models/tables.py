@@ -48,7 +48,8 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("legacy_source", "legacy_id", name="uq_tasks_legacy"),
         sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="ck_tasks_priority"),
-        sa.Index("ix_tasks_user_id_completed", "user_id", "completed"),
+        sa.CheckConstraint("status IN ('todo', 'in_progress', 'done')", name="ck_tasks_status"),
+        sa.Index("ix_tasks_user_id_status", "user_id", "status"),
         sa.Index("uq_tasks_legacy_key", "legacy_source", "legacy_key", unique=True),
     )
 
@@ -64,9 +65,11 @@ class Task(SQLModel, table=True):
     # or the key derived for a record without one; legacy_id keeps integer ids that fit.
     legacy_key: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     title: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
-    description: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    completed: bool = Field(
-        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    # Revision 0010: `description` until then.
+    notes: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # Revision 0009: `completed boolean` until then (done <-> completed).
+    status: str = Field(
+        default="todo", sa_column=sa.Column(sa.Text, nullable=False, server_default=sa.text("'todo'"))
     )
     created_at: datetime = _ts()
     updated_at: datetime = _ts()

@@ -47,7 +47,7 @@ from tasks.transform import (
 )
 
 TASK_COLUMNS = (
-    "id, user_id, legacy_source, legacy_key, legacy_id, title, description, completed, created_at, "
+    "id, user_id, legacy_source, legacy_key, legacy_id, title, notes, status, created_at, "
     "updated_at, priority, tags, legacy_extra, migration_run_id"
 )
 SAMPLE_LIMIT = 1000
