@@ -265,16 +265,16 @@ def test_a_backfill_runs_progress_artifact_updates_in_the_ui(
             "INSERT INTO users (id, email) VALUES (gen_random_uuid(), 'ui@example.com') ON CONFLICT DO NOTHING"
         )
         conn.execute(
-            "INSERT INTO tasks (id, user_id, title, completed) "
-            "SELECT gen_random_uuid(), (SELECT id FROM users WHERE email = 'ui@example.com'), 'ui ' || g, false "
+            "INSERT INTO tasks (id, user_id, title, status) "
+            "SELECT gen_random_uuid(), (SELECT id FROM users WHERE email = 'ui@example.com'), 'ui ' || g, 'todo' "
             "FROM generate_series(1, 1000) g"
         )
-        todo = conn.execute("SELECT count(*) FROM tasks WHERE description IS NULL").fetchone()[0]
+        todo = conn.execute("SELECT count(*) FROM tasks WHERE notes IS NULL").fetchone()[0]
     dep = deployment(ui["api"], "backfill", "backfill-tasks-priority")
     parameters = {
         "name": None,
         "table": "tasks",
-        "column": "description",
+        "column": "notes",
         "value": "filled from the UI test",
         "batch_size": 50,
         "target_batch_seconds": 0.0001,  # keeps the batches at 50 rows
