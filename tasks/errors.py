@@ -29,3 +29,9 @@ class Unavailable(UserFacingError):
     """The database cannot be used right now: unreachable, or another run holds the lock (exit 3)."""
 
     exit_code = 3
+
+
+class FilesRefused(UserFacingError):
+    """A run of many files loaded the ones it could and refused others whole (exit 4)."""
+
+    exit_code = 4

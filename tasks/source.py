@@ -25,7 +25,7 @@ import codecs
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -800,14 +800,17 @@ class Chunk:
         return sum(len(s.records) for s in self.segments)
 
 
-def iter_batches(info: SourceInfo, mapping: FieldMapping) -> Iterator[Batch]:
-    """Every record of a pre-checked file, in order, in batches of the decoder's choosing."""
+def iter_batches(info: SourceInfo, mapping: FieldMapping, file: int = 0) -> Iterator[Batch]:
+    """Every record of a pre-checked file, in order, in batches of the decoder's choosing, each
+    tagged with the file's number in its run."""
     with open(info.path, "rb") as f:
         f.seek(len(UTF8_BOM) if info.bom else 0)
         text = _Text(f, lenient=info.options.lenient, base=len(UTF8_BOM) if info.bom else 0)
         reader = _Reader(text, mapping, info.layout, info.options.salvage)
         try:
-            yield from reader.batches()
+            for batch in reader.batches():
+                batch.file = file
+                yield batch
         except _Located as exc:
             raise SourceError(f"{info.path}: changed while being read ({exc})") from None
 
@@ -819,9 +822,15 @@ def iter_records(info: SourceInfo, mapping: FieldMapping | None = None) -> Itera
 
 def iter_chunks(info: SourceInfo, mapping: FieldMapping, chunk_size: int) -> Iterator[Chunk]:
     """Consecutive chunks of chunk_size records (the last one shorter)."""
+    return chunked(iter_batches(info, mapping), chunk_size)
+
+
+def chunked(batches: Iterable[Batch], chunk_size: int) -> Iterator[Chunk]:
+    """Batches (of one file or of many, in order) cut into chunks of chunk_size records: the same
+    batches give the same chunks, so a resumed run skips exactly the chunks already committed."""
     chunk = Chunk(0, 0)
     size = 0
-    for batch in iter_batches(info, mapping):
+    for batch in batches:
         at = 0
         while at < len(batch.records):
             take = min(chunk_size - size, len(batch.records) - at)
@@ -839,4 +848,4 @@ def iter_chunks(info: SourceInfo, mapping: FieldMapping, chunk_size: int) -> Ite
 
 def _part(batch: Batch, at: int, take: int) -> Batch:
     keys = batch.keys[at : at + take] if batch.keys is not None else None
-    return Batch(batch.group, batch.start + at, batch.records[at : at + take], keys)
+    return Batch(batch.group, batch.start + at, batch.records[at : at + take], keys, batch.file)
