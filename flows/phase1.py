@@ -26,6 +26,8 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +35,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
+from prefect.runtime import flow_run
 from prefect.states import State
 
 from flows import params as P
@@ -43,7 +46,7 @@ from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks import report as reports
 from tasks import resync, schema
-from tasks.db import acquire_run_lock, connect, mask_url, release_run_lock
+from tasks.db import acquire_run_lock, connect, mask_url, release_run_lock, shard_lock_key
 from tasks.errors import FilesRefused, InputError, UserFacingError, VerificationFailed, first_line
 from tasks.files import RunFile, precheck_files
 from tasks.inference import describe
@@ -64,7 +67,7 @@ from tasks.runs import (
     transform_context,
 )
 from tasks.source import ReadOptions, SourceInfo, precheck_once, quick_check
-from tasks.sources import resolve
+from tasks.sources import resolve, shard
 from tasks.transform import TransformContext
 from tasks.verify import Verification, find_mismatches, verify_run
 
@@ -98,6 +101,12 @@ class Job:
     @property
     def parameters(self) -> dict[str, Any]:
         return run_parameters(self.mapping, self.options, self.owners, self.default_user)
+
+    @property
+    def info(self) -> SourceInfo:
+        """The pre-check of a run's one file."""
+        assert self.single and self.files[0].info is not None, "a run of many files has no one pre-check"
+        return self.files[0].info
 
     @property
     def accepted(self) -> list[RunFile]:
@@ -136,7 +145,12 @@ class Job:
                 f"{when:%Y-%m-%d %H:%M} UTC; nothing was written"
             )
         files = [
-            replace(f, info=None, closed=True, error=f"{f.source.path}: source {f.source.legacy_source} was closed at cutover")
+            replace(
+                f,
+                info=None,
+                closed=True,
+                error=f"{f.source.path}: source {f.source.legacy_source} was closed at cutover",
+            )
             if f.source.legacy_source in closed
             else f
             for f in self.files
@@ -158,15 +172,21 @@ def prepare(
     source_name: str = "phase1",
     default_user_email: str = DEFAULT_USER,
     chunk_size: int = 10_000,
+    part: tuple[int, int] | None = None,
 ) -> Job:
-    """Everything a run needs before it writes: the files, the mapping, the owners, every file checked."""
+    """Everything a run needs before it writes: the files (part: shard i of n), the mapping, the
+    owners, every file checked."""
     if chunk_size < 1:
         raise InputError("chunk_size must be at least 1")
     mapping = FieldMapping.build(field_map or [], mapping_file, strict)
     options = ReadOptions(lenient=lenient_json, salvage=salvage)
     owners = read_owner_map(owner_map)
     sources = resolve(source, manifest=manifest, owner_from_path=owner_from_path, source_name=source_name)
-    single = manifest is None and len(sources) == 1 and sources[0].legacy_source == source_name
+    if part is not None:
+        sources = shard(sources, *part)
+    single = (
+        part is None and manifest is None and len(sources) == 1 and sources[0].legacy_source == source_name
+    )
     if single:
         files = [RunFile(0, sources[0], precheck_once(sources[0].path, mapping, options))]
     else:
@@ -181,9 +201,12 @@ prepare_source = task(prepare, name="precheck-source", cache_policy=NONE, persis
 @flow(name="phase1-migration", persist_result=True)
 def phase1_migration(
     source: str | None = P.described(
-        "cli/tasks.json", "The Phase 1 tasks.json, a directory of them, or a glob (uploads/**/tasks.json), on the worker"
+        "cli/tasks.json",
+        "The Phase 1 tasks.json, a directory of them, or a glob (uploads/**/tasks.json), on the worker",
     ),
-    manifest: str | None = P.described(None, "CSV of path,email: the files and their owners (instead of source)"),
+    manifest: str | None = P.described(
+        None, "CSV of path,email: the files and their owners (instead of source)"
+    ),
     owner_from_path: str | None = P.described(
         None, "Where a path names its owner, e.g. uploads/{email}/tasks.json"
     ),
@@ -208,6 +231,15 @@ def phase1_migration(
         False, "Delete the rows of records gone from their file (only rows the application left alone)"
     ),
     cutover: bool = P.described(False, "The last sync: close the sources, so later runs on them are refused"),
+    shards: int = P.described(
+        0,
+        "Split the files into this many shards, each a flow run of shard_deployment (0: all in this run)",
+        ge=0,
+    ),
+    shard: int | None = P.described(None, "Which shard this run is (set by the run that split them)", ge=0),
+    shard_deployment: str = P.described(
+        "phase1-migration/phase1-shard", "The deployment each shard runs as (on the migrations work pool)"
+    ),
     dry_run: bool = P.described(False, "Validate, transform and report without writing anything"),
     report_dir: str = P.report_dir(),
     workers: int = P.described(2, "Parallel COPY connections", ge=1),
@@ -221,6 +253,11 @@ def phase1_migration(
     try:
         if workers < 1:
             raise InputError("workers must be at least 1")
+        if shards and shard is None:
+            from flows.shards import fan_out
+
+            return fan_out(shards, shard_deployment, report_dir, started)
+        part = (shard, shards) if shard is not None else None
         job = prepare_source(
             source,
             manifest=manifest,
@@ -234,22 +271,41 @@ def phase1_migration(
             source_name=source_name,
             default_user_email=default_user_email,
             chunk_size=chunk_size,
+            part=part,
         )
         if dry_run:
             return _dry_run(job, report_dir, started)
         url = resolve_database_url(database_secret)
-        sync = Sync(propagate_deletes, cutover)
-        return _migrate(job, url, report_dir, workers, lock_wait_seconds, started, (checkpoint, branch_provider), sync)
+        sync = Sync(propagate_deletes, cutover, part)
+        return _migrate(
+            job, url, report_dir, workers, lock_wait_seconds, started, (checkpoint, branch_provider), sync
+        )
     except UserFacingError as exc:
         return user_error(exc)
 
 
 @dataclass(frozen=True)
 class Sync:
-    """How a run treats files migrated before."""
+    """How a run treats files migrated before, and which shard of a split run it is."""
 
     propagate_deletes: bool = False
     cutover: bool = False
+    part: tuple[int, int] | None = None  # (shard, shards)
+
+    @contextmanager
+    def locked(self, conn: Any, wait: float) -> Iterator[None]:
+        """The migration lock: alone, or shared with the other shards of the run and a lock of its own."""
+        if self.part is None:
+            acquire_run_lock(conn, wait_seconds=wait)
+            yield
+            release_run_lock(conn)
+            return
+        own = shard_lock_key(*self.part)
+        acquire_run_lock(conn, wait_seconds=wait, shared=True)
+        acquire_run_lock(conn, wait_seconds=wait, key=own)
+        yield
+        release_run_lock(conn, own)
+        release_run_lock(conn, shared=True)
 
 
 def _migrate(
@@ -266,64 +322,80 @@ def _migrate(
     branch, notes = take_checkpoint(url, checkpoint[1], lock_wait) if checkpoint[0] else (None, [])
     control = connect(url, autocommit=True)
     try:
-        acquire_run_lock(control, wait_seconds=lock_wait)
-        before, after = upgrade_schema(url)
-        job = job.closing(closed_sources(control, [f.source.legacy_source for f in job.files]))
-        run = start_or_resume(
-            control,
-            kind=KIND,
-            source_path=job.files[0].source.path if job.single else job.origin,
-            source_name=job.source_name,
-            source_sha256=job.sha256,
-            chunk_size=job.chunk_size,
-            parameters=job.parameters,
-        )
-        if run.resumed:
-            logger.info("resuming interrupted run %s", run.id)
-        record_refused(control, run.id, job.refused)
-        ctx = job.context(run.started_at)
-        sources = [f.source.legacy_source for f in job.accepted]
-        resynced = sources_with_rows_from_other_runs(control, sources, run.id)
-        rows_before = resync.rows_of(control, sorted(resynced), exclude_run=run.id)
-        reporter = _Progress(job.records)
-        try:
-            summary = load_chunks(
-                url,
-                job.files,
-                ctx,
-                run_id=run.id,
-                chunk_size=run.chunk_size,
-                resync_sources=resynced,
-                workers=workers,
-                on_progress=reporter,
+        with sync.locked(control, lock_wait):
+            before, after = upgrade_schema(url) if sync.part is None else (schema.current_revision(url),) * 2
+            job = job.closing(closed_sources(control, [f.source.legacy_source for f in job.files]))
+            run = start_or_resume(
+                control,
+                kind=KIND,
+                source_path=job.files[0].source.path if job.single else job.origin,
+                source_name=job.source_name,
+                source_sha256=job.sha256,
+                chunk_size=job.chunk_size,
+                parameters=job.parameters,
             )
-        except BaseException as exc:
-            finish(control, run.id, "interrupted", {}, error=first_line(exc))
-            raise
-        finally:
-            reporter.close()
-        gone = resync.disappeared(control, run.id, sorted(resynced)) if resynced else {}
-        deleted = resync.delete_disappeared(control, run.id, sorted(resynced)) if gone and sync.propagate_deletes else 0
-        verification = verify(control, run.id, job.records)
-        if not verification.ok and job.single and job.files[0].info is not None:
-            verification.mismatches = find_mismatches(control, job.files[0].info, ctx, run.id, run.chunk_size)
-        files = file_results(control, run.id)
-        verification.problems += _file_problems(files)
-        verification.problems += _source_problems(
-            verification.counts, rows_before, sum(gone.values()), deleted, resync.rows_of(control, sorted(resynced), exclude_run=run.id)
-        )
-        verification.ok = not verification.problems
-        status = "completed" if verification.ok else "verification_failed"
-        report = _report(job, url, run, summary, verification, status, (before, after), started, control)
-        report["files"] = files
-        report["counts"] |= {"disappeared": sum(gone.values()), "deleted": deleted}
-        report["checkpoint"] = branch
-        report["notes"] = notes + report["notes"] + _sync_notes(gone, deleted, sync)
-        if verification.ok:
-            record_sources(control, run.id, job.files, cutover=sync.cutover)
-            resync.forget_seen(control, run.id)
-        finish(control, run.id, status, {**report["counts"], "checksum": verification.source_checksum})
-        release_run_lock(control)
+            if run.resumed:
+                logger.info("resuming interrupted run %s", run.id)
+            record_refused(control, run.id, job.refused)
+            ctx = job.context(run.started_at)
+            sources = [f.source.legacy_source for f in job.accepted]
+            resynced = sources_with_rows_from_other_runs(control, sources, run.id)
+            rows_before = resync.rows_of(control, sorted(resynced), exclude_run=run.id)
+            reporter = _Progress(job.records)
+            try:
+                summary = load_chunks(
+                    url,
+                    job.files,
+                    ctx,
+                    run_id=run.id,
+                    chunk_size=run.chunk_size,
+                    resync_sources=resynced,
+                    workers=workers,
+                    on_progress=reporter,
+                )
+            except BaseException as exc:
+                finish(control, run.id, "interrupted", {}, error=first_line(exc))
+                raise
+            finally:
+                reporter.close()
+            gone = resync.disappeared(control, run.id, sorted(resynced)) if resynced else {}
+            deleted = (
+                resync.delete_disappeared(control, run.id, sorted(resynced))
+                if gone and sync.propagate_deletes
+                else 0
+            )
+            verification = verify(control, run.id, job.records)
+            if not verification.ok and job.single and job.files[0].info is not None:
+                verification.mismatches = find_mismatches(
+                    control, job.files[0].info, ctx, run.id, run.chunk_size
+                )
+            files = file_results(control, run.id)
+            verification.problems += _file_problems(files)
+            verification.problems += _source_problems(
+                verification.counts,
+                rows_before,
+                sum(gone.values()),
+                deleted,
+                resync.rows_of(control, sorted(resynced), exclude_run=run.id),
+            )
+            verification.ok = not verification.problems
+            status = "completed" if verification.ok else "verification_failed"
+            report = _report(job, url, run, summary, verification, status, (before, after), started, control)
+            report["files"] = files
+            report["counts"] |= {"disappeared": sum(gone.values()), "deleted": deleted}
+            report["checkpoint"] = branch
+            report["notes"] = notes + report["notes"] + _sync_notes(gone, deleted, sync)
+            if verification.ok:
+                record_sources(control, run.id, job.files, cutover=sync.cutover)
+                resync.forget_seen(control, run.id)
+            stats = {
+                **report["counts"],
+                "checksum": verification.source_checksum,
+                "refused": len(job.refused),
+            }
+            if sync.part is not None:  # how the run that split the files finds this shard's run
+                stats |= {"shard": sync.part[0], "shards": sync.part[1], "flow_run_id": str(flow_run.id)}
+            finish(control, run.id, status, stats)
     finally:
         control.close()
     return _publish(report, report_dir, summary, job)
@@ -335,7 +407,9 @@ def _file_problems(files: list[dict[str, Any]]) -> list[str]:
     for f in files:
         if f["status"] != "loaded":
             continue
-        accounted = sum(f[c] for c in ("inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined"))
+        accounted = sum(
+            f[c] for c in ("inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined")
+        )
         if accounted != f["records"]:
             problems.append(f"{f['path']}: {f['records']} records read, {accounted} accounted for")
     return problems
@@ -353,7 +427,9 @@ def _source_problems(
             f"the re-synced sources held {before} rows before, but {matched} were matched and {disappeared} disappeared"
         )
     if after != before - deleted:
-        problems.append(f"the re-synced sources hold {after} rows of earlier runs, {before} - {deleted} expected")
+        problems.append(
+            f"the re-synced sources hold {after} rows of earlier runs, {before} - {deleted} expected"
+        )
     return problems
 
 
@@ -369,7 +445,9 @@ def _sync_notes(gone: dict[str, int], deleted: int, sync: Sync) -> list[str]:
                 f"{kept:,} kept because the application changed them"
             )
         else:
-            notes.append(f"{total:,} records disappeared from their files ({where}); their rows stay (--propagate-deletes deletes them)")
+            notes.append(
+                f"{total:,} records disappeared from their files ({where}); their rows stay (--propagate-deletes deletes them)"
+            )
     if sync.cutover:
         notes.append("Cutover: the sources of this run are closed; later runs on them are refused.")
     return notes
@@ -458,9 +536,13 @@ def _report(
                 (run.id,),
             ).fetchall()
         ]
-    notes = [f"Salvaged {f.source.path}: {f.info.cut.describe()}." for f in job.accepted if f.info and f.info.cut]
+    notes = [
+        f"Salvaged {f.source.path}: {f.info.cut.describe()}." for f in job.accepted if f.info and f.info.cut
+    ]
     if job.refused:
-        notes.insert(0, f"{len(job.refused):,} of {len(job.files):,} files refused whole; nothing of them was written.")
+        notes.insert(
+            0, f"{len(job.refused):,} of {len(job.files):,} files refused whole; nothing of them was written."
+        )
     if summary.naive_timestamps:
         notes.append(f"{summary.naive_timestamps:,} times carried no zone and were read as UTC.")
     return {
@@ -502,7 +584,13 @@ def _report(
 def _source(job: Job) -> dict[str, Any]:
     if job.single and job.files[0].info is not None:
         info = job.files[0].info
-        return {"path": info.path, "sha256": info.sha256, "bytes": info.size, "name": job.source_name, "shape": info.document}
+        return {
+            "path": info.path,
+            "sha256": info.sha256,
+            "bytes": info.size,
+            "name": job.source_name,
+            "shape": info.document,
+        }
     return {
         "path": job.origin,
         "files": len(job.files),
@@ -529,9 +617,15 @@ def _publish(report: dict[str, Any], report_dir: str, summary: LoadSummary, job:
     ok = report["verification"]["ok"]
     refused = len(job.refused)
     if not ok:
-        code, message = VerificationFailed.exit_code, "verification failed: " + "; ".join(report["verification"]["problems"])
+        code, message = (
+            VerificationFailed.exit_code,
+            "verification failed: " + "; ".join(report["verification"]["problems"]),
+        )
     elif refused:
-        code, message = FilesRefused.exit_code, f"run {report['run_id']} {report['status']}; {refused} files refused"
+        code, message = (
+            FilesRefused.exit_code,
+            f"run {report['run_id']} {report['status']}; {refused} files refused",
+        )
     else:
         code, message = 0, f"run {report['run_id']} {report['status']}"
     return publish(
@@ -755,7 +849,17 @@ def main(argv: list[str] | None = None) -> int:
         help="on a re-sync, delete the rows of records gone from their file (only rows the application left alone)",
     )
     parser.add_argument(
-        "--cutover", action="store_true", help="the last sync: close the sources, so later runs on them are refused"
+        "--cutover",
+        action="store_true",
+        help="the last sync: close the sources, so later runs on them are refused",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=0,
+        metavar="N",
+        help="split the files into N shards, each a flow run of the phase1-shard deployment on the migrations "
+        "work pool, so workers on any number of machines take them (needs PREFECT_API_URL; default: 0, one run)",
     )
     parser.add_argument(
         "--source-name",
@@ -829,6 +933,7 @@ def main(argv: list[str] | None = None) -> int:
                 **files,
                 propagate_deletes=args.propagate_deletes,
                 cutover=args.cutover,
+                shards=args.shards,
                 source_name=args.source_name,
                 chunk_size=args.chunk_size,
                 default_user_email=args.default_user_email,

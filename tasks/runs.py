@@ -186,6 +186,16 @@ def file_results(conn: psycopg.Connection, run_id: str) -> list[dict[str, Any]]:
     return [{k: (int(v) if isinstance(v, Decimal) else v) for k, v in zip(names, r, strict=True)} for r in rows]
 
 
+def shard_runs(conn: psycopg.Connection, flow_run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """flow run id -> the Phase 1 run a shard recorded (its id, status and counts)."""
+    rows = conn.execute(
+        "SELECT stats ->> 'flow_run_id', id::text, status, stats FROM migration_runs "
+        "WHERE kind = 'phase1' AND stats ->> 'flow_run_id' = ANY(%s)",
+        (flow_run_ids,),
+    ).fetchall()
+    return {f: {"run_id": r, "status": s, "stats": st} for f, r, s, st in rows}
+
+
 def has_table(conn: psycopg.Connection, name: str) -> bool:
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
     return bool(row and row[0])

@@ -17,6 +17,7 @@ import csv
 import glob
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,14 @@ def resolve(
         for p in matches
     ]
     return sorted(files, key=lambda f: f.legacy_source)
+
+
+def shard(files: list[FileSource], index: int, shards: int) -> list[FileSource]:
+    """The files of one of `shards` shards: by a stable hash of the legacy source, so shards never
+    overlap and a file stays in its shard from run to run (a crashed shard's re-run resumes it)."""
+    if not 0 <= index < shards:
+        raise SourcesError(f"shard {index} of {shards}: expected 0 <= shard < shards")
+    return [f for f in files if zlib.crc32(f.legacy_source.encode("utf-8", "surrogatepass")) % shards == index]
 
 
 def _static_prefix(pattern: str) -> str:

@@ -115,8 +115,8 @@ def test_rollback_downgrade_is_verified_against_its_checkpoint(flow_env: dict[st
 
     url = flow_env["db_url"]
     seed_tasks(url, 300)
-    lossy = rollback_downgrade("1", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True)
-    assert lossy.is_completed(), lossy.message  # 0008 drops legacy_key: consent given
+    lossy = rollback_downgrade("2", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True)
+    assert lossy.is_completed(), lossy.message  # 0009 and 0008 drop bookkeeping and legacy_key: consent given
     state = rollback_downgrade("2", report_dir=flow_env["report_dir"], return_state=True)
     assert state.is_completed(), state.message
     report = state.result()["report_data"]

@@ -16,14 +16,15 @@ import models.tables as head
 from bench.workload import seed_tasks
 from tasks import schema
 from tasks.db import sqlalchemy_url
-from tests.compat import app_v1, app_v2, app_v3
+from tests.compat import app_v1, app_v2, app_v3, app_v4
 
 # (expand revision, its contract revision or None, the application before it, the application after it)
 STEPS = [
     ("0003", "0004", app_v1, app_v2),
     ("0005", "0006", app_v2, app_v3),
     ("0007", None, app_v3, app_v3),
-    ("0008", None, app_v3, head),
+    ("0008", None, app_v3, app_v4),
+    ("0009", None, app_v4, head),
 ]
 
 

@@ -37,15 +37,15 @@ def test_upgrade_runs_backfills_records_steps_and_reports(flow_env: dict[str, st
     assert state.is_completed(), state.message
     out = state.result()
     report = json.loads((Path(flow_env["report_dir"]) / out["run_id"] / "report.json").read_text())
-    assert report["schema"] == {"before": "0002", "after": "0008", "target": "0008"}
-    assert [s["status"] for s in report["steps"]] == ["applied"] * 6
-    assert "CREATE UNIQUE INDEX CONCURRENTLY" in report["sql"][-1]["sql"]
+    assert report["schema"] == {"before": "0002", "after": "0009", "target": "0009"}
+    assert [s["status"] for s in report["steps"]] == ["applied"] * 7
+    assert any("CREATE UNIQUE INDEX CONCURRENTLY" in block["sql"] for block in report["sql"])
     assert report["integrity"]["after"]["row_counts"]["tasks"] == 3_000
     assert one(url, "SELECT count(*) FROM tasks WHERE tags IS NULL OR priority IS NULL") == 0
     steps = one(
         url, "SELECT count(*) FROM migration_runs WHERE kind = 'schema-step' AND status = 'completed'"
     )
-    assert steps == 6
+    assert steps == 7
     assert report["checkpoint"]["name"] in {b.name for b in LocalBranches(url).list()}
     assert artifact_keys(state.state_details.flow_run_id) == {"schema-report", "backfill-progress"}
 
@@ -113,7 +113,7 @@ def test_a_data_losing_downgrade_needs_consent_and_takes_a_checkpoint_first(flow
         and "0005 drops tasks.priority" in out["error"]
         and "--allow-data-loss" in out["error"]
     )
-    assert schema.current_revision(url) == "0008"
+    assert schema.current_revision(url) == "0009"
     done = schema_downgrade(
         target="0004",
         allow_data_loss=True,
@@ -156,7 +156,7 @@ def test_status_and_sql_commands(flow_env: dict[str, str], capsys) -> None:
     at(url, "0004")
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status["current"] == "0004" and [p["revision"] for p in status["pending"]] == ["0005", "0006", "0007", "0008"]
+    assert status["current"] == "0004" and [p["revision"] for p in status["pending"]] == ["0005", "0006", "0007", "0008", "0009"]
     assert status["pending"][1]["backfills"] == ["tasks.priority"]
     assert main(["sql"]) == 0
     sql = capsys.readouterr().out
