@@ -250,6 +250,7 @@ def phase1_migration(
 ) -> dict[str, Any] | State:
     """Migrate Phase 1 files; returns the outcome (exit_code, run_id, report path, counts)."""
     started = time.monotonic()
+    phases = Phases()
     try:
         if workers < 1:
             raise InputError("workers must be at least 1")
@@ -273,15 +274,33 @@ def phase1_migration(
             chunk_size=chunk_size,
             part=part,
         )
+        phases.mark("precheck")
         if dry_run:
-            return _dry_run(job, report_dir, started)
+            return _dry_run(job, report_dir, started, phases)
         url = resolve_database_url(database_secret)
         sync = Sync(propagate_deletes, cutover, part)
         return _migrate(
-            job, url, report_dir, workers, lock_wait_seconds, started, (checkpoint, branch_provider), sync
+            job, url, report_dir, workers, lock_wait_seconds, started, (checkpoint, branch_provider), sync, phases
         )
     except UserFacingError as exc:
         return user_error(exc)
+
+
+class Phases:
+    """Where a run's time goes (the report's timing, and bench/phase1.py's breakdown): seconds per
+    phase, and the wall clock at the flow's start (the process before it is start-up)."""
+
+    def __init__(self) -> None:
+        self.wall, self.last = time.time(), time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        now = time.monotonic()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self.last, 3)
+        self.last = now
+
+    def so_far(self) -> dict[str, Any]:
+        return {"flow_started_epoch": round(self.wall, 3), "phases_s": dict(self.seconds)}
 
 
 @dataclass(frozen=True)
@@ -317,13 +336,16 @@ def _migrate(
     started: float,
     checkpoint: tuple[bool, str | None],
     sync: Sync,
+    phases: Phases,
 ) -> dict[str, Any] | State:
     logger = get_run_logger()
     branch, notes = take_checkpoint(url, checkpoint[1], lock_wait) if checkpoint[0] else (None, [])
+    phases.mark("checkpoint")
     control = connect(url, autocommit=True)
     try:
         with sync.locked(control, lock_wait):
             before, after = upgrade_schema(url) if sync.part is None else (schema.current_revision(url),) * 2
+            phases.mark("schema")
             job = job.closing(closed_sources(control, [f.source.legacy_source for f in job.files]))
             run = start_or_resume(
                 control,
@@ -358,6 +380,7 @@ def _migrate(
                 raise
             finally:
                 reporter.close()
+            phases.mark("load")
             gone = resync.disappeared(control, run.id, sorted(resynced)) if resynced else {}
             deleted = (
                 resync.delete_disappeared(control, run.id, sorted(resynced))
@@ -379,8 +402,9 @@ def _migrate(
                 resync.rows_of(control, sorted(resynced), exclude_run=run.id),
             )
             verification.ok = not verification.problems
+            phases.mark("verify")
             status = "completed" if verification.ok else "verification_failed"
-            report = _report(job, url, run, summary, verification, status, (before, after), started, control)
+            report = _report(job, url, run, summary, verification, status, (before, after), started, control, phases)
             report["files"] = files
             report["counts"] |= {"disappeared": sum(gone.values()), "deleted": deleted}
             report["checkpoint"] = branch
@@ -453,7 +477,7 @@ def _sync_notes(gone: dict[str, int], deleted: int, sync: Sync) -> list[str]:
     return notes
 
 
-def _dry_run(job: Job, report_dir: str, started: float) -> dict[str, Any] | State:
+def _dry_run(job: Job, report_dir: str, started: float, phases: Phases) -> dict[str, Any] | State:
     import uuid
 
     run_id = str(uuid.uuid4())
@@ -465,7 +489,7 @@ def _dry_run(job: Job, report_dir: str, started: float) -> dict[str, Any] | Stat
     counts = _dry_counts(summary, job)
     verification = Verification(counts["records_read"] == sum(list(counts.values())[1:]), counts, "", "")
     run = Run(run_id, datetime.now(UTC), job.chunk_size, False)
-    report = _report(job, None, run, summary, verification, "dry_run", (None, None), started, None)
+    report = _report(job, None, run, summary, verification, "dry_run", (None, None), started, None, phases)
     report["dry_run"] = True
     report["notes"].append(
         "Dry run: nothing was written; rows already in the database are counted as inserted."
@@ -523,6 +547,7 @@ def _report(
     revisions: tuple[str | None, str | None],
     started: float,
     conn: Any,
+    phases: Phases,
 ) -> dict[str, Any]:
     duration = time.monotonic() - started
     counts = dict(verification.counts)
@@ -576,6 +601,7 @@ def _report(
             "started_at": run.started_at.isoformat(),
             "duration_s": round(duration, 3),
             "rows_per_s": round(job.records / duration, 1) if duration > 0 else 0.0,
+            **phases.so_far(),
         },
         "notes": notes,
     }
