@@ -232,6 +232,10 @@ def transform_chunk(
     src = {t: mapped.sources.get(t) or none for t in cols}
     groups, object_keys = _origins(chunk)
     why: dict[int, list[str]] = {i: list(p) for i, p in mapped.problems.items()}
+    repeated = _repeated(chunk)
+    for i, (keys, _text) in repeated.items():
+        shown = ", ".join(repr(k) for k in keys[:5])
+        why.setdefault(i, []).insert(0, f"the record names {shown} twice (JSON keeps the last value; which was meant cannot be told)")
 
     keys = conv.ids(cols["id"], src["id"], object_keys, vocab)
     if any(c.state.scoped_keys for c in ([of.one] if of.one else of.each or ())):
@@ -298,6 +302,9 @@ def transform_chunk(
             extra_texts[i] = text
 
     quarantine = [_entry(mapped, chunk, groups, object_keys, keys, of, i, r) for i, r in why.items()]
+    for q in quarantine:  # a record that names a key twice is kept as its text had it, both values
+        if q.position - first in repeated:
+            q.raw = repeated[q.position - first][1]
     keep = [i for i in range(n) if i not in why] if why else list(range(n))
 
     def pick(values: list[Any]) -> list[Any]:
@@ -339,6 +346,17 @@ def transform_chunk(
         chunk.no, first, n, rows, quarantine, sum(duplicates.values()), mapped.keys_seen,
         created.naive + updated.naive, +rules, +defaults, kept, per_file, duplicates,
     )  # fmt: skip
+
+
+def _repeated(chunk: Chunk) -> dict[int, tuple[list[str], str]]:
+    """Record index in the chunk -> (the keys its text names twice, the record's text with them)."""
+    out: dict[int, tuple[list[str], str]] = {}
+    at = 0
+    for s in chunk.segments:
+        for i, keys in (s.repeated or {}).items():
+            out[at + i] = keys
+        at += len(s.records)
+    return out
 
 
 def _origins(chunk: Chunk) -> tuple[list[Group] | None, list[str | None] | None]:
