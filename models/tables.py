@@ -48,7 +48,8 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("legacy_source", "legacy_id", name="uq_tasks_legacy"),
         sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="ck_tasks_priority"),
-        sa.Index("ix_tasks_user_id_completed", "user_id", "completed"),
+        sa.CheckConstraint("status IN ('todo', 'in_progress', 'done')", name="ck_tasks_status"),
+        sa.Index("ix_tasks_user_id_status", "user_id", "status"),
         sa.Index("uq_tasks_legacy_key", "legacy_source", "legacy_key", unique=True),
     )
 
@@ -63,13 +64,15 @@ class Task(SQLModel, table=True):
     # Revision 0008: the record's id as the file wrote it (an integer's digits, a UUID, any string),
     # or the key derived for a record without one; legacy_id keeps integer ids that fit.
     legacy_key: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    # Revision 0009: the row's checksum (tasks/checksum.py) when the migration last wrote it; a
+    # Revision 0011: the row's checksum (tasks/checksum.py) when the migration last wrote it; a
     # re-sync updates the row only while its checksum is still this one (the application left it).
     legacy_checksum: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     title: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
-    description: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    completed: bool = Field(
-        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    # Revision 0010: `description` until then.
+    notes: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # Revision 0009: `completed boolean` until then (done <-> completed).
+    status: str = Field(
+        default="todo", sa_column=sa.Column(sa.Text, nullable=False, server_default=sa.text("'todo'"))
     )
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
@@ -129,7 +132,7 @@ class MigrationCheckpoint(SQLModel, table=True):
     already_present: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     duplicates: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     quarantined: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
-    # Revision 0009: a re-sync's rows changed in the file and updated, or changed on both sides
+    # Revision 0011: a re-sync's rows changed in the file and updated, or changed on both sides
     updated: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default=sa.text("0")))
     conflicts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default=sa.text("0")))
     # Exact sum of the migrated rows' 64-bit content checksums (see tasks/checksum.py).
@@ -159,7 +162,7 @@ class QuarantineRecord(SQLModel, table=True):
     reasons: list[str] = Field(sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=False))
     # Revision 0008: where in the file, as a JSON path (`$.days[2].tasks[0]`).
     location: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    # Revision 0009: the file (legacy source) of a run of many files it came from.
+    # Revision 0011: the file (legacy source) of a run of many files it came from.
     legacy_source: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     created_at: datetime = _ts()
 

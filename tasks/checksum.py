@@ -1,7 +1,8 @@
 """The canonical text of a migrated row, on both sides of the wire.
 
 A row's content is one CSV line: id, user_id, legacy_source, legacy_key, legacy_id, title,
-description, completed, created_at, updated_at, priority, tags, legacy_extra. The load sends exactly that line to COPY, and its
+notes, status, created_at, updated_at, priority, tags, legacy_extra (a Phase 1 record's completion
+is its status: done, or todo; revision 0009). The load sends exactly that line to COPY, and its
 checksum is md5 over it. `ROW_LINE_SQL` rebuilds the same line from what PostgreSQL stored, so a
 checksum computed from the source and one computed from the database agree only if every byte of
 the row survived. The two definitions live side by side because they must never drift apart.
@@ -21,7 +22,7 @@ TIMESTAMP_FORMAT_SQL = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
 # The columns of the line, then its checksum and the run that wrote it: what a chunk COPYs.
 COPY_COLUMNS = (
-    "id, user_id, legacy_source, legacy_key, legacy_id, title, description, completed, created_at, "
+    "id, user_id, legacy_source, legacy_key, legacy_id, title, notes, status, created_at, "
     "updated_at, priority, tags, legacy_extra, legacy_checksum, migration_run_id"
 )
 
@@ -54,7 +55,7 @@ def row_lines(
     rows, or one per row."""
     srcs = quoted([source] * len(task_hex) if isinstance(source, str) else source)
     return [
-        f"{tid},{uid},{src},{key},{'' if lid is None else lid},{title},{desc},{'t' if done else 'f'},"
+        f"{tid},{uid},{src},{key},{'' if lid is None else lid},{title},{desc},{'done' if done else 'todo'},"
         f"{created},{updated},{prio},{tag},{extra}"
         for tid, uid, src, key, lid, title, desc, done, created, updated, prio, tag, extra in zip(
             task_hex,
@@ -114,7 +115,7 @@ def row_line_sql(
         f"coalesce({_q(f'{a}.legacy_source')}, ''), "
         f"coalesce({_q(f'coalesce({a}.legacy_key, {a}.legacy_id::text)')}, ''), "
         f"coalesce({a}.legacy_id::text, ''), {_q(f'{a}.title')}, "
-        f"coalesce({_q(f'{a}.description')}, ''), CASE WHEN {a}.completed THEN 't' ELSE 'f' END, "
+        f"coalesce({_q(f'{a}.notes')}, ''), {a}.status, "
         f"{ts('created_at')}, {ts('updated_at')}, {_q(f'{a}.priority')}, {_q(f'{a}.tags::text')}, "
         f"coalesce({_q(f'{a}.legacy_extra::text')}, ''))"
     )

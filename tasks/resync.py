@@ -30,7 +30,8 @@ from tasks.jsontext import raw_json
 from tasks.transform import QuarantineEntry, Rendered, Rows
 
 _STAGE = "CREATE TEMP TABLE IF NOT EXISTS stage_tasks (LIKE tasks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-CONTENT = "title, description, completed, priority, tags, legacy_extra, legacy_id"
+# What a re-sync compares and updates; a rollback of it restores these and the row's timestamps.
+CONTENT = "title, notes, status, priority, tags, legacy_extra, legacy_id"
 PHASE2_SHOWN = 600  # characters of the Phase 2 row a conflict's reason shows
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from tasks.db import acquire_run_lock, connect, release_run_lock
 from tasks.errors import InputError
+from tasks.resync import CONTENT
 
 
 def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float = 0.0) -> dict[str, Any]:
@@ -96,11 +97,11 @@ def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float
 
 def _restore_history(conn: Any, run_id: str) -> int:
     """The rows a re-sync run updated get their content back; the ones it deleted come back whole."""
+    columns = [*CONTENT.split(", "), "created_at", "updated_at", "legacy_checksum"]
     restored = conn.execute(
-        "UPDATE tasks t SET (title, description, completed, created_at, updated_at, priority, tags, legacy_extra, "
-        "legacy_id, legacy_checksum) = (b.title, b.description, b.completed, b.created_at, b.updated_at, b.priority, "
-        "b.tags, b.legacy_extra, b.legacy_id, b.legacy_checksum) FROM migration_row_history h, "
-        "json_populate_record(NULL::tasks, h.before) b WHERE h.run_id = %s AND h.op = 'update' AND t.id = h.task_id",
+        f"UPDATE tasks t SET ({', '.join(columns)}) = ({', '.join('b.' + c for c in columns)}) "
+        "FROM migration_row_history h, json_populate_record(NULL::tasks, h.before) b "
+        "WHERE h.run_id = %s AND h.op = 'update' AND t.id = h.task_id",
         (run_id,),
     ).rowcount
     restored += conn.execute(

@@ -176,7 +176,7 @@ def test_backfill_cli_prints_json_for_scripts(cli_env: dict[str, str], tmp_path:
         "--table",
         "tasks",
         "--column",
-        "description",
+        "notes",
         "--value",
         "",
         "--json",

@@ -70,7 +70,7 @@ def test_a_missing_user_fails_the_insert_as_the_foreign_key_would(db_url: str) -
             assert conn.execute("SHOW session_replication_role").fetchone()[0] == "origin"
             with pytest.raises(pgerrors.ForeignKeyViolation):
                 conn.execute(
-                    "INSERT INTO tasks (id, user_id, title, completed) VALUES (%s, %s, 't', false)",
+                    "INSERT INTO tasks (id, user_id, title, status) VALUES (%s, %s, 't', 'todo')",
                     (uuid.uuid4(), ghost),
                 )
 

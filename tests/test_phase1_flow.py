@@ -58,10 +58,10 @@ def test_example_file_is_migrated_reconciled_and_reported(flow_env: dict[str, st
         assert row == ("high", ["travel"], None)
         # "id": "9" with "completed": "yes": a numeric string id and a yes/no word, the word kept
         assert conn.execute(
-            "SELECT legacy_key, completed, legacy_extra::text FROM tasks WHERE legacy_id = 9"
+            "SELECT legacy_key, status, legacy_extra::text FROM tasks WHERE legacy_id = 9"
         ).fetchone() == (
             "9",
-            True,
+            "done",
             '{"completed":"yes"}',
         )
         # no id at all: a key derived from the record

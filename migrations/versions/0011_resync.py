@@ -12,31 +12,24 @@
 - migration_row_history: a row as it was before a re-sync updated or deleted it, so a rollback of
   that run puts it back.
 
-All additive: new nullable columns or columns with a constant default (catalog-only), new tables.
+All additive: new nullable columns, counts filled with 0 for the chunks committed before, new tables.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-01
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 
-revision: str = "0009"
-down_revision: str | None = "0008"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+from migrations.ops import online
 
-phase = "expand"
-backfills: tuple[str, ...] = ()
-downgrade_loses = (
-    "drops the re-sync bookkeeping: per-file results, source states and cutover marks, the history "
-    "a rollback of a re-sync needs, and tasks.legacy_checksum"
-)
+revision = "0011"
+down_revision = "0010"
+branch_labels = depends_on = None
 
+COUNTS = ("records", "inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined")
 NOW = sa.text("now()")
 ZERO = sa.text("0")
 
@@ -50,16 +43,15 @@ def _run_id(table: str) -> sa.Column:
     )
 
 
+@online
 def upgrade() -> None:
-    op.add_column("tasks", sa.Column("legacy_checksum", sa.BigInteger, nullable=True))
-    op.add_column("migration_checkpoints", sa.Column("updated", sa.Integer, nullable=False, server_default=ZERO))
-    op.add_column("migration_checkpoints", sa.Column("conflicts", sa.Integer, nullable=False, server_default=ZERO))
-    op.add_column("quarantine", sa.Column("legacy_source", sa.Text, nullable=True))
-    counts = [
-        sa.Column(name, sa.Integer, nullable=False, server_default=ZERO)
-        for name in ("records", "inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined")
-    ]
-    op.create_table(
+    op.add_column_online("tasks", sa.Column("legacy_checksum", sa.BigInteger))
+    for count in ("updated", "conflicts"):
+        op.add_column_online(
+            "migration_checkpoints", sa.Column(count, sa.Integer), default="0", backfill="0", not_null=True
+        )
+    op.add_column_online("quarantine", sa.Column("legacy_source", sa.Text))
+    op.create_table_online(
         "migration_files",
         _run_id("migration_files"),
         sa.Column("file_no", sa.Integer, primary_key=True),
@@ -69,11 +61,11 @@ def upgrade() -> None:
         sa.Column("owner", sa.Text, nullable=True),
         sa.Column("sha256", sa.Text, nullable=True),
         sa.Column("status", sa.Text, nullable=False),
-        *counts,
+        *(sa.Column(name, sa.Integer, nullable=False, server_default=ZERO) for name in COUNTS),
         sa.Column("error", sa.Text, nullable=True),
         sa.Column("committed_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     )
-    op.create_table(
+    op.create_table_online(
         "migration_sources",
         sa.Column("legacy_source", sa.Text, primary_key=True),
         sa.Column("path", sa.Text, nullable=False),
@@ -83,12 +75,12 @@ def upgrade() -> None:
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
     )
-    op.create_table(
+    op.create_table_online(
         "migration_seen",
         _run_id("migration_seen"),
         sa.Column("task_id", pg.UUID(as_uuid=True), primary_key=True),
     )
-    op.create_table(
+    op.create_table_online(
         "migration_row_history",
         _run_id("migration_row_history"),
         sa.Column("task_id", pg.UUID(as_uuid=True), primary_key=True),
@@ -97,12 +89,4 @@ def upgrade() -> None:
     )
 
 
-def downgrade() -> None:
-    op.drop_table("migration_row_history")
-    op.drop_table("migration_seen")
-    op.drop_table("migration_sources")
-    op.drop_table("migration_files")
-    op.drop_column("quarantine", "legacy_source")
-    op.drop_column("migration_checkpoints", "conflicts")
-    op.drop_column("migration_checkpoints", "updated")
-    op.drop_column("tasks", "legacy_checksum")
+downgrade = upgrade.downgrade
