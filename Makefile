@@ -4,6 +4,7 @@
 # make demo:  migrate examples/tasks.json into the default (embedded) PostgreSQL and print the summary
 # make test:  the whole suite, on a real PostgreSQL (embedded, or TEST_DATABASE_URL), but the browser test
 # make test-browser: the Prefect UI as an operator sees it, in headless Chromium (about two minutes)
+# make test-workers: a sharded Phase 1 run over two Prefect process workers (about two minutes)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +12,7 @@ UV     := PYTHON=$(PYTHON) scripts/uv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup lock browser demo test test-browser bench
+.PHONY: setup lock browser demo test test-browser test-workers bench
 
 setup: $(VENV)/.installed browser
 
@@ -38,10 +39,13 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -m 'not browser'
+	$(PY) -m pytest -q -m 'not browser and not workers'
 
 test-browser: setup
 	$(PY) -m pytest -q -m browser
+
+test-workers: setup
+	$(PY) -m pytest -q -m workers
 
 bench: setup
 	$(PY) bench/phase1.py 1000000

@@ -20,6 +20,12 @@ import numpy as np
 
 TIMESTAMP_FORMAT_SQL = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
+# The columns of the line, then its checksum and the run that wrote it: what a chunk COPYs.
+COPY_COLUMNS = (
+    "id, user_id, legacy_source, legacy_key, legacy_id, title, notes, status, created_at, "
+    "updated_at, priority, tags, legacy_extra, legacy_checksum, migration_run_id"
+)
+
 
 def quoted(values: Sequence[str | None]) -> list[str]:
     """CSV fields for COPY … (FORMAT csv): always quoted, so '' is an empty string, and None is the
@@ -32,7 +38,7 @@ def quoted(values: Sequence[str | None]) -> list[str]:
 def row_lines(
     task_hex: Sequence[str],
     user_hex: Sequence[str],
-    source: str,
+    source: str | Sequence[str],
     legacy_keys: Sequence[str],
     legacy_ids: Sequence[int | None],
     titles: Sequence[str],
@@ -45,14 +51,16 @@ def row_lines(
     extra_json: Sequence[str | None],
 ) -> list[str]:
     """The canonical lines of a column-wise batch of rows (uuids as 32 hex digits, timestamps as
-    TIMESTAMP_FORMAT_SQL, tags as PostgreSQL prints a text[])."""
-    src = quoted([source])[0]
+    TIMESTAMP_FORMAT_SQL, tags as PostgreSQL prints a text[]); source: one legacy source for all
+    rows, or one per row."""
+    srcs = quoted([source] * len(task_hex) if isinstance(source, str) else source)
     return [
         f"{tid},{uid},{src},{key},{'' if lid is None else lid},{title},{desc},{'done' if done else 'todo'},"
         f"{created},{updated},{prio},{tag},{extra}"
-        for tid, uid, key, lid, title, desc, done, created, updated, prio, tag, extra in zip(
+        for tid, uid, src, key, lid, title, desc, done, created, updated, prio, tag, extra in zip(
             task_hex,
             user_hex,
+            srcs,
             quoted(legacy_keys),
             legacy_ids,
             quoted(titles),
@@ -89,13 +97,17 @@ def _q(expr: str) -> str:
     return f"""'"' || replace({expr}, '"', '""') || '"'"""
 
 
-def row_line_sql(alias: str = "t", *, timestamps: bool = True) -> str:
+def row_line_sql(
+    alias: str = "t", *, timestamps: bool = True, created: str | None = None, updated: str | None = None
+) -> str:
     """The same line, rebuilt in SQL from a `tasks` row (or a table shaped like it) named alias.
-    timestamps=False leaves created_at/updated_at empty (for records whose source had none)."""
+    timestamps=False leaves created_at/updated_at empty (for records whose source had none);
+    created / updated are SQL expressions standing in for the row's own timestamps."""
     a = alias
 
     def ts(column: str) -> str:
-        return f"to_char({a}.{column} AT TIME ZONE 'UTC', '{TIMESTAMP_FORMAT_SQL}')" if timestamps else "''"
+        expr = {"created_at": created, "updated_at": updated}[column] or f"{a}.{column}"
+        return f"to_char({expr} AT TIME ZONE 'UTC', '{TIMESTAMP_FORMAT_SQL}')" if timestamps else "''"
 
     # A row written before legacy_key existed (revision 0008) has its integer id as its key.
     return (

@@ -230,13 +230,17 @@ def refuse_pooler(conn: psycopg.Connection) -> None:
         )
 
 
-def acquire_run_lock(conn: psycopg.Connection, *, wait_seconds: float, key: int = MIGRATION_LOCK_KEY) -> None:
+def acquire_run_lock(
+    conn: psycopg.Connection, *, wait_seconds: float, key: int = MIGRATION_LOCK_KEY, shared: bool = False
+) -> None:
     """Take the session-level advisory lock, waiting up to wait_seconds, or raise LockBusy. Every
-    writer takes it first, so this is also where a pooled connection is refused."""
+    writer takes it first, so this is also where a pooled connection is refused. shared: the
+    shards of one run hold it together (each also holds a lock of its own), any other run alone."""
     refuse_pooler(conn)
     deadline = time.monotonic() + wait_seconds
+    take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
     while True:
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        got = conn.execute(f"SELECT {take}(%s)", (key,)).fetchone()
         if got and got[0]:
             return
         if time.monotonic() >= deadline:
@@ -251,6 +255,11 @@ def acquire_run_lock(conn: psycopg.Connection, *, wait_seconds: float, key: int 
         time.sleep(0.2)
 
 
-def release_run_lock(conn: psycopg.Connection, key: int = MIGRATION_LOCK_KEY) -> None:
+def release_run_lock(conn: psycopg.Connection, key: int = MIGRATION_LOCK_KEY, *, shared: bool = False) -> None:
     if not conn.closed:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        conn.execute(f"SELECT {'pg_advisory_unlock_shared' if shared else 'pg_advisory_unlock'}(%s)", (key,))
+
+
+def shard_lock_key(shard: int, shards: int) -> int:
+    """The lock a shard holds besides the shared one: two runs of one shard never interleave."""
+    return MIGRATION_LOCK_KEY + (shards << 20) + shard + 1

@@ -31,6 +31,12 @@ class Unavailable(UserFacingError):
     exit_code = 3
 
 
+class FilesRefused(UserFacingError):
+    """A run of many files loaded the ones it could and refused others whole (exit 4)."""
+
+    exit_code = 4
+
+
 class StepRefused(InputError):
     """A schema step that must not run yet: rows still NULL for a contract, a revision still
     rolling out when another would start, nothing to complete or roll back (exit 2)."""

@@ -1,4 +1,5 @@
-"""Undo a Phase 1 run: remove exactly the rows it inserted, in one transaction, and prove it."""
+"""Undo a Phase 1 run: remove exactly the rows it inserted, put back the rows a re-sync updated or
+deleted as they were before (migration_row_history), in one transaction, and prove it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from tasks.db import acquire_run_lock, connect, release_run_lock
 from tasks.errors import InputError
+from tasks.resync import CONTENT
 
 
 def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float = 0.0) -> dict[str, Any]:
@@ -38,6 +40,7 @@ def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float
             )
         with conn.transaction():
             tasks_removed = conn.execute("DELETE FROM tasks WHERE migration_run_id = %s", (run_id,)).rowcount
+            restored = _restore_history(conn, run_id)
             users = conn.execute(
                 "DELETE FROM users u WHERE u.migration_run_id = %s "
                 "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.user_id = u.id) RETURNING email",
@@ -48,6 +51,8 @@ def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float
             checkpoints_removed = conn.execute(
                 "DELETE FROM migration_checkpoints WHERE run_id = %s", (run_id,)
             ).rowcount
+            conn.execute("DELETE FROM migration_files WHERE run_id = %s", (run_id,))
+            conn.execute("DELETE FROM migration_seen WHERE run_id = %s", (run_id,))
             conn.execute(
                 "UPDATE migration_runs SET status = 'rolled_back', "
                 "stats = stats || jsonb_build_object('rolled_back_at', now(), 'rows_removed', %s::int) WHERE id = %s",
@@ -67,9 +72,10 @@ def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float
         problems.append(
             f"rows of the run remain after the rollback (tasks, quarantine, checkpoints: {tuple(left)})"
         )
-    expected = (stats or {}).get("migrated")
+    stats = stats or {}
+    expected = stats.get("inserted", stats.get("migrated"))  # runs before re-syncs counted "migrated"
     if expected is not None and status == "completed" and expected != tasks_removed:
-        problems.append(f"the run migrated {expected} rows but {tasks_removed} were removed")
+        problems.append(f"the run inserted {expected} rows but {tasks_removed} were removed")
     return {
         "title": "Phase 1 rollback",
         "kind": "phase1-rollback",
@@ -80,12 +86,31 @@ def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float
             "users_removed": len(users),
             "quarantine_removed": quarantine_removed,
             "checkpoints_removed": checkpoints_removed,
+            "rows_restored": restored,
         },
         "users_removed": [u[0] for u in users],
         "users_kept_in_use": [u[0] for u in kept],
         "verification": {"ok": not problems, "problems": problems},
         "forced": bool(changed and force),
     }
+
+
+def _restore_history(conn: Any, run_id: str) -> int:
+    """The rows a re-sync run updated get their content back; the ones it deleted come back whole."""
+    columns = [*CONTENT.split(", "), "created_at", "updated_at", "legacy_checksum"]
+    restored = conn.execute(
+        f"UPDATE tasks t SET ({', '.join(columns)}) = ({', '.join('b.' + c for c in columns)}) "
+        "FROM migration_row_history h, json_populate_record(NULL::tasks, h.before) b "
+        "WHERE h.run_id = %s AND h.op = 'update' AND t.id = h.task_id",
+        (run_id,),
+    ).rowcount
+    restored += conn.execute(
+        "INSERT INTO tasks SELECT (json_populate_record(NULL::tasks, h.before)).* FROM migration_row_history h "
+        "WHERE h.run_id = %s AND h.op = 'delete' ON CONFLICT (id) DO NOTHING",
+        (run_id,),
+    ).rowcount
+    conn.execute("DELETE FROM migration_row_history WHERE run_id = %s", (run_id,))
+    return restored
 
 
 def _is_uuid(text: str) -> bool:

@@ -217,7 +217,7 @@ def test_status_sql_and_search_path_commands(flow_env: dict[str, str], capsys) -
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["current"] == "0004" and [p["revision"] for p in status["pending"]] == [
-        "0005", "0006", "0007", "0008", "0009", "0010"
+        "0005", "0006", "0007", "0008", "0009", "0010", "0011"
     ]  # fmt: skip
     assert status["versions"] == []  # a downgrade leaves the physical tables to every application
     assert status["pending"][0]["backfills"] == ["tasks.priority"] and status["pending"][4]["breaking"]
