@@ -6,6 +6,7 @@
 # make test-browser: the Prefect UI as an operator sees it, in headless Chromium (about two minutes)
 # make test-matrix: the data-path suite on PostgreSQL 14..18 (what PyPI and Debian give this machine),
 #             as the superuser and as a Neon-like owner role; before a release (scripts/pg_matrix.py)
+# make test-workers: a sharded Phase 1 run over two Prefect process workers (about two minutes)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -13,7 +14,7 @@ UV     := PYTHON=$(PYTHON) scripts/uv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup lock browser demo test test-browser test-matrix bench
+.PHONY: setup lock browser demo test test-browser test-workers test-matrix bench
 
 setup: $(VENV)/.installed browser
 
@@ -40,13 +41,16 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -m 'not browser'
+	$(PY) -m pytest -q -m 'not browser and not workers'
 
 test-browser: setup
 	$(PY) -m pytest -q -m browser
 
 test-matrix: setup
 	PYTHON=$(PYTHON) $(PY) scripts/pg_matrix.py
+
+test-workers: setup
+	$(PY) -m pytest -q -m workers
 
 bench: setup
 	$(PY) bench/phase1.py 1000000

@@ -2,8 +2,8 @@
 
     python bench/backfill.py [N] [--repeat R]
 
-Seeds N tasks (default 1,000,000) whose `description` is NULL into a template database, and for each
-repetition clones it twice: on one clone a single `UPDATE tasks SET description = '' WHERE description
+Seeds N tasks (default 1,000,000) whose `notes` is NULL into a template database, and for each
+repetition clones it twice: on one clone a single `UPDATE tasks SET notes = '' WHERE notes
 IS NULL` runs, on the other the `backfill` flow with its defaults, through the Prefect engine with its
 progress artifact (a temporary Prefect server is started once, before any timing: the orchestrator's
 start-up is not part of it). On both, two writers update random rows without pause for the whole time. Prints the medians: both durations and their ratio, and per side the writers'
@@ -42,13 +42,13 @@ def with_writers(url: str, n: int, work) -> tuple[float, Writes]:
 
 def plain_update(url: str) -> None:
     with psycopg.connect(url) as conn:
-        conn.execute("UPDATE tasks SET description = '' WHERE description IS NULL")
+        conn.execute("UPDATE tasks SET notes = '' WHERE notes IS NULL")
 
 
 def backfill(url: str) -> None:
     os.environ["DATABASE_URL"] = url  # how the flow finds its database (never a parameter)
     state = backfill_flow(
-        table="tasks", column="description", value="", report_dir=REPORTS, return_state=True
+        table="tasks", column="notes", value="", report_dir=REPORTS, return_state=True
     )
     assert state.is_completed() and state.result()["status"] == "done", state.message
 
@@ -67,7 +67,7 @@ def main() -> None:
                         results[name].append(with_writers(url, args.rows, work))
                         with psycopg.connect(url) as conn:
                             left = conn.execute(
-                                "SELECT count(*) FROM tasks WHERE description IS NULL"
+                                "SELECT count(*) FROM tasks WHERE notes IS NULL"
                             ).fetchone()[0]
                         assert left == 0, f"{name} left {left} rows NULL"
                     finally:

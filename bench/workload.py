@@ -1,6 +1,8 @@
-"""The running application, simulated: seeded rows, and writer threads that insert and update `tasks` without pause
-the way the old application does (naming only the columns it knows), timing every write. The
-online tests and the benchmarks use it to prove a migration does not stop the application."""
+"""The running application, simulated: seeded rows, and writer threads that insert and update `tasks`
+without pause, naming only the columns their application version knows, timing every write. A
+writer given a search_path is the version built against that revision (it sees the version's views);
+without one it writes the physical table as the previous version does. The online tests and the
+benchmarks use it to prove a migration does not stop the application."""
 
 from __future__ import annotations
 
@@ -36,17 +38,46 @@ class Writes:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+@dataclass(frozen=True)
+class Shape:
+    """The names a version gives the columns the writers use (revisions 0009 and 0010 renamed them)."""
+
+    notes: str  # description, or notes
+    done: str  # completed (a boolean), or status (a word)
+
+    @staticmethod
+    def of(conn: psycopg.Connection) -> Shape:
+        """Read through the connection's own search path: the version's views, or the table."""
+        names = {
+            r[0] for r in conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = 'tasks'::regclass")
+        }
+        return Shape(
+            "notes" if "notes" in names else "description", "completed" if "completed" in names else "status"
+        )
+
+    def value(self, done: str) -> str:
+        """SQL for the row's completion from a boolean expression."""
+        return done if self.done == "completed" else f"CASE WHEN {done} THEN 'done' ELSE 'todo' END"
+
+    def toggled(self) -> str:
+        if self.done == "completed":
+            return "completed = NOT completed"
+        return "status = CASE status WHEN 'done' THEN 'todo' ELSE 'done' END"
+
+
 def seed_tasks(url: str, n: int, *, null_every: int = 1, email: str = "seed@example.com") -> None:
-    """One user and n tasks (legacy ids 1..n); every null_every-th task has a NULL description."""
+    """One user and n tasks (legacy ids 1..n); every null_every-th task has NULL notes (description)."""
     with psycopg.connect(url) as conn:
         conn.execute(
             "INSERT INTO users (id, email, name) VALUES (md5(%s)::uuid, %s, 'seed') ON CONFLICT DO NOTHING",
             (email, email),
         )
+        shape = Shape.of(conn)
         conn.execute(
-            "INSERT INTO tasks (id, user_id, legacy_source, legacy_id, title, description, completed) "
+            f"INSERT INTO tasks (id, user_id, legacy_source, legacy_id, title, {shape.notes}, {shape.done}) "
             "SELECT md5('task' || g)::uuid, md5(%s)::uuid, 'seed', g, 'task ' || g, "
-            "CASE WHEN g %% %s = 0 THEN NULL ELSE 'd' || g END, g %% 2 = 0 FROM generate_series(1, %s) g",
+            f"CASE WHEN g %% %s = 0 THEN NULL ELSE 'd' || g END, {shape.value('g %% 2 = 0')} "
+            "FROM generate_series(1, %s) g",
             (email, null_every, n),
         )
 
@@ -55,8 +86,16 @@ class Writers:
     """`count` threads, each on its own connection, writing until stop(); `inserts` is the share of
     writes that insert a new task (the rest update a random existing one by legacy id)."""
 
-    def __init__(self, url: str, max_legacy_id: int, count: int = 2, inserts: float = 0.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        max_legacy_id: int,
+        count: int = 2,
+        inserts: float = 0.0,
+        search_path: str | None = None,
+    ) -> None:
         self.url, self.max_legacy_id, self.inserts = url, max_legacy_id, inserts
+        self.options = f"-csearch_path={search_path.replace(' ', '')}" if search_path else ""
         self._stop = threading.Event()
         self._parts = [Writes() for _ in range(count)]
         self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(count)]
@@ -83,22 +122,23 @@ class Writers:
     def _run(self, index: int) -> None:
         rnd = random.Random(index)
         out = self._parts[index]
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        with psycopg.connect(self.url, autocommit=True, options=self.options) as conn:
             user_id = conn.execute("SELECT id FROM users ORDER BY id LIMIT 1").fetchone()[0]
+            shape = Shape.of(conn)
+            insert = (
+                f"INSERT INTO tasks (id, user_id, title, {shape.notes}, {shape.done}) "
+                f"VALUES (%s, %s, %s, NULL, {shape.value('false')})"
+            )
+            update = f"UPDATE tasks SET {shape.toggled()}, updated_at = now() WHERE legacy_source = 'seed' AND legacy_id = %s"
             while not self._stop.is_set():
                 began = time.perf_counter()
                 try:
                     if rnd.random() < self.inserts:
                         conn.execute(
-                            "INSERT INTO tasks (id, user_id, title, description, completed) VALUES (%s, %s, %s, NULL, false)",
-                            (uuid.uuid4(), user_id, "written by the old application"),
+                            insert, (uuid.uuid4(), user_id, f"written through {self.options or 'tasks'}")
                         )
                     else:
-                        conn.execute(
-                            "UPDATE tasks SET completed = NOT completed, updated_at = now() "
-                            "WHERE legacy_source = 'seed' AND legacy_id = %s",
-                            (rnd.randint(1, self.max_legacy_id),),
-                        )
+                        conn.execute(update, (rnd.randint(1, self.max_legacy_id),))
                     out.latencies.append(time.perf_counter() - began)
                 except psycopg.Error as exc:
                     out.failures += 1

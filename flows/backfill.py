@@ -1,7 +1,7 @@
 """Backfill: fill a column wherever it IS NULL, in small batches, while the application keeps writing.
 
 The story of a run:
-1. name the work: a registered backfill (`tasks.priority`, `tasks.tags`) or `--table/--column/--value`,
+1. name the work: a backfill a revision declares (`tasks.priority`, `tasks.status`…) or `--table/--column/--value`,
    checked against the live catalog;
 2. resume the checkpoint of an unfinished run of the same backfill, or start at the first key;
 3. walk the primary key in batches, each its own short transaction with its checkpoint, the batch
@@ -49,7 +49,7 @@ def spec_for(name: str | None, table: str | None, column: str | None, value: str
 @flow(name="backfill", persist_result=True)
 def backfill(
     name: str | None = P.described(
-        None, "A registered backfill (tasks.priority, tasks.tags); or give table/column/value"
+        None, "A backfill a revision declares (tasks.priority, tasks.status); or give table/column/value"
     ),
     table: str | None = P.described(None, "Table to fill (checked against the catalog)"),
     column: str | None = P.described(None, "Column to set where it IS NULL"),
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Set a column to a value where it IS NULL, in small resumable batches on a live table.",
         epilog="Exit codes: 0 done (or paused at --max-runtime), 2 bad input or usage, 3 database unavailable or busy.",
     )
-    parser.add_argument("name", nargs="?", help="a registered backfill, e.g. tasks.priority or tasks.tags")
+    parser.add_argument("name", nargs="?", help="a backfill a revision declares, e.g. tasks.priority or tasks.status")
     parser.add_argument("--table", help="the table (schema-qualified or in the search path)")
     parser.add_argument("--column", help="the column to fill where it is NULL")
     parser.add_argument("--value", help="the value, as PostgreSQL text for the column's type (e.g. '{}')")

@@ -153,8 +153,8 @@ def rehearse(
         return user_error(exc)
     with database_override(branch_url):
         if what == "schema":
-            migration = schema_upgrade(
-                target=target, checkpoint=False, report_dir=report_dir, return_state=True
+            migration = schema_upgrade(  # a throwaway branch: no application to wait for
+                target=target, complete=True, checkpoint=False, report_dir=report_dir, return_state=True
             )
         else:
             migration = phase1_migration(

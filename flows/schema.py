@@ -1,20 +1,22 @@
-"""Schema: move a live database between Alembic revisions without stopping the application.
+"""Schema: roll a revision out while the application keeps running, old and new versions side by side.
 
-The story of an upgrade:
-1. find the pending revisions and render their SQL (shown, and kept in the report);
-2. take a checkpoint branch `<db>-backup-<UTC time>` (by default; locally this briefly ends other
-   sessions on the database, on Neon it is instant), then the migration lock;
-3. check integrity: row counts, constraints left NOT VALID, invalid indexes;
-4. apply revision by revision, each step recorded in `migration_runs`; before a contract step its
-   backfills run to completion (batched, resumable, see flows/backfill.py); lock timeouts are
-   retried with backoff, then the step fails;
-5. on failure, return to the revision it started from and say what failed;
-6. check again (at head the models must match the schema) and report: `schema-report` and
-   `runs/<run_id>/report.json`.
+The story of a run (migrations/ops has what each operation does in each phase):
+1. plan: `upgrade` starts each revision and runs its backfills, completing those another one
+   follows unless they break the previous application version; `complete` contracts the revision
+   rolling out once every application instance runs it; `rollback` undoes its start, leaving no
+   trace; `downgrade` undoes completed revisions;
+2. refuse a role that may not alter the tables, before anything is written; take a checkpoint
+   branch `<db>-backup-<UTC time>` (by default; online, the application's sessions go on: a
+   snapshot copy locally, instant on Neon), then the migration lock;
+3. each action is a Prefect task and one unit of the retry policy (tasks/retry.py: a lock timeout
+   or a lost session runs it again within the retry window), recorded in `migration_runs`; an
+   upgrade that fails in a start or backfill rolls that revision back and downgrades what the run
+   had completed, newest first; SIGTERM or Ctrl-C marks the run interrupted (the action in flight
+   commits or rolls back whole) and exits 143 or 130;
+4. check (invalid indexes, NOT VALID constraints, at a completed head the models against the
+   schema) and report: `schema-report` and `runs/<run_id>/report.json`.
 
-A downgrade whose revisions cannot give their data back (`downgrade_loses` in the revision) is
-refused without `allow_data_loss`, and with it runs only after a checkpoint branch was taken.
-`python -m flows.schema --help` for the command line.
+Exit codes follow the exception's type (tasks/errors.py). `python -m flows.schema --help`.
 """
 
 from __future__ import annotations
@@ -22,27 +24,40 @@ from __future__ import annotations
 import signal
 import sys
 import time
-import uuid
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
 from prefect.states import State
 
 from flows import params as P
 from flows.backfill import BatchReporter
 from flows.checkpoint import take_checkpoint
-from flows.outcome import closing_lines, exit_code_of, interrupted, interruption, publish, user_error
+from flows.outcome import closing_lines, interrupted, interruption, publish, user_error
 from flows.settings import resolve_database_url
 from tasks import privileges, schema
 from tasks.audit import snapshot
-from tasks.db import Session, check_duration, is_transient, mask_url
-from tasks.errors import InputError, UserFacingError, VerificationFailed, first_line
-from tasks.runs import finish, has_bookkeeping, open_run
+from tasks.db import Session, check_duration, mask_url, refuse_pooler
+from tasks.errors import InputError, UserFacingError, VerificationFailed
+from tasks.schema_runs import Journal
+
+
+@task(
+    name="schema-action",
+    task_run_name="{action.label}",
+    cache_policy=NONE,
+    persist_result=False,  # no retries here: the action is a unit of tasks/retry.py's policy
+)
+def run_action(url: str, action: schema.Action, lock_timeout: str, statement_timeout: str) -> None:
+    """One start, backfill, complete, rollback or downgrade, as a task the UI shows by name."""
+    runner = schema.engine_backfill(url, BatchReporter)
+    schema.run(url, action, runner, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
 
 
 @flow(name="schema-upgrade", persist_result=True)
 def schema_upgrade(
-    target: str = P.described("head", "Revision to reach (head, or an id such as 0005)"),
+    target: str = P.described("head", "Revision to reach (head, or an id such as 0009)"),
+    complete: bool = P.described(False, "Complete the target too: every application instance runs it"),
     checkpoint: bool = P.checkpoint(),
     branch_provider: P.Provider | None = P.branch_provider(),
     lock_timeout: str = P.lock_timeout(),
@@ -51,19 +66,57 @@ def schema_upgrade(
     report_dir: str = P.report_dir(),
     database_secret: str | None = P.database_secret(),
 ) -> State:
-    """Upgrade to `target` (default head), expand → backfill → contract, and report."""
-    return _move(
-        "up",
-        target,
-        checkpoint,
-        branch_provider,
-        lock_timeout,
-        statement_timeout,
-        lock_wait_seconds,
-        report_dir,
-        database_secret,
-        allow_data_loss=True,
-    )
+    """Start (and backfill) each revision up to `target`; the target stays live beside the previous
+    version until `complete`."""
+
+    def plan(url: str, current: str | None, live: str | None) -> tuple[list[schema.Action], str | None]:
+        return schema.plan_upgrade(current, live, schema.resolve(target), complete)
+
+    return _run("upgrade", target, plan, locals())
+
+
+@flow(name="schema-complete", persist_result=True)
+def schema_complete(
+    checkpoint: bool = P.checkpoint(),
+    branch_provider: P.Provider | None = P.branch_provider(),
+    lock_timeout: str = P.lock_timeout(),
+    statement_timeout: str = P.described("15min", "statement_timeout of every statement"),
+    lock_wait_seconds: float = P.described(30.0, "Seconds to wait for another migration run to finish", ge=0),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
+) -> State:
+    """Complete the revision rolling out: the previous version's schema and columns go."""
+
+    def plan(url: str, current: str | None, live: str | None) -> tuple[list[schema.Action], str | None]:
+        if live is None:
+            raise InputError(f"nothing is rolling out (the database is at {current or 'base'})")
+        s = schema.step(live)
+        return [*(schema.Action(s, "backfill", b) for b in s.backfills), schema.Action(s, "complete")], None
+
+    return _run("complete", "live", plan, locals())
+
+
+@flow(name="schema-rollback", persist_result=True)
+def schema_rollback(
+    checkpoint: bool = P.checkpoint(),
+    branch_provider: P.Provider | None = P.branch_provider(),
+    lock_timeout: str = P.lock_timeout(),
+    statement_timeout: str = P.described("15min", "statement_timeout of every statement"),
+    lock_wait_seconds: float = P.described(30.0, "Seconds to wait for another migration run to finish", ge=0),
+    report_dir: str = P.report_dir(),
+    database_secret: str | None = P.database_secret(),
+) -> State:
+    """Undo the start of the revision rolling out (before complete), leaving no trace of it."""
+
+    def plan(url: str, current: str | None, live: str | None) -> tuple[list[schema.Action], str | None]:
+        if live is None:
+            raise InputError(
+                f"nothing is rolling out (the database is at {current or 'base'}); a completed "
+                "revision is downgraded"
+            )
+        return [schema.Action(schema.step(live), "rollback")], None
+
+    return _run("rollback", "live", plan, locals())
 
 
 @flow(name="schema-downgrade", persist_result=True)
@@ -80,302 +133,222 @@ def schema_downgrade(
     report_dir: str = P.report_dir(),
     database_secret: str | None = P.database_secret(),
 ) -> State:
-    """Downgrade to `target`; refuses a data-losing downgrade without allow_data_loss."""
-    return _move(
-        "down",
-        target,
-        checkpoint,
-        branch_provider,
-        lock_timeout,
-        statement_timeout,
-        lock_wait_seconds,
-        report_dir,
-        database_secret,
-        allow_data_loss=allow_data_loss,
-    )
+    """Downgrade completed revisions to `target`; refuses a data-losing one without allow_data_loss."""
 
-
-def _move(
-    direction: str,
-    target: str,
-    checkpoint: bool,
-    branch_provider: str | None,
-    lock_timeout: str,
-    statement_timeout: str,
-    lock_wait: float,
-    report_dir: str,
-    database_secret: str | None,
-    *,
-    allow_data_loss: bool,
-) -> State:
-    started = time.monotonic()
-    try:
-        check_duration("lock_timeout", lock_timeout)
-        check_duration("statement_timeout", statement_timeout)
-        url = resolve_database_url(database_secret)
-        before = schema.current_revision(url)
-        way, steps = schema.path(before, schema.resolve(target))
-        if steps and way != direction:
-            verb = "downgrade" if way == "down" else "upgrade"
-            raise InputError(
-                f"the database is at {before or 'base'}; reaching {target} is an {verb}, not this"
-            )
-        losing = [s for s in steps if direction == "down" and s.downgrade_loses]
+    def plan(url: str, current: str | None, live: str | None) -> tuple[list[schema.Action], str | None]:
+        if live is not None:
+            raise InputError(f"{live} is rolling out: roll it back (python -m flows.schema rollback) first")
+        way, steps = schema.path(current, schema.resolve(target))
+        if steps and way != "down":
+            raise InputError(f"the database is at {current or 'base'}; reaching {target} is an upgrade")
+        losing = [s for s in steps if s.downgrade_loses]
         if losing and not allow_data_loss:
             lost = "; ".join(f"{s.revision} {s.downgrade_loses}" for s in losing)
             raise InputError(
                 f"downgrading to {target} loses data ({lost}); run again with --allow-data-loss "
                 "(a checkpoint branch is taken first)"
             )
-        if steps:  # refused before anything is written when the role may not alter the tables
-            with Session(url) as check:
+        return [schema.Action(s, "downgrade") for s in steps], None
+
+    return _run("downgrade", target, plan, locals(), force_checkpoint=allow_data_loss)
+
+
+def _run(kind: str, target: str, plan: Any, options: dict[str, Any], force_checkpoint: bool = False) -> State:
+    started = time.monotonic()
+    try:
+        check_duration("lock_timeout", options["lock_timeout"])
+        check_duration("statement_timeout", options["statement_timeout"])
+        url = resolve_database_url(options["database_secret"])
+        with Session(url) as check:  # a pooled URL is named before anything is planned
+            check.run("schema:check", refuse_pooler)
+            before, live = schema.current_revision(url), schema.pending(url)
+            actions, stopped = plan(url, before, live)
+            if actions:  # refused before anything is written when the role may not alter the tables
                 privileges.require_schema_change(check.run("schema:check", privileges.of))
-        branch = None
-        notes: list[str] = []
-        if steps and (checkpoint or losing):
-            branch, notes = take_checkpoint(url, branch_provider, lock_wait)
+        branch, notes = None, [stopped] if stopped else []
+        if actions and (options["checkpoint"] or force_checkpoint):
+            branch, taken = take_checkpoint(url, options["branch_provider"], options["lock_wait_seconds"])
+            notes += taken
         # each step a unit on this session: a lost one is replaced and the run lock taken again
-        with Session(url, lock_wait=lock_wait) as control:
-            journal = Journal(
-                control,
-                {"direction": direction, "from": before, "target": target},
-                f"{before or 'base'}->{target}",
-            )
-            run_id = journal.run_id
+        with Session(url, lock_wait=options["lock_wait_seconds"]) as control:
+            journal = Journal(control, {"action": kind, "from": before, "target": target}, f"{kind} {target}")
+            pre = control.run("schema:check", snapshot)
             try:
-                pre = control.run("schema:check", snapshot)
-                applied, failure, code = _apply(url, journal, steps, direction, lock_timeout, statement_timeout)
+                done, failure = _carry_out(url, journal, actions, options)
             except BaseException as exc:
                 signum = interruption(exc)
-                if signum is not None:  # the revision in flight committed or rolled back whole
+                if signum is not None:  # the action in flight committed or rolled back whole
                     journal.interrupted(f"interrupted by {signal.Signals(signum).name}")
-                    interrupted({"title": f"Schema {direction}grade to {target}", "kind": "schema",
-                                 "run_id": run_id, "notes": [f"{journal.why}; the same command resumes it "
-                                 "from the revision it reached"]}, report_dir)  # fmt: skip
+                    interrupted({"title": f"Schema {kind} to {target}", "kind": "schema", "run_id": journal.run_id,
+                                 "notes": [f"{journal.why}; the same command resumes it from where it stopped"]},
+                                options["report_dir"])  # fmt: skip
                 raise
-            rolled_back = None
-            if failure is not None and applied:
-                rolled_back = _return_to(url, before, applied, direction, lock_timeout, statement_timeout)
-            after = schema.current_revision(url)
+            if failure is not None:
+                notes.append(f"{failure}; {_undo(url, kind, actions, done, options)}")
+            after, live_after = schema.current_revision(url), schema.pending(url)
             post = control.run("schema:check", snapshot)
-            problems = _post_check(url, pre, post, after, failure)
-            status = (
-                "noop"
-                if not steps
-                else ("failed" if failure else ("completed" if not problems else "check_failed"))
+            problems = _post_check(url, pre, post, after, live_after, failure)
+            status = _status(actions, failure, problems)
+            journal.finish(
+                status, {"done": [a.label for a in done], "problems": problems}, str(failure or "") or None
             )
-            journal.finish(status, {"applied": [s.revision for s in applied], "problems": problems}, failure)
     except UserFacingError as exc:
         return user_error(exc)
     report = {
-        "title": f"Schema {'upgrade' if direction == 'up' else 'downgrade'} to {target}",
+        "title": f"Schema {kind} to {target}",
         "kind": "schema",
-        "run_id": run_id,
+        "run_id": journal.run_id,
         "status": status,
         "database": mask_url(url),
-        "schema": {"before": before, "after": after, "target": schema.resolve(target)},
+        "schema": {"before": before, "after": after, "live": live_after, "target": target},
         "checkpoint": branch,
-        "steps": applied_rows(steps, applied, failure),
-        "sql": [{"revision": s.revision, "sql": _sql(s, direction)} for s in steps],
+        "steps": [_row(i, a, len(done), failure) for i, a in enumerate(actions)],
+        "sql": [{"revision": a.label, "sql": _sql(a)} for a in actions if a.verb != "backfill"],
         "integrity": {"before": pre, "after": post},
         "verification": {"ok": not problems and failure is None, "problems": problems},
         "timing": {"duration_s": round(time.monotonic() - started, 3)},
-        "notes": notes
-        + ([f"nothing to do: the database is at {before or 'base'}"] if not steps else [])
-        + ([f"failed at {failure}; returned to {rolled_back}"] if failure else []),
+        "notes": notes + ([f"nothing to do: the database is at {before or 'base'}"] if not actions else []),
     }
-    if not failure:
-        code = VerificationFailed.exit_code if problems else 0
+    code = failure.exit_code if failure else VerificationFailed.exit_code if problems else 0
     return publish(
         report,
-        report_dir,
+        options["report_dir"],
         key="schema-report",
         description=report["title"],
         exit_code=code,
-        message=failure or ("; ".join(problems) if problems else f"at {after}"),
+        message=str(failure or "")
+        or "; ".join(problems)
+        or f"at {after}" + (f", {live_after} live" if live_after else ""),
     )
 
 
-class Journal:
-    """The run and each step in `migration_runs`, written from the moment the bookkeeping tables
-    exist (an upgrade from base creates them in 0001; a downgrade to base removes them)."""
-
-    def __init__(self, session: Session, parameters: dict[str, Any], source_name: str) -> None:
-        self.session, self.parameters, self.source_name = session, parameters, source_name
-        self.run_id = str(uuid.uuid4())
-        self.opened = False
-        self.step_id: str | None = None
-        self.why = ""
-
-    def _ready(self) -> bool:
-        if not self.session.run("schema:journal", has_bookkeeping):
-            return False
-        if not self.opened:
-            self.session.run(
-                "schema:journal", open_run, "schema", self.parameters, self.source_name, run_id=self.run_id
-            )
-            self.opened = True
-        return True
-
-    def start_step(self, s: schema.Step, direction: str) -> str | None:
-        if not self._ready():
-            return None
-        self.step_id = self.session.run(
-            "schema:journal",
-            open_run,
-            "schema-step",
-            {"run_id": self.run_id, "revision": s.revision, "direction": direction},
-            source_name=s.revision,
-            run_id=str(uuid.uuid4()),
-        )
-        return self.step_id
-
-    def end_step(
-        self, step_id: str | None, status: str, stats: dict[str, Any], error: str | None = None
-    ) -> None:
-        if step_id is not None and self.session.run("schema:journal", has_bookkeeping):
-            self.session.run("schema:journal", finish, step_id, status, stats, error=error)
-        self.step_id = None
-
-    def finish(self, status: str, stats: dict[str, Any], error: str | None) -> None:
-        if self._ready():
-            self.session.run("schema:journal", finish, self.run_id, status, stats, error=error)
-
-    def interrupted(self, why: str) -> None:
-        """The run and its step in flight marked interrupted: one attempt each, the exit comes first."""
-        self.why = why
-        for run_id in (self.step_id, self.run_id if self.opened else None):
-            if run_id is not None:
-                self.session.once("schema:interrupted", finish, run_id, "interrupted", {}, error=why)
+def _status(actions: list[schema.Action], failure: UserFacingError | None, problems: list[str]) -> str:
+    if not actions:
+        return "noop"
+    return "failed" if failure else "check_failed" if problems else "completed"
 
 
-def _apply(
-    url: str,
-    journal: Journal,
-    steps: list[schema.Step],
-    direction: str,
-    lock_timeout: str,
-    statement_timeout: str,
-) -> tuple[list[schema.Step], str | None, int]:
-    """Apply step by step, each recorded in migration_runs; returns (steps applied, failure or None,
-    its exit code: 3 for a fault still transient after the retries, 2 for a missing privilege, else 1)."""
+def _carry_out(
+    url: str, journal: Journal, actions: list[schema.Action], options: dict[str, Any]
+) -> tuple[list[schema.Action], UserFacingError | None]:
+    """Each action as a task, recorded; returns (actions done, the typed failure or None)."""
     logger = get_run_logger()
-    applied: list[schema.Step] = []
-    for s in steps:
-        step_id = journal.start_step(s, direction)
+    done: list[schema.Action] = []
+    for a in actions:
+        step_id = journal.start_step(a.step.revision, a.label)
         began = time.monotonic()
         try:
-            schema.apply(
-                url,
-                [s],
-                direction,
-                run_backfill=schema.engine_backfill(url, BatchReporter),
-                lock_timeout=lock_timeout,
-                statement_timeout=statement_timeout,
-                on_step=lambda st, action: logger.info("%s %s (%s)", action, st.revision, st.phase),
-            )
+            run_action(url, a, options["lock_timeout"], options["statement_timeout"])
         except Exception as exc:
-            reason = f"{direction}grade of {s.revision} failed: {first_line(exc)}"
-            if is_transient(exc):
-                reason += " (retried with backoff)"
-            journal.end_step(step_id, "failed", {"seconds": round(time.monotonic() - began, 3)}, reason)
-            logger.error(reason)
-            return applied, reason, exit_code_of(exc)
+            failure = schema.typed(exc, a.label)
+            journal.end_step(step_id, "failed", {"seconds": round(time.monotonic() - began, 3)}, str(failure))
+            logger.error("%s", failure)
+            return done, failure
         journal.end_step(step_id, "completed", {"seconds": round(time.monotonic() - began, 3)})
-        applied.append(s)
-    return applied, None, 0
+        done.append(a)
+    return done, None
 
 
-def _return_to(
-    url: str,
-    before: str | None,
-    applied: list[schema.Step],
-    direction: str,
-    lock_timeout: str,
-    statement_timeout: str,
-) -> str | None:
-    """Undo the steps this run applied, newest first, back to where it started."""
-    back = "down" if direction == "up" else "up"
-    undo = list(reversed(applied))
+def _undo(
+    url: str, kind: str, actions: list[schema.Action], done: list[schema.Action], options: dict[str, Any]
+) -> str:
+    """After an upgrade failed in a start or a backfill: roll that revision back and downgrade what
+    this run completed, newest first. A failed complete leaves its revision rolling out (complete
+    again once the cause is fixed, or roll back); other runs leave the database as the failure did."""
+    failed = actions[len(done)]
+    if kind != "upgrade" or failed.verb == "complete":
+        live = schema.pending(url)
+        return (
+            f"{live} is still rolling out"
+            if live
+            else f"the database is at {schema.current_revision(url) or 'base'}"
+        )
+    timeouts = {"lock_timeout": options["lock_timeout"], "statement_timeout": options["statement_timeout"]}
     try:
-        schema.apply(url, undo, back, lock_timeout=lock_timeout, statement_timeout=statement_timeout)
-    except Exception as exc:
-        get_run_logger().error("returning to %s failed: %s", before, first_line(exc))
-        return f"{schema.current_revision(url)} (returning to {before or 'base'} failed: {first_line(exc)})"
-    return schema.current_revision(url) or "base"
+        if schema.pending(url) == failed.step.revision:  # started, then a backfill failed
+            schema.rollback(url, failed.step, options["lock_timeout"])
+        finished = [a.step for a in done if a.verb == "complete" or (a.verb == "start" and not a.step.online)]
+        for s in reversed(finished):
+            schema.downgrade(url, s, **timeouts)
+    except UserFacingError as exc:
+        get_run_logger().error("returning failed: %s", exc)
+        return f"returning failed ({exc}); the database is at {schema.current_revision(url) or 'base'}"
+    return f"returned to {schema.current_revision(url) or 'base'}"
 
 
-def _post_check(url: str, pre: dict, post: dict, after: str | None, failure: str | None) -> list[str]:
+def _post_check(
+    url: str, pre: dict, post: dict, after: str | None, live: str | None, failure: UserFacingError | None
+) -> list[str]:
     problems = [f"index {i} is invalid" for i in post["invalid_indexes"]]
     newly = sorted(set(post["not_valid"]) - set(pre["not_valid"]))
-    if after == schema.head_revision() and post["not_valid"]:
+    settled = after == schema.head_revision() and live is None
+    if settled and post["not_valid"]:
         problems.append(f"at head, constraints are still NOT VALID: {', '.join(post['not_valid'])}")
-    elif newly and failure:
+    elif newly and failure and live is None:
         problems.append(f"left NOT VALID by the failed step: {', '.join(newly)}")
-    if after == schema.head_revision() and failure is None:
+    if settled and failure is None:
         problems += [f"models differ from the schema: {d}" for d in schema.model_drift(url)]
     return problems
 
 
-def applied_rows(
-    steps: list[schema.Step], applied: list[schema.Step], failure: str | None
-) -> list[dict[str, Any]]:
-    done = {s.revision for s in applied}
-    rows = []
-    for s in steps:
-        status = (
-            "applied"
-            if s.revision in done
-            else ("FAILED" if failure and s.revision in failure else "not run")
-        )
-        rows.append(
-            {
-                "revision": s.revision,
-                "phase": s.phase,
-                "backfills": ", ".join(s.backfills),
-                "status": status,
-                "doc": s.doc.splitlines()[0] if s.doc else "",
-            }
-        )
-    return rows
+def _row(i: int, a: schema.Action, done: int, failure: UserFacingError | None) -> dict[str, Any]:
+    status = "done" if i < done else "FAILED" if failure and i == done else "not run"
+    return {"action": a.label, "revision": a.step.revision, "status": status, "doc": a.step.title}
 
 
-def _sql(s: schema.Step, direction: str) -> str:
-    if direction == "up":
+def _sql(a: schema.Action) -> str:
+    s = a.step
+    if a.verb == "downgrade":
+        return schema.offline_sql(s.revision, s.down_revision, "down")
+    if not s.online:
         return schema.offline_sql(s.down_revision, s.revision)
-    return schema.offline_sql(s.revision, s.down_revision, "down")
+    return schema.phase_sql(s, a.verb)
 
 
 def _summary(outcome: dict[str, Any]) -> str:
     r = outcome["report_data"]
+    at = r["schema"]
+    live = f", {at['live']} live beside the previous version" if at.get("live") else ""
     lines = [
-        f"{r['title']}: {r['status']} ({r['schema']['before'] or 'base'} -> {r['schema']['after'] or 'base'}, "
+        f"{r['title']}: {r['status']} ({at['before'] or 'base'} -> {at['after'] or 'base'}{live}, "
         f"{r['timing']['duration_s']:.1f} s)"
     ]
-    lines += [f"  {s['revision']} {s['phase']:8} {s['status']:8} {s['doc']}" for s in r["steps"]]
+    lines += [f"  {s['action']:28} {s['status']:8} {s['doc']}" for s in r["steps"]]
     if r.get("checkpoint"):
         lines.append(f"checkpoint branch: {r['checkpoint']['name']}")
     return "\n".join(lines + closing_lines(outcome))
 
 
 def status(url: str) -> dict[str, Any]:
-    current = schema.current_revision(url)
-    head = schema.head_revision()
-    _, pending = schema.path(current, head)
+    current, live = schema.current_revision(url), schema.live_versions(url)
+    _, pending = schema.path(current, schema.head_revision())
     return {
         "database": mask_url(url),
         "current": current,
-        "head": head,
+        "head": schema.head_revision(),
+        "versions": [
+            {"revision": r, "state": state, "search_path": schema.search_path(r)} for r, state in live.items()
+        ],
         "pending": [
             {
                 "revision": s.revision,
-                "phase": s.phase,
-                "backfills": list(s.backfills),
-                "doc": s.doc.splitlines()[0],
+                "breaking": s.breaking,
+                "backfills": [b.name for b in s.backfills],
+                "doc": s.title,
             }
             for s in pending
         ],
     }
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    print(f"database {info['database']}: at {info['current'] or 'base'}, head is {info['head']}")
+    for v in info["versions"]:
+        state = "rolling out (complete or rollback)" if v["state"] == "started" else "live"
+        print(f"  version {v['revision']} {state}: search_path={v['search_path']}")
+    for p in info["pending"]:
+        extra = f" (backfills: {', '.join(p['backfills'])})" if p["backfills"] else ""
+        print(f"  pending {p['revision']} {'breaking' if p['breaking'] else 'additive':8} {p['doc']}{extra}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,25 +359,36 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = cli.Parser(
         prog="python -m flows.schema",
-        description="Move the database between schema revisions without downtime (expand → backfill → contract).",
-        epilog="Exit codes: 0 done, 1 a step or check failed (the database is back where it started), "
-        "2 bad input, 3 database unavailable, busy, or a lock timeout outlasted the retries.",
+        description="Roll schema revisions out without downtime: old and new application versions side by side.",
+        epilog="Exit codes: 0 done, 1 a step or check failed (what it did was undone), 2 bad input or a step that "
+        "must wait (rows still NULL, another revision rolling out), 3 database unavailable, busy, or a lock "
+        "timeout outlasted the retries.",
     )
     commands = cli.subcommands(parser)
-    for name, text in (
-        ("status", "where the database stands and what is pending"),
-        ("sql", "the SQL that would run, from the current revision to TARGET (default head)"),
-    ):
+    sub = commands.add_parser(
+        "search-path", help="the search_path an application built against REVISION sets"
+    )
+    sub.add_argument("revision", nargs="?", default="head")
+    sub = commands.add_parser("status", help="where the database stands, the live versions, what is pending")
+    cli.add_common(sub)
+    sub = commands.add_parser(
+        "sql", help="the SQL from the current revision to TARGET (start, backfill, complete)"
+    )
+    sub.add_argument("target", nargs="?", default="head")
+    cli.add_common(sub)
+    texts = {
+        "upgrade": "start and backfill each revision up to TARGET (default head)",
+        "complete": "complete the revision rolling out, once every application instance runs it",
+        "rollback": "undo the start of the revision rolling out, leaving no trace of it",
+        "downgrade": "downgrade completed revisions to TARGET",
+    }
+    for name, text in texts.items():
         sub = commands.add_parser(name, help=text, description=text)
-        if name == "sql":
+        if name == "upgrade":
             sub.add_argument("target", nargs="?", default="head")
-        cli.add_common(sub)
-    for name, text in (("upgrade", "upgrade to TARGET (default head)"), ("downgrade", "downgrade to TARGET")):
-        sub = commands.add_parser(name, help=text, description=text)
-        sub.add_argument(
-            "target", nargs="?" if name == "upgrade" else None, default="head" if name == "upgrade" else None
-        )
+            sub.add_argument("--complete", action="store_true", help="complete the target too")
         if name == "downgrade":
+            sub.add_argument("target")
             sub.add_argument(
                 "--allow-data-loss",
                 action="store_true",
@@ -426,27 +410,28 @@ def main(argv: list[str] | None = None) -> int:
         cli.add_common(sub)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        if args.command == "search-path":
+            print(schema.search_path(schema.resolve(args.revision)))
+            return 0
         cli.apply_database_url(args.database_url)
         if args.command in ("status", "sql"):
             url = database_url()
             info = status(url)
             if args.command == "sql":
-                way, steps = schema.path(info["current"], schema.resolve(args.target))
-                print(
-                    "".join(_sql(s, way) for s in steps)
-                    or f"-- nothing to do: the database is at {info['current']}"
+                actions, _ = schema.plan_upgrade(
+                    info["current"], schema.pending(url), schema.resolve(args.target), True
                 )
+                text = "".join(f"-- {a.label}\n{_sql(a)}" for a in actions if a.verb != "backfill")
+                print(text or f"-- nothing to do: the database is at {info['current']}")
             elif args.json:
                 print(json.dumps(info, indent=2))
             else:
-                print(f"database {info['database']}: at {info['current'] or 'base'}, head is {info['head']}")
-                for p in info["pending"]:
-                    extra = f" (backfills first: {', '.join(p['backfills'])})" if p["backfills"] else ""
-                    print(f"  pending {p['revision']} {p['phase']:8} {p['doc']}{extra}")
+                _print_status(info)
             return 0
         check_duration("--lock-timeout", args.lock_timeout)
         check_duration("--statement-timeout", args.statement_timeout)
-        schema.resolve(args.target)
+        if args.command in ("upgrade", "downgrade"):
+            schema.resolve(args.target)
     except UserFacingError as exc:
         return cli.fail(str(exc), exc.exit_code)
     common = {
@@ -458,12 +443,16 @@ def main(argv: list[str] | None = None) -> int:
         "report_dir": args.report_dir,
         "return_state": True,
     }
-    if args.command == "upgrade":
-        call = lambda: schema_upgrade(target=args.target, **common)  # noqa: E731
-    else:
-        call = lambda: schema_downgrade(target=args.target, allow_data_loss=args.allow_data_loss, **common)  # noqa: E731
+    calls = {
+        "upgrade": lambda: schema_upgrade(target=args.target, complete=args.complete, **common),
+        "complete": lambda: schema_complete(**common),
+        "rollback": lambda: schema_rollback(**common),
+        "downgrade": lambda: schema_downgrade(
+            target=args.target, allow_data_loss=args.allow_data_loss, **common
+        ),
+    }
     with cli.progress_bar(not args.json):
-        return cli.run_flow(call, as_json=args.json, summary=_summary)
+        return cli.run_flow(calls[args.command], as_json=args.json, summary=_summary)
 
 
 if __name__ == "__main__":

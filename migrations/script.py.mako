@@ -5,20 +5,20 @@ Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 """
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
+
+from migrations.ops import online
 ${imports if imports else ""}
-revision: str = ${repr(up_revision)}
-down_revision: str | None = ${repr(down_revision)}
-branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
-depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+revision = ${repr(up_revision)}
+down_revision = ${repr(down_revision)}
+branch_labels = depends_on = None
 
 
+@online
 def upgrade() -> None:
+    """Declare the operations (migrations/ops), e.g. op.add_column_online("tasks", sa.Column(...))."""
     ${upgrades if upgrades else "pass"}
 
 
-def downgrade() -> None:
-    ${downgrades if downgrades else "pass"}
+downgrade = upgrade.downgrade

@@ -48,7 +48,8 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("legacy_source", "legacy_id", name="uq_tasks_legacy"),
         sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="ck_tasks_priority"),
-        sa.Index("ix_tasks_user_id_completed", "user_id", "completed"),
+        sa.CheckConstraint("status IN ('todo', 'in_progress', 'done')", name="ck_tasks_status"),
+        sa.Index("ix_tasks_user_id_status", "user_id", "status"),
         sa.Index("uq_tasks_legacy_key", "legacy_source", "legacy_key", unique=True),
     )
 
@@ -63,10 +64,15 @@ class Task(SQLModel, table=True):
     # Revision 0008: the record's id as the file wrote it (an integer's digits, a UUID, any string),
     # or the key derived for a record without one; legacy_id keeps integer ids that fit.
     legacy_key: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # Revision 0011: the row's checksum (tasks/checksum.py) when the migration last wrote it; a
+    # re-sync updates the row only while its checksum is still this one (the application left it).
+    legacy_checksum: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     title: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
-    description: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
-    completed: bool = Field(
-        default=False, sa_column=sa.Column(sa.Boolean, nullable=False, server_default=sa.false())
+    # Revision 0010: `description` until then.
+    notes: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # Revision 0009: `completed boolean` until then (done <-> completed).
+    status: str = Field(
+        default="todo", sa_column=sa.Column(sa.Text, nullable=False, server_default=sa.text("'todo'"))
     )
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
@@ -126,6 +132,9 @@ class MigrationCheckpoint(SQLModel, table=True):
     already_present: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     duplicates: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     quarantined: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    # Revision 0011: a re-sync's rows changed in the file and updated, or changed on both sides
+    updated: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default=sa.text("0")))
+    conflicts: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default=sa.text("0")))
     # Exact sum of the migrated rows' 64-bit content checksums (see tasks/checksum.py).
     checksum: Decimal = Field(sa_column=sa.Column(sa.Numeric, nullable=False))
     committed_at: datetime = _ts()
@@ -153,6 +162,8 @@ class QuarantineRecord(SQLModel, table=True):
     reasons: list[str] = Field(sa_column=sa.Column(pg.ARRAY(sa.Text), nullable=False))
     # Revision 0008: where in the file, as a JSON path (`$.days[2].tasks[0]`).
     location: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # Revision 0011: the file (legacy source) of a run of many files it came from.
+    legacy_source: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     created_at: datetime = _ts()
 
 
@@ -177,3 +188,76 @@ class BackfillState(SQLModel, table=True):
     batches: int = Field(sa_column=sa.Column(sa.Integer, nullable=False, server_default=sa.text("0")))
     started_at: datetime = _ts()
     updated_at: datetime = _ts()
+
+
+def _count() -> Any:
+    return Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default=sa.text("0")))
+
+
+def _run_id(table: str) -> Any:
+    return Field(
+        sa_column=sa.Column(
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("migration_runs.id", name=f"fk_{table}_run_id", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+
+
+class MigrationFile(SQLModel, table=True):
+    """Per run, per file and per chunk that holds its records: what happened to them, committed in
+    the chunk's own transaction (the file's checkpoint). part -1: the file was refused whole."""
+
+    __tablename__ = "migration_files"
+
+    run_id: uuid.UUID = _run_id("migration_files")
+    file_no: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True))
+    part: int = Field(sa_column=sa.Column(sa.Integer, primary_key=True))
+    legacy_source: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    path: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    owner: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    sha256: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    status: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    records: int = _count()
+    inserted: int = _count()
+    updated: int = _count()
+    unchanged: int = _count()
+    conflicts: int = _count()
+    duplicates: int = _count()
+    quarantined: int = _count()
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    committed_at: datetime = _ts()
+
+
+class MigrationSource(SQLModel, table=True):
+    """A legacy source (one Phase 1 file): its last sync, and when cutover closed it."""
+
+    __tablename__ = "migration_sources"
+
+    legacy_source: str = Field(sa_column=sa.Column(sa.Text, primary_key=True))
+    path: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    owner: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    sha256: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    last_run_id: uuid.UUID | None = Field(default=None, sa_column=sa.Column(pg.UUID(as_uuid=True), nullable=True))
+    synced_at: datetime | None = _ts(nullable=True, default=False)
+    closed_at: datetime | None = _ts(nullable=True, default=False)
+
+
+class MigrationSeen(SQLModel, table=True):
+    """The rows a re-sync run saw in its files: the others of the same sources disappeared."""
+
+    __tablename__ = "migration_seen"
+
+    run_id: uuid.UUID = _run_id("migration_seen")
+    task_id: uuid.UUID = Field(sa_column=sa.Column(pg.UUID(as_uuid=True), primary_key=True))
+
+
+class MigrationRowHistory(SQLModel, table=True):
+    """A row as it was before a re-sync updated or deleted it: what a rollback of that run restores."""
+
+    __tablename__ = "migration_row_history"
+
+    run_id: uuid.UUID = _run_id("migration_row_history")
+    task_id: uuid.UUID = Field(sa_column=sa.Column(pg.UUID(as_uuid=True), primary_key=True))
+    op: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    before: Any = Field(sa_column=sa.Column(sa.JSON, nullable=False))

@@ -223,7 +223,7 @@ def check_source(conn: psycopg.Connection, source: str | Path, mismatch_limit: i
         source_name, params["default_user_email"], params.get("owner_map", {}), started_at, mapping
     )
     counts, _ = run_counts(conn, run_id)
-    expected = counts["migrated"] + counts["already_present"]
+    expected = counts["inserted"] + counts["updated"] + counts["unchanged"] + counts["conflicts"]
     row = conn.execute("SELECT count(*) FROM tasks WHERE legacy_source = %s", (source_name,)).fetchone()
     actual = int(row[0]) if row else 0
     mismatches = find_mismatches(conn, info, ctx, run_id, chunk_size, limit=mismatch_limit)

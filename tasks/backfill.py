@@ -10,8 +10,10 @@ How it stays out of the application's way:
   resumes exactly after its last committed batch, and `max_runtime` stops cleanly between batches.
 
 It ends when a count finds no NULL left, rows written meanwhile included. Table and column are looked
-up in the live catalog and quoted as identifiers; the value is a bound parameter cast by PostgreSQL
-to the column's own type, so nothing a user passes becomes SQL.
+up in the live catalog and quoted as identifiers; a value is a bound parameter cast by PostgreSQL to
+the column's own type, so nothing a user passes becomes SQL. A backfill a revision declares
+(migrations/ops) sets an SQL expression over the row instead, and leaves the rows whose expression
+is NULL as they are.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from migrations.ops import Backfill
 from tasks.db import Session, check_duration, connect
 from tasks.errors import InputError
 
@@ -32,25 +35,26 @@ from tasks.errors import InputError
 class BackfillSpec:
     table: str
     column: str
-    value: str  # text; PostgreSQL casts it to the column's type
+    value: str  # text that PostgreSQL casts to the column's type; with sql=True, an SQL expression
+    sql: bool = False  # only for expressions a revision declares, never for user input
 
     @property
     def name(self) -> str:
         return f"{self.table}.{self.column}"
 
 
-# Backfills that schema revisions register by name (the value an expand step's rows need).
-NAMED: dict[str, BackfillSpec] = {
-    "tasks.priority": BackfillSpec("tasks", "priority", "medium"),
-    "tasks.tags": BackfillSpec("tasks", "tags", "{}"),
-}
+def spec_of(backfill: Backfill) -> BackfillSpec:
+    return BackfillSpec(backfill.table, backfill.column, backfill.expression, sql=True)
 
 
 def named(name: str) -> BackfillSpec:
-    try:
-        return NAMED[name]
-    except KeyError:
-        raise InputError(f"no backfill named {name!r} (known: {', '.join(sorted(NAMED))})") from None
+    """A backfill a revision declares (migrations/ops), by name."""
+    from tasks.schema import declared_backfills
+
+    known = declared_backfills()
+    if name not in known:
+        raise InputError(f"no backfill named {name!r} (known: {', '.join(sorted(known))})")
+    return spec_of(known[name])
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,15 @@ class Target:
     @property
     def relation(self) -> sql.Composable:
         return sql.Identifier(self.schema, self.table)
+
+    @property
+    def unfilled(self) -> sql.Composable:
+        """The rows still to fill: NULL, and (for an expression) where it gives a value: a row whose
+        expression is NULL stays NULL, rightly, and must not keep the walk going."""
+        column = sql.SQL("{} IS NULL").format(sql.Identifier(self.spec.column))
+        if not self.spec.sql:
+            return column
+        return sql.SQL("{} AND ({}) IS NOT NULL").format(column, sql.SQL(self.spec.value))
 
 
 @dataclass
@@ -166,6 +179,8 @@ def resolve(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
         raise InputError(f"table {spec.table!r} has no primary key to walk in order")
     if spec.column in {k for k, _ in key}:
         raise InputError(f"{spec.name} is part of the primary key; it cannot be backfilled")
+    if spec.sql:
+        return Target(spec, schema, table, column[0], tuple(k for k, _ in key), tuple(t for _, t in key))
     try:
         with conn.transaction():
             conn.execute(sql.SQL("SELECT CAST(%s AS {})").format(sql.SQL(column[0])), (spec.value,))
@@ -195,9 +210,7 @@ def check(url: str, spec: BackfillSpec) -> None:
 
 def null_count(conn: psycopg.Connection, target: Target) -> int:
     row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL").format(
-            target.relation, sql.Identifier(target.spec.column)
-        )
+        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(target.relation, target.unfilled)
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -216,17 +229,20 @@ def batch_sql(target: Target, *, after_key: bool) -> sql.Composed:
     as_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in target.key)
     descending = sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(k)) for k in target.key)
     return sql.SQL(
-        "WITH b AS (SELECT ctid FROM {rel} WHERE {col} IS NULL {after} ORDER BY {key} LIMIT %s "
+        "WITH b AS (SELECT ctid FROM {rel} WHERE {unfilled} {after} ORDER BY {key} LIMIT %s "
         "FOR UPDATE SKIP LOCKED), "
-        "u AS (UPDATE {rel} t SET {col} = CAST(%s AS {type}) "
+        "u AS (UPDATE {rel} t SET {col} = {value} "
         "WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM b)) AND t.{col} IS NULL RETURNING {returned}) "
         "SELECT (SELECT count(*) FROM u), (SELECT ARRAY[{as_text}] FROM u ORDER BY {descending} LIMIT 1)"
     ).format(
         key=key,
         rel=target.relation,
         col=sql.Identifier(target.spec.column),
+        unfilled=target.unfilled,
         after=after,
-        type=sql.SQL(target.column_type),
+        value=sql.SQL(target.spec.value) if target.spec.sql else sql.SQL("CAST(%s AS {})").format(
+            sql.SQL(target.column_type)
+        ),
         returned=returned,
         as_text=as_text,
         descending=descending,
@@ -255,7 +271,7 @@ def run_backfill(
     settings.check()
     check_spec(spec)
     # the backfill's own lock, taken again on a new connection when the session's was lost
-    session = Session(url, lock_wait=lock_wait, key=lock_key(spec.name))
+    session = Session(url, lock_wait=lock_wait, locks=[(lock_key(spec.name), False)])
     try:
         target = session.run("backfill:prepare", prepare, spec)
         last_key, progress, resumed = session.run("backfill:start", _start, target, run_id)
@@ -366,7 +382,8 @@ class _Walker:
             began = time.monotonic()
             with conn.transaction():
                 self._limits(conn)
-                params = [*(last_key or []), self.size, self.target.spec.value]
+                value = [] if self.target.spec.sql else [self.target.spec.value]
+                params = [*(last_key or []), self.size, *value]
                 row = conn.execute(self.after if last_key else self.first, params).fetchone()
                 count, new_key = (int(row[0]), row[1]) if row else (0, None)
                 if count:

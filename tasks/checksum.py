@@ -1,7 +1,8 @@
 """The canonical text of a migrated row, on both sides of the wire.
 
 A row's content is one CSV line: id, user_id, legacy_source, legacy_key, legacy_id, title,
-description, completed, created_at, updated_at, priority, tags, legacy_extra. The load sends exactly that line to COPY, and its
+notes, status, created_at, updated_at, priority, tags, legacy_extra (a Phase 1 record's completion
+is its status: done, or todo; revision 0009). The load sends exactly that line to COPY, and its
 checksum is md5 over it. `ROW_LINE_SQL` rebuilds the same line from what PostgreSQL stored, so a
 checksum computed from the source and one computed from the database agree only if every byte of
 the row survived. The two definitions live side by side because they must never drift apart.
@@ -19,6 +20,12 @@ import numpy as np
 
 TIMESTAMP_FORMAT_SQL = 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'
 
+# The columns of the line, then its checksum and the run that wrote it: what a chunk COPYs.
+COPY_COLUMNS = (
+    "id, user_id, legacy_source, legacy_key, legacy_id, title, notes, status, created_at, "
+    "updated_at, priority, tags, legacy_extra, legacy_checksum, migration_run_id"
+)
+
 
 def quoted(values: Sequence[str | None]) -> list[str]:
     """CSV fields for COPY … (FORMAT csv): always quoted, so '' is an empty string, and None is the
@@ -31,7 +38,7 @@ def quoted(values: Sequence[str | None]) -> list[str]:
 def row_lines(
     task_hex: Sequence[str],
     user_hex: Sequence[str],
-    source: str,
+    source: str | Sequence[str],
     legacy_keys: Sequence[str],
     legacy_ids: Sequence[int | None],
     titles: Sequence[str],
@@ -44,14 +51,16 @@ def row_lines(
     extra_json: Sequence[str | None],
 ) -> list[str]:
     """The canonical lines of a column-wise batch of rows (uuids as 32 hex digits, timestamps as
-    TIMESTAMP_FORMAT_SQL, tags as PostgreSQL prints a text[])."""
-    src = quoted([source])[0]
+    TIMESTAMP_FORMAT_SQL, tags as PostgreSQL prints a text[]); source: one legacy source for all
+    rows, or one per row."""
+    srcs = quoted([source] * len(task_hex) if isinstance(source, str) else source)
     return [
-        f"{tid},{uid},{src},{key},{'' if lid is None else lid},{title},{desc},{'t' if done else 'f'},"
+        f"{tid},{uid},{src},{key},{'' if lid is None else lid},{title},{desc},{'done' if done else 'todo'},"
         f"{created},{updated},{prio},{tag},{extra}"
-        for tid, uid, key, lid, title, desc, done, created, updated, prio, tag, extra in zip(
+        for tid, uid, src, key, lid, title, desc, done, created, updated, prio, tag, extra in zip(
             task_hex,
             user_hex,
+            srcs,
             quoted(legacy_keys),
             legacy_ids,
             quoted(titles),
@@ -88,13 +97,17 @@ def _q(expr: str) -> str:
     return f"""'"' || replace({expr}, '"', '""') || '"'"""
 
 
-def row_line_sql(alias: str = "t", *, timestamps: bool = True) -> str:
+def row_line_sql(
+    alias: str = "t", *, timestamps: bool = True, created: str | None = None, updated: str | None = None
+) -> str:
     """The same line, rebuilt in SQL from a `tasks` row (or a table shaped like it) named alias.
-    timestamps=False leaves created_at/updated_at empty (for records whose source had none)."""
+    timestamps=False leaves created_at/updated_at empty (for records whose source had none);
+    created / updated are SQL expressions standing in for the row's own timestamps."""
     a = alias
 
     def ts(column: str) -> str:
-        return f"to_char({a}.{column} AT TIME ZONE 'UTC', '{TIMESTAMP_FORMAT_SQL}')" if timestamps else "''"
+        expr = {"created_at": created, "updated_at": updated}[column] or f"{a}.{column}"
+        return f"to_char({expr} AT TIME ZONE 'UTC', '{TIMESTAMP_FORMAT_SQL}')" if timestamps else "''"
 
     # A row written before legacy_key existed (revision 0008) has its integer id as its key.
     return (
@@ -102,7 +115,7 @@ def row_line_sql(alias: str = "t", *, timestamps: bool = True) -> str:
         f"coalesce({_q(f'{a}.legacy_source')}, ''), "
         f"coalesce({_q(f'coalesce({a}.legacy_key, {a}.legacy_id::text)')}, ''), "
         f"coalesce({a}.legacy_id::text, ''), {_q(f'{a}.title')}, "
-        f"coalesce({_q(f'{a}.description')}, ''), CASE WHEN {a}.completed THEN 't' ELSE 'f' END, "
+        f"coalesce({_q(f'{a}.notes')}, ''), {a}.status, "
         f"{ts('created_at')}, {ts('updated_at')}, {_q(f'{a}.priority')}, {_q(f'{a}.tags::text')}, "
         f"coalesce({_q(f'{a}.legacy_extra::text')}, ''))"
     )

@@ -300,7 +300,11 @@ def time_of(value: Any, vocab: Vocabulary, day_first: bool | None = None) -> dat
 
 
 def times(
-    values: list[Any], sources: list[str | None], vocab: Vocabulary, target: str, day_first: bool | None
+    values: list[Any],
+    sources: list[str | None],
+    vocab: Vocabulary,
+    target: str,
+    day_first: bool | None | Sequence[bool | None],
 ) -> Column:
     """A time column -> 'YYYY-MM-DDTHH:MM:SS.ffffffZ' (None where the record has none). ISO 8601
     with or without zone or fraction, the table's formats, Unix seconds to nanoseconds by size, and
@@ -355,7 +359,8 @@ def times(
         if not vocab.infer:
             col.problems[i] = reason(target, "is not an ISO-8601 timestamp", key, v)
             continue
-        converted, rule = _other_time(v, vocab, day_first)
+        order = day_first[i] if isinstance(day_first, Sequence) else day_first  # per record: files differ
+        converted, rule = _other_time(v, vocab, order)
         if converted is None:
             col.problems[i] = reason(target, rule, key, v)
             continue

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -190,9 +190,14 @@ class Session:
     connection is lost the step runs again on a new one, which first takes the run lock again if
     this session holds it (lock_wait given): another run that took it meanwhile makes it LockBusy."""
 
-    def __init__(self, url: str, *, lock_wait: float | None = None, key: int | None = None) -> None:
+    def __init__(
+        self, url: str, *, lock_wait: float | None = None, locks: Sequence[RunLock] | None = None
+    ) -> None:
+        """lock_wait given: the session holds `locks` (by default the migration lock alone)."""
         self.url, self.lock_wait = url, lock_wait
-        self.key = MIGRATION_LOCK_KEY if key is None else key
+        self.locks: tuple[RunLock, ...] = (
+            () if lock_wait is None else tuple(locks or ((MIGRATION_LOCK_KEY, False),))
+        )
         self.conn: psycopg.Connection | None = None
 
     def connection(self) -> psycopg.Connection:
@@ -200,8 +205,8 @@ class Session:
             self._drop()
             conn = connect(self.url, autocommit=True)
             try:
-                if self.lock_wait is not None:
-                    acquire_run_lock(conn, wait_seconds=self.lock_wait, key=self.key)
+                for key, shared in self.locks:
+                    acquire_run_lock(conn, wait_seconds=self.lock_wait or 0.0, key=key, shared=shared)
             except BaseException:
                 conn.close()
                 raise
@@ -243,8 +248,9 @@ class Session:
         if conn is None:
             return
         try:
-            if self.lock_wait is not None and not conn.broken:
-                release_run_lock(conn, self.key)
+            if not conn.broken:
+                for key, shared in reversed(self.locks):
+                    release_run_lock(conn, key, shared=shared)
         except psycopg.Error:
             pass  # the session ended under us: the server released the lock with it
         finally:
@@ -261,6 +267,7 @@ class Session:
 
 # One key for every writer of migration data, so two runs against one database never interleave.
 MIGRATION_LOCK_KEY = 0x70_68_61_73_65_31  # "phase1"
+RunLock = tuple[int, bool]  # (advisory lock key, shared)
 
 
 class LockBusy(Unavailable):
@@ -290,13 +297,17 @@ def refuse_pooler(conn: psycopg.Connection) -> None:
         )
 
 
-def acquire_run_lock(conn: psycopg.Connection, *, wait_seconds: float, key: int = MIGRATION_LOCK_KEY) -> None:
+def acquire_run_lock(
+    conn: psycopg.Connection, *, wait_seconds: float, key: int = MIGRATION_LOCK_KEY, shared: bool = False
+) -> None:
     """Take the session-level advisory lock, waiting up to wait_seconds, or raise LockBusy. Every
-    writer takes it first, so this is also where a pooled connection is refused."""
+    writer takes it first, so this is also where a pooled connection is refused. shared: the
+    shards of one run hold it together (each also holds a lock of its own), any other run alone."""
     refuse_pooler(conn)
     deadline = time.monotonic() + wait_seconds
+    take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
     while True:
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        got = conn.execute(f"SELECT {take}(%s)", (key,)).fetchone()
         if got and got[0]:
             return
         if time.monotonic() >= deadline:
@@ -311,6 +322,11 @@ def acquire_run_lock(conn: psycopg.Connection, *, wait_seconds: float, key: int 
         time.sleep(0.2)
 
 
-def release_run_lock(conn: psycopg.Connection, key: int = MIGRATION_LOCK_KEY) -> None:
+def release_run_lock(conn: psycopg.Connection, key: int = MIGRATION_LOCK_KEY, *, shared: bool = False) -> None:
     if not conn.closed:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        conn.execute(f"SELECT {'pg_advisory_unlock_shared' if shared else 'pg_advisory_unlock'}(%s)", (key,))
+
+
+def shard_lock_key(shard: int, shards: int) -> int:
+    """The lock a shard holds besides the shared one: two runs of one shard never interleave."""
+    return MIGRATION_LOCK_KEY + (shards << 20) + shard + 1

@@ -44,3 +44,20 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+class FilesRefused(UserFacingError):
+    """A run of many files loaded the ones it could and refused others whole (exit 4)."""
+
+    exit_code = 4
+
+
+class StepRefused(InputError):
+    """A schema step that must not run yet: rows still NULL for a contract, a revision still
+    rolling out when another would start, nothing to complete or roll back (exit 2)."""
+
+
+class StepFailed(VerificationFailed):
+    """A schema step failed on the database; what it had done was undone (exit 1)."""
+
+
+class LockTimedOut(Unavailable):
+    """A schema step waited for its lock longer than lock_timeout, retries included (exit 3)."""

@@ -168,7 +168,7 @@ def _repeated(values: array) -> frozenset[int]:
 
 
 def describe(
-    info: Any,
+    infos: Any,
     mapping: FieldMapping,
     rules: Counter[str],
     defaults: Counter[str],
@@ -176,23 +176,38 @@ def describe(
     reasons: Counter[str] | None = None,
 ) -> dict[str, Any]:
     """The inference as data: the container, each field rule and value conversion with how many
-    records it covered, every default applied (by rule), and what stays in legacy_extra."""
+    records it covered, every default applied (by rule), and what stays in legacy_extra. infos: one
+    file's pre-check, or several (a run of many files: what they hold, summed)."""
+    infos = [infos] if not isinstance(infos, list) else infos
     vocab = mapping.vocab
+    containers: Counter[str] = Counter()
+    ignored: Counter[str] = Counter()
+    dates: dict[str, Counter[str]] = {}
+    for info in infos:
+        containers.update(info.containers)
+        ignored.update(f"{k}: {what}" for k, what in info.ignored.items())
+        for t, v in info.day_first.items():
+            if v is not None or mapping.dates:
+                dates.setdefault(t, Counter())[_order(v)] += 1
+    documents = Counter(i.document for i in infos)
+    one = len(infos) == 1
     out: dict[str, Any] = {
         "mode": "inferred" if vocab.infer else "strict",
-        "document": info.document,
-        "records_in": dict(info.containers),
-        "not_migrated": dict(info.ignored),
+        "document": infos[0].document if one else ", ".join(f"{d} ({n})" for d, n in documents.most_common()) or "none",
+        "records_in": dict(containers),
+        "not_migrated": dict(infos[0].ignored) if one else {k.split(": ", 1)[0]: f"{k.split(': ', 1)[1]} (in {n} files)" for k, n in ignored.most_common(20)},
         "rules": dict(sorted(rules.items(), key=lambda kv: (kv[0].split(" ", 1)[0], -kv[1]))),
         "defaults": {vocab.defaults.get(k, k): n for k, n in sorted(defaults.items())},
         "kept_in_legacy_extra": dict(kept.most_common()),
-        "dates": {t: _order(v) for t, v in info.day_first.items() if v is not None or mapping.dates},
+        "dates": {t: (next(iter(c)) if one else ", ".join(f"{o} in {n} files" for o, n in c.items())) for t, c in dates.items()},
         "overrides": {k: v for k, v in mapping.spec.items() if v},
     }
-    if info.cut is not None:
-        out["salvaged"] = info.cut.describe()
-    if info.comments:
-        out["lenient_json"] = f"{info.comments} comments or trailing commas ignored"
+    cuts = [i.cut.describe() for i in infos if i.cut is not None]
+    if cuts:
+        out["salvaged"] = cuts[0] if one else f"{len(cuts)} files salvaged; the first: {cuts[0]}"
+    comments = sum(i.comments for i in infos)
+    if comments:
+        out["lenient_json"] = f"{comments} comments or trailing commas ignored"
     if reasons is not None:
         out["quarantine_reasons"] = dict(reasons.most_common(10))
     return out

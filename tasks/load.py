@@ -1,17 +1,18 @@
-"""Load: stream the source through map -> validate -> transform -> render, and COPY each chunk
-together with its quarantine rows and its checkpoint in one transaction.
+"""Load: stream the files through map -> validate -> transform -> render, and COPY each chunk
+together with its quarantine rows, its checkpoint and its files' results in one transaction.
 
 The main thread parses and transforms while writer threads (one connection each) COPY, so Python
 and PostgreSQL work at the same time. A chunk is all or nothing: after a kill -9 the next run skips
-the chunks whose checkpoint exists and loads the rest, so nothing is lost or doubled.
+the chunks whose checkpoint exists and loads the rest, so nothing is lost or doubled. The records
+of many small files share chunks (one file's records may span two), and each chunk writes one
+`migration_files` row per file it holds: the file's checkpoint, with its counts.
 
 Foreign keys are checked once per chunk rather than once per row where that is provably the same
 guarantee (tasks/foreign_keys.py).
 
-Two ways in. When no other run has written rows of this legacy source, a chunk is a plain COPY into
-`tasks` (nothing can collide). Otherwise it is COPY into a staging table, `INSERT … ON CONFLICT DO
-NOTHING`, and a content comparison of the rows that were already there: identical ones are
-`already_present`, different ones go to quarantine (the stored row is left alone).
+Two ways in. When no other run has written rows of a chunk's legacy sources, the chunk is a plain
+COPY into `tasks` (nothing can collide). Otherwise it is a re-sync (tasks/resync.py): staged,
+compared, and each row inserted, updated, left unchanged, or a conflict.
 """
 
 from __future__ import annotations
@@ -21,62 +22,84 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import errors as pgerrors
 
-from tasks import foreign_keys
-from tasks.checksum import hex_sql, row_line_sql
+from tasks import foreign_keys, resync
+from tasks.checksum import COPY_COLUMNS
 from tasks.db import connect, retrying
+from tasks.files import RunFile, iter_run_chunks
 from tasks.mapping import split_records
 from tasks.runs import ensure_users
-from tasks.source import SourceInfo, iter_chunks
+from tasks.source import SourceInfo
+from tasks.sources import FileSource
 from tasks.transform import (
+    FileContext,
     FileState,
     QuarantineEntry,
     Rendered,
-    Rows,
     TransformContext,
     TransformedChunk,
-    raw_json,
+    normalize_email,
     render,
     transform_chunk,
     user_key,
 )
 
-TASK_COLUMNS = (
-    "id, user_id, legacy_source, legacy_key, legacy_id, title, description, completed, created_at, "
-    "updated_at, priority, tags, legacy_extra, migration_run_id"
-)
+TASK_COLUMNS = COPY_COLUMNS
 SAMPLE_LIMIT = 1000
+COUNTS = ("records", "inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined")
 
 
-def prepared_chunks(info: SourceInfo, ctx: TransformContext, chunk_size: int) -> Iterator[TransformedChunk]:
-    """The source, chunk by chunk, mapped, converted, validated and transformed (pure apart from
-    reading the file)."""
-    state = FileState.of(info)
+def run_files(source: SourceInfo | Sequence[RunFile], ctx: TransformContext) -> list[RunFile]:
+    """The files of a run; a single pre-checked file is the one file of a run named ctx.source_name."""
+    if isinstance(source, SourceInfo):
+        return [RunFile(0, FileSource(source.path, ctx.source_name, None), source)]
+    return list(source)
+
+
+def prepared_chunks(
+    source: SourceInfo | Sequence[RunFile], ctx: TransformContext, chunk_size: int
+) -> Iterator[TransformedChunk]:
+    """The files, chunk by chunk, mapped, converted, validated and transformed (pure apart from
+    reading them). A file's context lives while its records pass (files come one after another)."""
+    files = run_files(source, ctx)
+    contexts: dict[int, FileContext] = {}
     mapping = ctx.mapping
-    for chunk in iter_chunks(info, mapping, chunk_size):
-        yield transform_chunk(chunk, split_records(chunk.records, chunk.first, mapping), ctx, state)
+    for chunk in iter_run_chunks(files, mapping, chunk_size):
+        numbers = {s.file for s in chunk.segments}
+        for no in [k for k in contexts if k < min(numbers)]:
+            del contexts[no]
+        for no in numbers - contexts.keys():
+            f = files[no]
+            assert f.info is not None
+            owner = normalize_email(f.source.owner or ctx.default_owner)
+            contexts[no] = FileContext(no, f.source.legacy_source, owner, FileState.of(f.info))
+        here = {no: contexts[no] for no in numbers}
+        yield transform_chunk(chunk, split_records(chunk.records, chunk.first, mapping), ctx, here)
 
 
 @dataclass
 class ChunkResult:
     chunk_no: int
     records: int
-    migrated: int
-    already_present: int
+    inserted: int
+    unchanged: int
     duplicates: int
     quarantine: list[QuarantineEntry]
     checksum: int
     keys_checked_per_chunk: bool = False
+    updated: int = 0
+    conflicts: int = 0
+    by_file: dict[int, Counter[str]] = field(default_factory=dict)  # file -> its counts in this chunk
 
     @property
     def quarantined(self) -> int:
-        return len(self.quarantine)
+        return len(self.quarantine) - self.conflicts
 
 
 @dataclass
@@ -86,8 +109,10 @@ class LoadSummary:
     chunks_written: int = 0
     chunks_skipped: int = 0
     records: int = 0
-    migrated: int = 0
-    already_present: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    conflicts: int = 0
     duplicates: int = 0
     quarantined: int = 0
     checksum: int = 0
@@ -105,8 +130,10 @@ class LoadSummary:
         self.chunks_written += 1
         self.keys_checked_per_chunk += result.keys_checked_per_chunk
         self.records += result.records
-        self.migrated += result.migrated
-        self.already_present += result.already_present
+        self.inserted += result.inserted
+        self.updated += result.updated
+        self.unchanged += result.unchanged
+        self.conflicts += result.conflicts
         self.duplicates += result.duplicates
         self.quarantined += result.quarantined
         self.checksum += result.checksum
@@ -126,6 +153,7 @@ class ChunkJob:
     chunk: TransformedChunk
     rendered: Rendered
     user_ids: list[str]  # the distinct users the chunk's rows reference
+    staged: bool  # some of its legacy sources have rows of other runs: a re-sync
 
 
 ProgressFn = Callable[[int, int], None]  # (records done, records total)
@@ -133,23 +161,26 @@ ProgressFn = Callable[[int, int], None]  # (records done, records total)
 
 def load(
     url: str | None,
-    info: SourceInfo,
+    source: SourceInfo | Sequence[RunFile],
     ctx: TransformContext,
     *,
     run_id: str,
     chunk_size: int,
-    expect_conflicts: bool = False,
+    resync_sources: frozenset[str] = frozenset(),
     workers: int = 2,
     on_progress: ProgressFn | None = None,
 ) -> LoadSummary:
-    """Run the whole source through the pipeline; url=None is a dry run (nothing is written).
-    Chunks already committed for this run are read from the database here, on every call, so a
-    resumed run or a retried task skips exactly what is there."""
+    """Run the files through the pipeline; url=None is a dry run (nothing is written). Chunks
+    already committed for this run are read from the database here, on every call, so a resumed
+    run or a retried task skips exactly what is there. resync_sources: legacy sources that have
+    rows of other runs (their chunks are compared, tasks/resync.py)."""
+    files = run_files(source, ctx)
+    total = sum(f.records for f in files if f.accepted)
     committed = frozenset() if url is None else committed_chunks(url, run_id)
     summary = LoadSummary()
     done = 0
     users = _UserCache(url, run_id, ctx.default_owner)
-    writer = None if url is None else ChunkWriter(url, run_id, workers, expect_conflicts)
+    writer = None if url is None else ChunkWriter(url, run_id, workers, files)
 
     def collect(results: list[ChunkResult]) -> None:
         nonlocal done
@@ -157,11 +188,11 @@ def load(
             summary.add(result)
             done += result.records
         if on_progress:
-            on_progress(done, info.records)
+            on_progress(done, total)
 
     with prompt_handoffs(writer is not None):
         try:
-            for chunk in prepared_chunks(info, ctx, chunk_size):
+            for chunk in prepared_chunks(files, ctx, chunk_size):
                 summary.keys_seen |= chunk.keys_seen
                 summary.naive_timestamps += chunk.naive_timestamps
                 summary.rules.update(chunk.rules)
@@ -178,7 +209,10 @@ def load(
                         summary.add(_dry_result(chunk, rendered))
                         done += chunk.records
                     else:
-                        writer.submit(ChunkJob(chunk, rendered, [user_ids[o] for o in owners]))
+                        staged = bool(resync_sources) and not resync_sources.isdisjoint(
+                            files[no].source.legacy_source for no in chunk.files
+                        )
+                        writer.submit(ChunkJob(chunk, rendered, [user_ids[o] for o in owners], staged))
                 collect([] if writer is None else writer.drain())
             collect([] if writer is None else writer.close())
         finally:
@@ -217,26 +251,41 @@ def committed_chunks(url: str, run_id: str) -> frozenset[int]:
 def _committed(conn: psycopg.Connection, run_id: str, job: ChunkJob) -> ChunkResult | None:
     """The chunk's result as its checkpoint recorded it, if an earlier attempt committed it."""
     row = conn.execute(
-        "SELECT migrated, already_present, duplicates, checksum FROM migration_checkpoints "
+        "SELECT migrated, already_present, duplicates, checksum, updated FROM migration_checkpoints "
         "WHERE run_id = %s AND chunk_no = %s",
         (run_id, job.chunk.chunk_no),
     ).fetchone()
     if row is None:
         return None
     chunk = job.chunk
-    return ChunkResult(chunk.chunk_no, chunk.records, row[0], row[1], row[2], list(chunk.quarantine), int(row[3]))
+    # The run's totals are read back from the checkpoints; this result only says the chunk is in
+    # (its conflicts' quarantine rows are in the database, not rebuilt here).
+    return ChunkResult(
+        chunk.chunk_no, chunk.records, row[0], row[1], row[2], list(chunk.quarantine), int(row[3]), updated=row[4]
+    )
 
 
 def _dry_result(chunk: TransformedChunk, rendered: Rendered) -> ChunkResult:
-    return ChunkResult(
-        chunk.chunk_no,
-        chunk.records,
-        rendered.count,
-        0,
-        chunk.duplicates,
-        chunk.quarantine,
-        rendered.checksum,
+    result = ChunkResult(
+        chunk.chunk_no, chunk.records, rendered.count, 0, chunk.duplicates, chunk.quarantine, rendered.checksum
     )
+    result.by_file = _by_file(chunk, set(rendered.task_ids), rendered, {})
+    return result
+
+
+def _by_file(
+    chunk: TransformedChunk, inserted: set[str], rendered: Rendered, other: dict[str, str]
+) -> dict[int, Counter[str]]:
+    """Each file's counts in a chunk: records, and what became of them (other: task id -> its lot,
+    "updated", "unchanged" or "conflicts", for the rows not inserted)."""
+    out: dict[int, Counter[str]] = {no: Counter(records=n) for no, n in chunk.files.items()}
+    for tid, no in zip(rendered.task_ids, chunk.rows.files or [min(chunk.files)] * len(rendered.task_ids), strict=True):
+        out[no]["inserted" if tid in inserted else other.get(tid, "unchanged")] += 1
+    for no, n in chunk.duplicates_by_file.items():
+        out[no]["duplicates"] += n
+    for q in chunk.quarantine:
+        out[q.file]["quarantined"] += 1
+    return out
 
 
 class _UserCache:
@@ -297,9 +346,8 @@ class _Link:
 class ChunkWriter:
     """Writer threads, each with its own connection, committing one chunk per transaction."""
 
-    def __init__(self, url: str, run_id: str, workers: int, expect_conflicts: bool) -> None:
-        self.url, self.run_id = url, run_id
-        self.conflicts = expect_conflicts
+    def __init__(self, url: str, run_id: str, workers: int, files: Sequence[RunFile]) -> None:
+        self.url, self.run_id, self.files = url, run_id, files
         self.jobs: queue.Queue[ChunkJob | None] = queue.Queue(maxsize=1)
         self.results: queue.Queue[ChunkResult] = queue.Queue()
         self.error: BaseException | None = None
@@ -392,119 +440,90 @@ class ChunkWriter:
         return retrying(attempt, what=f"chunk {job.chunk.chunk_no}", before_retry=again)
 
     def _write(self, conn: psycopg.Connection, job: ChunkJob, batch: bool) -> ChunkResult:
-        if not self.conflicts:
+        if not job.staged:
             try:
-                return self._transaction(conn, job, conflicts=False, batch=batch)
+                return self._transaction(conn, job, batch=batch)
             except pgerrors.UniqueViolation:
-                self.conflicts = True  # another run's rows are here after all: compare from now on
-        return self._transaction(conn, job, conflicts=True, batch=batch)
+                job.staged = True  # another run's rows are here after all: compare
+        return self._transaction(conn, job, batch=batch)
 
-    def _transaction(
-        self, conn: psycopg.Connection, job: ChunkJob, *, conflicts: bool, batch: bool
-    ) -> ChunkResult:
+    def _transaction(self, conn: psycopg.Connection, job: ChunkJob, *, batch: bool) -> ChunkResult:
         chunk, rendered = job.chunk, job.rendered
         quarantine = list(chunk.quarantine)
-        migrated, present, checksum = rendered.count, 0, rendered.checksum
+        inserted_ids, lots, checksum = set(rendered.task_ids), {}, rendered.checksum
         with conn.transaction():
             per_chunk = batch and foreign_keys.check_per_chunk(conn, job.user_ids, self.run_id)
-            if conflicts:
-                inserted, present_ids, changed = _insert_staged(conn, chunk.rows, rendered)
-                migrated = len(inserted)
-                present = len(present_ids)
+            if job.staged:
+                found = resync.staged(conn, self.run_id, chunk.rows, rendered)
+                inserted_ids = found.inserted
+                lots = {
+                    **dict.fromkeys(found.updated, "updated"),
+                    **dict.fromkeys(found.unchanged, "unchanged"),
+                    **dict.fromkeys(found.conflicts, "conflicts"),
+                }
                 checksum = sum(
-                    c for tid, c in zip(rendered.task_ids, rendered.checksums, strict=True) if tid in inserted
+                    c for tid, c in zip(rendered.task_ids, rendered.checksums, strict=True) if tid in inserted_ids
                 )
-                quarantine.extend(_changed_entries(chunk.rows, rendered, changed))
+                quarantine.extend(resync.conflict_entries(chunk.rows, rendered, found.conflicts))
                 quarantine.sort(key=lambda q: q.position)
             elif rendered.count:
                 with conn.cursor().copy(f"COPY tasks ({TASK_COLUMNS}) FROM STDIN (FORMAT csv)") as copy:
                     copy.write(rendered.csv)
             if quarantine:
                 with conn.cursor().copy(
-                    "COPY quarantine (run_id, position, legacy_id, raw, reasons, location) FROM STDIN"
+                    "COPY quarantine (run_id, position, legacy_id, raw, reasons, location, legacy_source) FROM STDIN"
                 ) as copy:
                     for q in quarantine:
-                        copy.write_row((self.run_id, q.position, q.legacy_id, q.raw, q.reasons, q.location))
+                        copy.write_row(
+                            (self.run_id, q.position, q.legacy_id, q.raw, q.reasons, q.location, q.legacy_source)
+                        )
+            by_file = _by_file(chunk, inserted_ids, rendered, lots)
+            counted = Counter(lots.values())
             conn.execute(
                 "INSERT INTO migration_checkpoints (run_id, chunk_no, first_position, last_position, records, "
-                "migrated, already_present, duplicates, quarantined, checksum) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "migrated, already_present, duplicates, quarantined, checksum, updated, conflicts) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     self.run_id,
                     chunk.chunk_no,
                     chunk.first_position,
                     chunk.first_position + chunk.records - 1,
                     chunk.records,
-                    migrated,
-                    present,
+                    len(inserted_ids),
+                    counted["unchanged"],
                     chunk.duplicates,
-                    len(quarantine),
+                    len(quarantine) - counted["conflicts"],
                     checksum,
+                    counted["updated"],
+                    counted["conflicts"],
                 ),
             )
-        return ChunkResult(
+            self._file_parts(conn, chunk.chunk_no, by_file)
+        result = ChunkResult(
             chunk.chunk_no,
             chunk.records,
-            migrated,
-            present,
+            len(inserted_ids),
+            counted["unchanged"],
             chunk.duplicates,
             quarantine,
             checksum,
             per_chunk,
+            counted["updated"],
+            counted["conflicts"],
         )
+        result.by_file = by_file
+        return result
 
-
-_STAGE = "CREATE TEMP TABLE IF NOT EXISTS stage_tasks (LIKE tasks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-
-
-def _insert_staged(
-    conn: psycopg.Connection, rows: Rows, rendered: Rendered
-) -> tuple[set[str], set[str], dict[str, str]]:
-    """COPY into a staging table, insert what is new; returns (inserted ids, identical ids,
-    {changed id: the run that wrote the stored row}). A record without its own created_at is
-    compared without timestamps: the stand-in (a run's start time) is not the record's content."""
-    conn.execute(_STAGE)
-    with conn.cursor().copy(f"COPY stage_tasks ({TASK_COLUMNS}) FROM STDIN (FORMAT csv)") as copy:
-        copy.write(rendered.csv)
-    inserted = {
-        r[0]
-        for r in conn.execute(
-            f"INSERT INTO tasks ({TASK_COLUMNS}) SELECT {TASK_COLUMNS} FROM stage_tasks "
-            f"ON CONFLICT DO NOTHING RETURNING {hex_sql('id')}"
-        ).fetchall()
-    }
-    identical: set[str] = set()
-    changed: dict[str, str] = {}
-    if len(inserted) < rendered.count:
-        untimed = [tid for tid, d in zip(rendered.task_ids, rows.defaulted_ts, strict=True) if d]
-        same = (
-            f"CASE WHEN {hex_sql('s.id')} = ANY(%(untimed)s) "
-            f"THEN {row_line_sql('s', timestamps=False)} = {row_line_sql('t', timestamps=False)} "
-            f"ELSE {row_line_sql('s')} = {row_line_sql('t')} END"
-        )
-        stored = conn.execute(
-            f"SELECT {hex_sql('s.id')}, {same}, coalesce(t.migration_run_id::text, 'the application') "
-            "FROM stage_tasks s JOIN tasks t ON t.id = s.id OR (t.legacy_source = s.legacy_source "
-            "AND (t.legacy_key = s.legacy_key OR t.legacy_id = s.legacy_id)) "
-            f"WHERE {hex_sql('s.id')} <> ALL(%(inserted)s)",
-            {"untimed": untimed, "inserted": list(inserted)},
-        ).fetchall()
-        for tid, same_content, writer in stored:
-            if same_content:
-                identical.add(tid)
-            else:
-                changed[tid] = writer
-    return inserted, identical, changed
-
-
-def _changed_entries(rows: Rows, rendered: Rendered, changed: dict[str, str]) -> list[QuarantineEntry]:
-    out = []
-    for tid, position, key, raw in zip(
-        rendered.task_ids, rows.positions, rows.legacy_keys, rows.raw, strict=True
-    ):
-        if tid in changed:
-            reason = (
-                f"already in tasks with different content (row {tid}, written by {changed[tid]}); kept here"
-            )
-            out.append(QuarantineEntry(position, key[:100], raw_json(raw), [reason]))
-    return out
+    def _file_parts(self, conn: psycopg.Connection, chunk_no: int, by_file: dict[int, Counter[str]]) -> None:
+        """Each file's share of the chunk: its checkpoint, committed with the chunk."""
+        with conn.cursor().copy(
+            "COPY migration_files (run_id, file_no, part, legacy_source, path, owner, sha256, status, "
+            f"{', '.join(COUNTS)}) FROM STDIN"
+        ) as copy:
+            for no, counts in sorted(by_file.items()):
+                f = self.files[no]
+                sha = f.info.sha256 if f.info is not None else None
+                copy.write_row(
+                    (self.run_id, no, chunk_no, f.source.legacy_source, f.source.path, f.source.owner, sha,
+                     "loaded", *(counts[c] for c in COUNTS))
+                )  # fmt: skip

@@ -10,11 +10,16 @@ from typing import Any
 
 COUNT_LABELS = {
     "records_read": "records read",
-    "migrated": "migrated",
-    "already_present": "already present",
+    "inserted": "inserted",
+    "updated": "updated",
+    "unchanged": "unchanged",
+    "conflicts": "conflicts (Phase 2 kept)",
     "duplicates": "duplicates",
     "quarantined": "quarantined",
+    "disappeared": "disappeared from their files",
+    "deleted": "deleted (--propagate-deletes)",
 }
+FILE_COLUMNS = ("path", "owner", "status", "records", "inserted", "updated", "unchanged", "conflicts", "quarantined")
 
 
 def write(report: dict[str, Any], report_dir: str | Path, name: str = "report") -> Path:
@@ -58,6 +63,14 @@ def markdown(report: dict[str, Any]) -> str:
     if counts:
         lines += ["", "## Counts", ""]
         lines += _table([[COUNT_LABELS.get(k, k), f"{v:,}"] for k, v in counts.items()], ["", "records"])
+    files = report.get("files")
+    if files and len(files) > 1:
+        refused = [f for f in files if f["status"] != "loaded"]
+        lines += ["", f"## Files ({len(files):,}, {len(refused):,} refused)", ""]
+        rows = file_rows(files)
+        lines += _table([[r[c] if not isinstance(r[c], int) else f"{r[c]:,}" for c in FILE_COLUMNS] for r in rows[:200]], list(FILE_COLUMNS))
+        if len(rows) > 200:
+            lines.append(f"\n({len(rows) - 200:,} more files in report.json)")
     checks = report.get("verification")
     if checks:
         lines += ["", "## Verification", "", f"**{'passed' if checks['ok'] else 'FAILED'}**", ""]
@@ -140,6 +153,11 @@ def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}: `{v}`" for k, v in value.items() if v not in (None, ""))
     return f"`{value}`"
+
+
+def file_rows(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for the per-file table (refused first, as file_results() orders them)."""
+    return [{c: (f["error"] if c == "status" and f["error"] else f[c]) for c in FILE_COLUMNS} for f in files]
 
 
 def quarantine_rows(entries: list[Any], limit: int = 200) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Undo a Phase 1 run: remove exactly the rows it inserted, in one transaction, and prove it."""
+"""Undo a Phase 1 run: remove exactly the rows it inserted, put back the rows a re-sync updated or
+deleted as they were before (migration_row_history), in one transaction, and prove it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import psycopg
 
 from tasks.db import Session
 from tasks.errors import InputError
+from tasks.resync import CONTENT
 
 
 def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float = 0.0) -> dict[str, Any]:
@@ -26,15 +28,16 @@ def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float
                 {"r": run_id},
             ).fetchone(),
         )
-    status, stats, tasks_removed, users, kept, quarantine_removed, checkpoints_removed, changed = done
+    status, stats, tasks_removed, restored, users, kept, quarantine_removed, checkpoints_removed, changed = done
     problems = []
     if any(left):
         problems.append(
             f"rows of the run remain after the rollback (tasks, quarantine, checkpoints: {tuple(left)})"
         )
-    expected = (stats or {}).get("migrated")
+    stats = stats or {}
+    expected = stats.get("inserted", stats.get("migrated"))  # runs before re-syncs counted "migrated"
     if expected is not None and status == "completed" and expected != tasks_removed:
-        problems.append(f"the run migrated {expected} rows but {tasks_removed} were removed")
+        problems.append(f"the run inserted {expected} rows but {tasks_removed} were removed")
     return {
         "title": "Phase 1 rollback",
         "kind": "phase1-rollback",
@@ -45,6 +48,7 @@ def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float
             "users_removed": len(users),
             "quarantine_removed": quarantine_removed,
             "checkpoints_removed": checkpoints_removed,
+            "rows_restored": restored,
         },
         "users_removed": [u[0] for u in users],
         "users_kept_in_use": [u[0] for u in kept],
@@ -71,7 +75,8 @@ def _remove(conn: psycopg.Connection, run_id: str, force: bool, tries: list[bool
     status, finished_at, started_at, stats = run
     if status == "rolled_back":
         if retry:
-            return (stats.get("status_before"), stats, stats.get("rows_removed", 0), [], [], 0, 0, 0)
+            return (stats.get("status_before"), stats, stats.get("rows_removed", 0), stats.get("rows_restored", 0),
+                    [], [], 0, 0, 0)  # fmt: skip
         raise InputError(f"run {run_id} was already rolled back")
     since = finished_at or started_at
     changed = conn.execute(
@@ -84,6 +89,7 @@ def _remove(conn: psycopg.Connection, run_id: str, force: bool, tries: list[bool
         )
     with conn.transaction():
         tasks_removed = conn.execute("DELETE FROM tasks WHERE migration_run_id = %s", (run_id,)).rowcount
+        restored = _restore_history(conn, run_id)
         users = conn.execute(
             "DELETE FROM users u WHERE u.migration_run_id = %s "
             "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.user_id = u.id) RETURNING email",
@@ -94,12 +100,31 @@ def _remove(conn: psycopg.Connection, run_id: str, force: bool, tries: list[bool
         checkpoints_removed = conn.execute(
             "DELETE FROM migration_checkpoints WHERE run_id = %s", (run_id,)
         ).rowcount
+        conn.execute("DELETE FROM migration_files WHERE run_id = %s", (run_id,))
+        conn.execute("DELETE FROM migration_seen WHERE run_id = %s", (run_id,))
         conn.execute(
             "UPDATE migration_runs SET status = 'rolled_back', stats = stats || jsonb_build_object("
-            "'rolled_back_at', now(), 'rows_removed', %s::int, 'status_before', %s::text) WHERE id = %s",
-            (tasks_removed, status, run_id),
+            "'rolled_back_at', now(), 'rows_removed', %s::int, 'rows_restored', %s::int, 'status_before', %s::text) "
+            "WHERE id = %s",
+            (tasks_removed, restored, status, run_id),
         )
-    return (status, stats, tasks_removed, users, kept, quarantine_removed, checkpoints_removed, changed)
+    return (status, stats, tasks_removed, restored, users, kept, quarantine_removed, checkpoints_removed, changed)
+def _restore_history(conn: Any, run_id: str) -> int:
+    """The rows a re-sync run updated get their content back; the ones it deleted come back whole."""
+    columns = [*CONTENT.split(", "), "created_at", "updated_at", "legacy_checksum"]
+    restored = conn.execute(
+        f"UPDATE tasks t SET ({', '.join(columns)}) = ({', '.join('b.' + c for c in columns)}) "
+        "FROM migration_row_history h, json_populate_record(NULL::tasks, h.before) b "
+        "WHERE h.run_id = %s AND h.op = 'update' AND t.id = h.task_id",
+        (run_id,),
+    ).rowcount
+    restored += conn.execute(
+        "INSERT INTO tasks SELECT (json_populate_record(NULL::tasks, h.before)).* FROM migration_row_history h "
+        "WHERE h.run_id = %s AND h.op = 'delete' ON CONFLICT (id) DO NOTHING",
+        (run_id,),
+    ).rowcount
+    conn.execute("DELETE FROM migration_row_history WHERE run_id = %s", (run_id,))
+    return restored
 
 
 def _is_uuid(text: str) -> bool:

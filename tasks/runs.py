@@ -4,8 +4,10 @@ run needs (found by email, or created and marked as the run's)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -111,14 +113,91 @@ def finish(
         )
 
 
-def sources_with_rows_from_other_runs(conn: psycopg.Connection, source_name: str, run_id: str) -> bool:
-    """Does `tasks` hold rows of this legacy source that another run wrote? (then loads must expect
-    conflicts; otherwise a plain COPY cannot collide)."""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM tasks WHERE legacy_source = %s "
-        "AND migration_run_id IS DISTINCT FROM %s)",
-        (source_name, run_id),
-    ).fetchone()
+def sources_with_rows_from_other_runs(
+    conn: psycopg.Connection, sources: Sequence[str], run_id: str
+) -> frozenset[str]:
+    """The legacy sources of which `tasks` holds rows another run wrote: their chunks are re-syncs
+    (compared); the others are plain COPYs that cannot collide."""
+    rows = conn.execute(
+        "SELECT DISTINCT legacy_source FROM tasks WHERE legacy_source = ANY(%s) "
+        "AND migration_run_id IS DISTINCT FROM %s",
+        (list(sources), run_id),
+    ).fetchall()
+    return frozenset(r[0] for r in rows)
+
+
+def closed_sources(conn: psycopg.Connection, sources: Sequence[str]) -> dict[str, datetime]:
+    """The legacy sources cutover closed, and when."""
+    if not has_table(conn, "migration_sources"):
+        return {}
+    rows = conn.execute(
+        "SELECT legacy_source, closed_at FROM migration_sources WHERE legacy_source = ANY(%s) AND closed_at IS NOT NULL",
+        (list(sources),),
+    ).fetchall()
+    return dict(rows)
+
+
+def record_refused(conn: psycopg.Connection, run_id: str, refused: Sequence[Any]) -> None:
+    """The files refused whole (part -1 in migration_files), with their one-line reasons; nothing
+    else of them is written. Idempotent: a resumed run records them again."""
+    with conn.transaction():
+        for f in refused:
+            conn.execute(
+                "INSERT INTO migration_files (run_id, file_no, part, legacy_source, path, owner, sha256, status, error) "
+                "VALUES (%s, %s, -1, %s, %s, %s, NULL, %s, %s) ON CONFLICT DO NOTHING",
+                (run_id, f.no, f.source.legacy_source, f.source.path, f.source.owner,
+                 "closed" if f.closed else "rejected", f.error),
+            )  # fmt: skip
+
+
+def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], *, cutover: bool) -> None:
+    """Each loaded file's legacy source: its last sync (and, at cutover, closed from now on)."""
+    loaded = [f for f in files if f.accepted]
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO migration_sources AS s (legacy_source, path, owner, sha256, last_run_id, synced_at, closed_at) "
+            "SELECT u.source, u.path, u.owner, u.sha, %s, now(), CASE WHEN %s THEN now() END "
+            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS u(source, path, owner, sha) "
+            "ON CONFLICT (legacy_source) DO UPDATE SET path = excluded.path, owner = excluded.owner, "
+            "sha256 = excluded.sha256, last_run_id = excluded.last_run_id, synced_at = excluded.synced_at, "
+            "closed_at = coalesce(s.closed_at, excluded.closed_at)",
+            (
+                run_id,
+                cutover,
+                [f.source.legacy_source for f in loaded],
+                [f.source.path for f in loaded],
+                [f.source.owner for f in loaded],
+                [f.info.sha256 for f in loaded],
+            ),
+        )
+
+
+def file_results(conn: psycopg.Connection, run_id: str) -> list[dict[str, Any]]:
+    """A row per file of the run: its counts over every chunk that held its records, refused first."""
+    rows = conn.execute(
+        "SELECT file_no, min(path), min(legacy_source), min(owner), "
+        "CASE WHEN bool_or(part = -1) THEN min(status) ELSE 'loaded' END, min(error), sum(records), sum(inserted), "
+        "sum(updated), sum(unchanged), sum(conflicts), sum(duplicates), sum(quarantined) "
+        "FROM migration_files WHERE run_id = %s GROUP BY file_no ORDER BY (bool_or(part = -1)) DESC, file_no",
+        (run_id,),
+    ).fetchall()
+    names = ("file_no", "path", "legacy_source", "owner", "status", "error", "records", "inserted", "updated",
+             "unchanged", "conflicts", "duplicates", "quarantined")  # fmt: skip
+    return [{k: (int(v) if isinstance(v, Decimal) else v) for k, v in zip(names, r, strict=True)} for r in rows]
+
+
+def shard_runs(conn: psycopg.Connection, flow_run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """flow run id -> the Phase 1 run a shard recorded (its id, status and counts)."""
+    rows = conn.execute(
+        "SELECT stats ->> 'flow_run_id', id::text, status, stats FROM migration_runs "
+        "WHERE kind = 'phase1' AND stats ->> 'flow_run_id' = ANY(%s)",
+        (flow_run_ids,),
+    ).fetchall()
+    return {f: {"run_id": r, "status": s, "stats": st} for f, r, s, st in rows}
+
+
+def has_table(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
     return bool(row and row[0])
 
 
@@ -174,5 +253,4 @@ def open_run(
 
 def has_bookkeeping(conn: psycopg.Connection) -> bool:
     """Does this database have `migration_runs` yet (a database below revision 0001 does not)?"""
-    row = conn.execute("SELECT to_regclass('migration_runs') IS NOT NULL").fetchone()
-    return bool(row and row[0])
+    return has_table(conn, "migration_runs")

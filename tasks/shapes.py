@@ -49,6 +49,8 @@ class Batch:
     start: int  # index of the first record in its container
     records: list[Any]
     keys: list[str] | None = None  # object keys, for a keyed container
+    file: int = 0  # which file of the run (tasks/files.py) the records are from
+    repeated: dict[int, tuple[list[str], str]] | None = None  # record -> (keys named twice, its text)
 
 
 def location(group: Group, index: int, key: str | None) -> str:
@@ -290,7 +292,9 @@ def _inner_names(vocab: Vocabulary) -> frozenset[str]:
 
 
 def _slice(batch: Batch, a: int, b: int) -> Batch:
-    return Batch(batch.group, batch.start + a, batch.records[a:b], batch.keys[a:b] if batch.keys else None)
+    keys = batch.keys[a:b] if batch.keys else None
+    repeated = {i - a: k for i, k in batch.repeated.items() if a <= i < b} if batch.repeated else None
+    return Batch(batch.group, batch.start + a, batch.records[a:b], keys, batch.file, repeated or None)
 
 
 # --- which candidates hold tasks ---------------------------------------------------------------------

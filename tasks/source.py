@@ -24,8 +24,10 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import os
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tasks.errors import InputError
+from tasks.jsontext import dumps_exact, readable
 from tasks.mapping import FieldMapping, Truncated
 from tasks.shapes import (
     Batch,
@@ -95,6 +98,7 @@ class SourceInfo:
     scoped_keys: bool = False  # ids are per list: a legacy key is "<the list's path>:<id>"
     cut: Cut | None = None
     comments: int = 0  # comments and trailing commas blanked out (lenient)
+    mtime_ns: int = 0  # the file as it was checked: the load reads that one, or refuses
 
     @property
     def shape(self) -> str:
@@ -111,6 +115,18 @@ class _Hashing:
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.sha.update(data)
+        return data
+
+
+class _Limited:
+    """The first `size` bytes of a file: what was pre-checked, however much was appended since."""
+
+    def __init__(self, raw: BinaryIO, size: int) -> None:
+        self.raw, self.left = raw, size
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(self.left if n < 0 else min(n, self.left))
+        self.left -= len(data)
         return data
 
 
@@ -159,8 +175,10 @@ def precheck(
     mapping = mapping or FieldMapping.build()
     f, bom, size = _open_checked(path)
     with f:
-        hashing = _Hashing(f, UTF8_BOM if bom else b"")
-        text = _Text(hashing, lenient=options.lenient, base=len(UTF8_BOM) if bom else 0)
+        mtime_ns = os.fstat(f.fileno()).st_mtime_ns
+        skip = len(UTF8_BOM) if bom else 0
+        hashing = _Hashing(_Limited(f, size - skip), UTF8_BOM if bom else b"")  # a growing file: its size now
+        text = _Text(hashing, lenient=options.lenient, base=skip)
         reader = _Reader(text, mapping, _explicit(mapping), options.salvage)
         stats = FileStats(mapping)
         try:
@@ -168,6 +186,8 @@ def precheck(
                 stats.add(candidate, batch)
         except _Located as exc:
             raise SourceError(f"{path}: {exc}") from None
+        if os.fstat(f.fileno()).st_mtime_ns != mtime_ns:
+            raise SourceError(f"{path}: changed while being checked (it is being written to?); run again")
     survey = reader.survey
     if mapping.container is not None:
         layout, left = _explicit(mapping), {}
@@ -203,6 +223,7 @@ def precheck(
         scoped_keys=facts.scoped_keys,
         cut=reader.cut,
         comments=text.blanked,
+        mtime_ns=mtime_ns,
     )
 
 
@@ -212,8 +233,9 @@ def _explicit(mapping: FieldMapping) -> Layout | None:
 
 @lru_cache(maxsize=8)
 def _precheck_cached(
-    path: str, mtime_ns: int, size: int, mapping: FieldMapping, options: ReadOptions
+    path: str, _identity: str, mtime_ns: int, size: int, mapping: FieldMapping, options: ReadOptions
 ) -> SourceInfo:
+    """Memoised on the file's identity (its resolved path, mtime and size); reports name the path given."""
     return precheck(path, mapping, options)
 
 
@@ -232,12 +254,38 @@ def precheck_once(
         st = p.stat()
     except OSError:
         return precheck(p, mapping, options)  # raises the one-line error
-    return _precheck_cached(str(p.resolve()), st.st_mtime_ns, st.st_size, mapping, options)
+    return _precheck_cached(str(p), str(p.resolve()), st.st_mtime_ns, st.st_size, mapping, options)
 
 
 # --- the decoder ------------------------------------------------------------------------------------
 
-_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=lambda c: _reject_constant(c))
+class Twice(dict):  # type: ignore[type-arg]
+    """An object whose text names a key twice (JSON keeps the last value): its record is
+    quarantined, never read with a value silently dropped. `keys` are the repeated ones."""
+
+    keys: tuple[str, ...] = ()
+    pairs: list[tuple[str, Any]] = []  # every key and value as the text has them, repeats included
+
+
+_TWICE = threading.local()
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The decoder's objects: a plain dict, unless a key repeats (rare: then a Twice, counted)."""
+    d = dict(pairs)
+    if len(d) == len(pairs):
+        return d
+    twice = Twice(d)
+    twice.pairs = pairs
+    seen: set[str] = set()
+    twice.keys = tuple(dict.fromkeys(k for k, _ in pairs if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+    _TWICE.found = getattr(_TWICE, "found", 0) + 1
+    return twice
+
+
+_DECODER = json.JSONDecoder(
+    parse_float=Decimal, parse_constant=lambda c: _reject_constant(c), object_pairs_hook=_pairs
+)
 _WS = " \t\n\r"
 # Where one object ends and the next begins: `}`, a comma, `{` (blanks allowed between).
 _NEXT_OBJECT = re.compile(r"\}[ \t\n\r]*,[ \t\n\r]*(?=\{)")
@@ -459,6 +507,8 @@ class _Lenient:
                 break
             lines = (self.pending + data).split(b"\n")
             self.pending = lines.pop()
+            if len(self.pending) > MAX_ELEMENT:
+                raise _Located(f"--lenient-json reads a line at a time, and a line here is longer than {MAX_ELEMENT >> 20} MB")
             for line in lines:
                 self._line(line + b"\n")
         take = min(n, self._ready())
@@ -737,6 +787,17 @@ class _Reader:
                 return
 
     def _emit(self, batch: Batch) -> Iterator[Batch]:
+        if getattr(_TWICE, "found", 0):  # some object of this batch repeats a key: find which records
+            _TWICE.found = 0
+            repeated = {}
+            for i, r in enumerate(batch.records):
+                text = pairs_json(r) if isinstance(r, (dict, list)) else None  # before Twice goes
+                keys = repeated_keys(r)
+                if type(r) is Twice:
+                    batch.records[i] = dict(r)
+                if keys and text is not None:
+                    repeated[i] = (keys, text)
+            batch.repeated = repeated or None
         self._note(batch.group.candidate, "array" if batch.keys is None else "object", batch)
         yield from expand(batch, self.vocab)
 
@@ -765,6 +826,36 @@ class _Reader:
                 self._skip()
         else:
             t.value()
+
+
+def pairs_json(value: Any) -> str:
+    """JSON text of a value with every key its text had, repeats included (a Twice keeps them)."""
+    if isinstance(value, dict):
+        items = value.pairs if type(value) is Twice else value.items()
+        return "{" + ",".join(f"{readable(dumps_exact(k, ascii_only=False))}:{pairs_json(v)}" for k, v in items) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(pairs_json(v) for v in value) + "]"
+    return readable(dumps_exact(value, ascii_only=False))
+
+
+def repeated_keys(value: Any, depth: int = 0) -> list[str]:
+    """The keys an object (or anything inside it) names twice; its Twice objects become plain dicts."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        if type(value) is Twice:
+            found += list(value.keys)
+        for k, v in value.items():
+            if isinstance(v, (dict, list)) and depth < 64:
+                found += repeated_keys(v, depth + 1)
+                if type(v) is Twice:
+                    value[k] = dict(v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if isinstance(v, (dict, list)) and depth < 64:
+                found += repeated_keys(v, depth + 1)
+                if type(v) is Twice:
+                    value[i] = dict(v)
+    return found
 
 
 def _kind(value: Any) -> str:
@@ -800,16 +891,33 @@ class Chunk:
         return sum(len(s.records) for s in self.segments)
 
 
-def iter_batches(info: SourceInfo, mapping: FieldMapping) -> Iterator[Batch]:
-    """Every record of a pre-checked file, in order, in batches of the decoder's choosing."""
-    with open(info.path, "rb") as f:
+def iter_batches(info: SourceInfo, mapping: FieldMapping, file: int = 0) -> Iterator[Batch]:
+    """Every record of a pre-checked file, in order, in batches of the decoder's choosing, each
+    tagged with the file's number in its run. Only the bytes that were pre-checked are read (a
+    Phase 1 CLI may append meanwhile), and a file rewritten in place since is refused."""
+    try:
+        f = open(info.path, "rb")  # noqa: SIM115 - closed below, after the last batch
+    except OSError as exc:
+        raise SourceError(f"{info.path}: cannot be read any more ({exc.strerror})") from None
+    with f:
+        _unchanged(f, info)
         f.seek(len(UTF8_BOM) if info.bom else 0)
-        text = _Text(f, lenient=info.options.lenient, base=len(UTF8_BOM) if info.bom else 0)
+        bom = len(UTF8_BOM) if info.bom else 0
+        text = _Text(_Limited(f, info.size - bom), lenient=info.options.lenient, base=bom)
         reader = _Reader(text, mapping, info.layout, info.options.salvage)
         try:
-            yield from reader.batches()
+            for batch in reader.batches():
+                batch.file = file
+                yield batch
         except _Located as exc:
             raise SourceError(f"{info.path}: changed while being read ({exc})") from None
+        _unchanged(f, info)
+
+
+def _unchanged(f: BinaryIO, info: SourceInfo) -> None:
+    st = os.fstat(f.fileno())
+    if st.st_mtime_ns != info.mtime_ns or st.st_size < info.size:
+        raise SourceError(f"{info.path}: changed since it was checked (it is being written to?); run again")
 
 
 def iter_records(info: SourceInfo, mapping: FieldMapping | None = None) -> Iterator[Any]:
@@ -819,9 +927,15 @@ def iter_records(info: SourceInfo, mapping: FieldMapping | None = None) -> Itera
 
 def iter_chunks(info: SourceInfo, mapping: FieldMapping, chunk_size: int) -> Iterator[Chunk]:
     """Consecutive chunks of chunk_size records (the last one shorter)."""
+    return chunked(iter_batches(info, mapping), chunk_size)
+
+
+def chunked(batches: Iterable[Batch], chunk_size: int) -> Iterator[Chunk]:
+    """Batches (of one file or of many, in order) cut into chunks of chunk_size records: the same
+    batches give the same chunks, so a resumed run skips exactly the chunks already committed."""
     chunk = Chunk(0, 0)
     size = 0
-    for batch in iter_batches(info, mapping):
+    for batch in batches:
         at = 0
         while at < len(batch.records):
             take = min(chunk_size - size, len(batch.records) - at)
@@ -839,4 +953,5 @@ def iter_chunks(info: SourceInfo, mapping: FieldMapping, chunk_size: int) -> Ite
 
 def _part(batch: Batch, at: int, take: int) -> Batch:
     keys = batch.keys[at : at + take] if batch.keys is not None else None
-    return Batch(batch.group, batch.start + at, batch.records[at : at + take], keys)
+    repeated = {i - at: k for i, k in batch.repeated.items() if at <= i < at + take} if batch.repeated else None
+    return Batch(batch.group, batch.start + at, batch.records[at : at + take], keys, batch.file, repeated or None)

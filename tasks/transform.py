@@ -87,6 +87,8 @@ class QuarantineEntry:
     raw: str
     reasons: list[str]
     location: str | None = None  # where in the file: `$.tasks[17]`, `$.days[2].tasks[0]`
+    file: int = 0  # which file of the run
+    legacy_source: str | None = None  # its legacy source
 
 
 @dataclass
@@ -108,6 +110,8 @@ class Rows:
     raw: list[Any] = field(default_factory=list)
     # True where the source had no created_at and the run's start time stands in for it
     defaulted_ts: list[bool] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # each row's legacy source (its file's)
+    files: list[int] = field(default_factory=list)  # each row's file in the run
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -135,6 +139,37 @@ class TransformedChunk:
     rules: Counter[str] = field(default_factory=Counter)  # rule -> records it gave a value
     defaults: Counter[str] = field(default_factory=Counter)  # target -> records given its default
     kept: Counter[str] = field(default_factory=Counter)  # source key -> records keeping it in legacy_extra
+    files: dict[int, int] = field(default_factory=dict)  # file -> its records in this chunk
+    duplicates_by_file: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass
+class FileContext:
+    """What a file of the run gives its records: their legacy source, their default owner, and
+    what the transform remembers across the file's chunks."""
+
+    no: int
+    legacy_source: str
+    owner: str
+    state: FileState
+
+
+class ChunkFiles:
+    """The file of each record of a chunk: one for all when the chunk is one file's (the common
+    case, and every chunk of a single-file run), else one per record."""
+
+    def __init__(self, chunk: Chunk, contexts: Mapping[int, FileContext]) -> None:
+        numbers = {s.file for s in chunk.segments}
+        self.one = contexts[numbers.pop()] if len(numbers) == 1 else None
+        self.each = None if self.one is not None else [contexts[s.file] for s in chunk.segments for _ in s.records]
+
+    def __getitem__(self, i: int) -> FileContext:
+        return self.one if self.one is not None else self.each[i]  # type: ignore[index]
+
+    def day_first(self, target: str) -> bool | None | list[bool | None]:
+        if self.one is not None:
+            return self.one.state.day_first.get(target)
+        return [c.state.day_first.get(target) for c in self.each or ()]
 
 
 class FileState:
@@ -183,33 +218,37 @@ _TARGET_OF_COLUMN = {"legacy_key": "id"}
 
 
 def transform_chunk(
-    chunk: Chunk, mapped: MappedChunk, ctx: TransformContext, state: FileState
+    chunk: Chunk, mapped: MappedChunk, ctx: TransformContext, files: FileState | Mapping[int, FileContext]
 ) -> TransformedChunk:
     """Convert and validate a mapped chunk, and turn it into rows and quarantine entries. Column by
     column: per-record work is left to the records that need it (failures, legacy_extra, groups,
-    records without an id, legacy keys the pre-check saw twice)."""
+    records without an id, legacy keys the pre-check saw twice). files: each file's context (a
+    FileState alone stands for the one file of a run named ctx.source_name)."""
     n, first, cols, vocab = len(mapped), mapped.first_position, mapped.columns, ctx.mapping.vocab
+    if isinstance(files, FileState):
+        files = {s.file: FileContext(s.file, ctx.source_name, ctx.default_owner, files) for s in chunk.segments}
+    of = ChunkFiles(chunk, files)
     none: list[str | None] = [None] * n
     src = {t: mapped.sources.get(t) or none for t in cols}
     groups, object_keys = _origins(chunk)
     why: dict[int, list[str]] = {i: list(p) for i, p in mapped.problems.items()}
+    repeated = _repeated(chunk)
+    for i, (keys, _text) in repeated.items():
+        shown = ", ".join(repr(k) for k in keys[:5])
+        why.setdefault(i, []).insert(0, f"the record names {shown} twice (JSON keeps the last value; which was meant cannot be told)")
 
     keys = conv.ids(cols["id"], src["id"], object_keys, vocab)
-    if state.scoped_keys:
-        _scope(keys, groups, chunk)
+    if any(c.state.scoped_keys for c in ([of.one] if of.one else of.each or ())):
+        _scope(keys, groups, chunk, of)
     status_of_group = [g.status for g in groups] if groups and any(g.status for g in groups) else None
     done = conv.completion(
         cols["completed"], src["completed"], cols["status"], src["status"],
         cols["completed_at"], src["completed_at"], status_of_group, vocab,
     )  # fmt: skip
-    created = conv.times(
-        cols["created_at"], src["created_at"], vocab, "created_at", state.day_first.get("created_at")
-    )
-    updated = conv.times(
-        cols["updated_at"], src["updated_at"], vocab, "updated_at", state.day_first.get("updated_at")
-    )
+    created = conv.times(cols["created_at"], src["created_at"], vocab, "created_at", of.day_first("created_at"))
+    updated = conv.times(cols["updated_at"], src["updated_at"], vocab, "updated_at", of.day_first("updated_at"))
     if groups and any(g.date is not None for g in groups):
-        _group_dates(created, groups, vocab, state.day_first.get("created_at"))
+        _group_dates(created, groups, vocab, of.day_first("created_at"))
     desc = conv.description(cols["description"], src["description"])
     owner = conv.owners(cols["owner"], src["owner"], vocab)
     prio = conv.priority(cols["priority"], src["priority"], vocab)
@@ -262,7 +301,10 @@ def transform_chunk(
         else:
             extra_texts[i] = text
 
-    quarantine = [_entry(mapped, chunk, groups, object_keys, keys, i, r) for i, r in why.items()]
+    quarantine = [_entry(mapped, chunk, groups, object_keys, keys, of, i, r) for i, r in why.items()]
+    for q in quarantine:  # a record that names a key twice is kept as its text had it, both values
+        if q.position - first in repeated:
+            q.raw = repeated[q.position - first][1]
     keep = [i for i in range(n) if i not in why] if why else list(range(n))
 
     def pick(values: list[Any]) -> list[Any]:
@@ -271,9 +313,7 @@ def transform_chunk(
     legacy_keys = list(keys.legacy_keys)
     for i in keep:
         if legacy_keys[i] is None:
-            legacy_keys[i] = state.derived_key(
-                mapped.raw[i], groups[i] if groups else chunk.segments[0].group
-            )
+            legacy_keys[i] = of[i].state.derived_key(mapped.raw[i], groups[i] if groups else chunk.segments[0].group)
     created_at = [c or ctx.fallback_timestamp for c in pick(created.values)]
     rows = Rows(
         positions=[first + i for i in keep],
@@ -287,20 +327,36 @@ def transform_chunk(
         priorities=pick(prio.values),
         tags=pick(tag.values),
         extras=pick(extra_texts),
-        owners=owners_of(pick(legacy_keys), pick(owner.values), ctx),
+        owners=owners_of(pick(legacy_keys), pick(owner.values), ctx, [of[i].owner for i in keep] if of.one is None else of.one.owner),
         raw=pick(mapped.raw),
         defaulted_ts=[c is None for c in pick(created.values)],
+        sources=[of.one.legacy_source] * len(keep) if of.one else [of[i].legacy_source for i in keep],
+        files=[of.one.no] * len(keep) if of.one else [of[i].no for i in keep],
     )
     defaults["created_at"] = sum(rows.defaulted_ts)
     defaults["updated_at"] = sum(1 for u in pick(updated.values) if u is None)
     rows, duplicates = _settle_duplicates(
-        rows, state, quarantine, lambda j: _entry(mapped, chunk, groups, object_keys, keys, j - first, [])
+        rows, files, quarantine, lambda j: _entry(mapped, chunk, groups, object_keys, keys, of, j - first, [])
     )
     quarantine.sort(key=lambda q: q.position)
+    per_file: dict[int, int] = {}
+    for s in chunk.segments:
+        per_file[s.file] = per_file.get(s.file, 0) + len(s.records)
     return TransformedChunk(
-        chunk.no, first, n, rows, quarantine, duplicates, mapped.keys_seen,
-        created.naive + updated.naive, +rules, +defaults, kept,
+        chunk.no, first, n, rows, quarantine, sum(duplicates.values()), mapped.keys_seen,
+        created.naive + updated.naive, +rules, +defaults, kept, per_file, duplicates,
     )  # fmt: skip
+
+
+def _repeated(chunk: Chunk) -> dict[int, tuple[list[str], str]]:
+    """Record index in the chunk -> (the keys its text names twice, the record's text with them)."""
+    out: dict[int, tuple[list[str], str]] = {}
+    at = 0
+    for s in chunk.segments:
+        for i, keys in (s.repeated or {}).items():
+            out[at + i] = keys
+        at += len(s.records)
+    return out
 
 
 def _origins(chunk: Chunk) -> tuple[list[Group] | None, list[str | None] | None]:
@@ -316,12 +372,12 @@ def _origins(chunk: Chunk) -> tuple[list[Group] | None, list[str | None] | None]
     return [s.group for s in segments for _ in s.records], object_keys
 
 
-def _scope(keys: conv.Keys, groups: list[Group] | None, chunk: Chunk) -> None:
+def _scope(keys: conv.Keys, groups: list[Group] | None, chunk: Chunk, of: ChunkFiles) -> None:
     """Ids that each list numbers on its own (`work` and `home` both have a task 1): the key is the
     list's path and the id, and legacy_id (unique per source) is left empty."""
     scoped = 0
     for i, key in enumerate(keys.legacy_keys):
-        if key is not None:
+        if key is not None and of[i].state.scoped_keys:
             group = groups[i] if groups else chunk.segments[0].group
             keys.legacy_keys[i] = f"{group.path}:{key}"
             keys.legacy_ids[i] = None
@@ -331,11 +387,14 @@ def _scope(keys: conv.Keys, groups: list[Group] | None, chunk: Chunk) -> None:
     )
 
 
-def _group_dates(created: conv.Column, groups: list[Group], vocab: Any, day_first: bool | None) -> None:
+def _group_dates(
+    created: conv.Column, groups: list[Group], vocab: Any, day_first: bool | None | list[bool | None]
+) -> None:
     """A record without its own creation time takes its group's date (a day's list), by rule."""
     for i, g in enumerate(groups):
         if created.values[i] is None and i not in created.problems and g.date is not None:
-            when = conv.times([g.date], ["(group)"], vocab, "created_at", day_first)
+            order = day_first[i] if isinstance(day_first, list) else day_first
+            when = conv.times([g.date], ["(group)"], vocab, "created_at", order)
             if when.values[0] is not None:
                 created.values[i] = when.values[0]
                 created.rules["created_at <- the date of the group it is in (records without their own)"] += 1
@@ -405,6 +464,7 @@ def _entry(
     groups: list[Group] | None,
     object_keys: list[str | None] | None,
     keys: conv.Keys,
+    of: ChunkFiles,
     i: int,
     reasons: list[str],
 ) -> QuarantineEntry:
@@ -417,6 +477,8 @@ def _entry(
         raw_json(mapped.raw[i]),
         reasons,
         location(group, index, object_keys[i] if object_keys else None),
+        of[i].no,
+        of[i].legacy_source,
     )
 
 
@@ -428,25 +490,39 @@ def _index_in_container(chunk: Chunk, i: int) -> int:
     return i
 
 
-def owners_of(legacy_keys: list[Any], named: list[Any], ctx: TransformContext) -> list[str]:
-    """Each record's owner: the owner map, else the record's own owner, else the default."""
+def owners_of(
+    legacy_keys: list[Any], named: list[Any], ctx: TransformContext, default: str | list[str] | None = None
+) -> list[str]:
+    """Each record's owner: the owner map, else the record's own owner, else its file's owner (one
+    for all, or per record), else the run's default user."""
+    fallback = ctx.default_owner if default is None else default
+    defaults = fallback if isinstance(fallback, list) else [fallback] * len(named)
     if not ctx.owner_map and named.count(None) == len(named):
-        return [normalize_email(ctx.default_owner)] * len(named)
+        if not isinstance(fallback, list):
+            return [normalize_email(fallback)] * len(named)
+        return [normalize_email(d) for d in defaults]
     return [
-        normalize_email(ctx.owner_map.get(key) or own or ctx.default_owner)
-        for key, own in zip(legacy_keys, named, strict=True)
+        normalize_email(ctx.owner_map.get(key) or own or d)
+        for key, own, d in zip(legacy_keys, named, defaults, strict=True)
     ]
 
 
 def _settle_duplicates(
-    rows: Rows, state: FileState, quarantine: list[QuarantineEntry], entry: Callable[[int], QuarantineEntry]
-) -> tuple[Rows, int]:
-    """Rows less the later copies of a legacy key: identical ones are counted, conflicting ones go
-    to quarantine (entry(position) makes their entry). Only keys the pre-check saw twice are looked at."""
+    rows: Rows,
+    files: Mapping[int, FileContext],
+    quarantine: list[QuarantineEntry],
+    entry: Callable[[int], QuarantineEntry],
+) -> tuple[Rows, Counter[int]]:
+    """Rows less the later copies of a legacy key in their file: identical ones are counted,
+    conflicting ones go to quarantine (entry(position) makes their entry). Only keys the pre-check
+    saw twice are looked at."""
     drop: set[int] = set()
-    duplicates = 0
-    for j, key in enumerate(rows.legacy_keys if state.duplicate_keys else ()):
-        if conv.key_hash(key) not in state.duplicate_keys:
+    duplicates: Counter[int] = Counter()
+    if not any(f.state.duplicate_keys for f in files.values()):
+        return rows, duplicates
+    for j, key in enumerate(rows.legacy_keys):
+        state = files[rows.files[j]].state
+        if not state.duplicate_keys or conv.key_hash(key) not in state.duplicate_keys:
             continue
         content = (
             rows.titles[j], rows.descriptions[j], rows.completed[j], rows.created_at[j], rows.updated_at[j],
@@ -457,7 +533,7 @@ def _settle_duplicates(
             continue
         drop.add(j)
         if verdict == "duplicate":
-            duplicates += 1
+            duplicates[rows.files[j]] += 1
         else:
             conflict = entry(rows.positions[j])
             conflict.reasons = [verdict]
@@ -477,12 +553,15 @@ class Rendered:
 
 
 def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str) -> Rendered:
-    """Pure: the chunk's rows as COPY … (FORMAT csv) input, ending in migration_run_id."""
-    ids = task_keys(source, rows.legacy_keys)
+    """Pure: the chunk's rows as COPY … (FORMAT csv) input: the canonical line, then the line's
+    checksum (legacy_checksum) and migration_run_id. Rows carry their own legacy sources (a chunk
+    of many files); source names the one of rows that do not."""
+    sources = rows.sources or [source] * len(rows)
+    ids = _keys_by_source(sources, rows.legacy_keys)
     lines = row_lines(
         ids,
         [user_ids[o] for o in rows.owners],
-        source,
+        sources[0] if len(set(sources)) == 1 else sources,
         rows.legacy_keys,
         rows.legacy_ids,
         rows.titles,
@@ -496,6 +575,20 @@ def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str) ->
     )
     encoded = [line.encode("utf-8") for line in lines]
     sums = line_checksums(encoded)
-    tail = f",{run_id}\n".encode()
-    body = tail.join(encoded) + tail if encoded else b""
+    tail = f",{run_id}\n"
+    body = "".join([f"{line},{c}{tail}" for line, c in zip(lines, sums, strict=True)]).encode("utf-8")
     return Rendered(body, sum(sums), len(encoded), ids, sums)
+
+
+def _keys_by_source(sources: list[str], legacy_keys: list[str]) -> list[str]:
+    """uuid5 keys of rows that may come from several legacy sources (one hash prefix per source)."""
+    if len(set(sources)) <= 1:
+        return task_keys(sources[0] if sources else "", legacy_keys)
+    out: list[str] = [""] * len(legacy_keys)
+    by: dict[str, list[int]] = {}
+    for i, s in enumerate(sources):
+        by.setdefault(s, []).append(i)
+    for s, idx in by.items():
+        for i, key in zip(idx, task_keys(s, [legacy_keys[i] for i in idx]), strict=True):
+            out[i] = key
+    return out

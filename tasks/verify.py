@@ -1,7 +1,7 @@
 """Verify a run against its source: every record accounted for, every row's content intact.
 
 - The checkpoints cover positions 0..records_read-1 exactly once, and
-  records_read == migrated + already_present + duplicates + quarantined.
+  records_read == inserted + updated + unchanged + conflicts + duplicates + quarantined.
 - `tasks` holds exactly `migrated` rows of the run and `quarantine` exactly `quarantined`.
 - The sum of the rows' checksums computed by PostgreSQL from what it stored equals the sum the load
   computed from the source. When it does not, the source is read again and compared row by row, so
@@ -23,7 +23,8 @@ from tasks.source import SourceInfo
 from tasks.transform import TransformContext, render, user_key
 
 MISMATCH_LIMIT = 50
-COUNTS = ("records_read", "migrated", "already_present", "duplicates", "quarantined")
+COUNTS = ("records_read", "inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined")
+ACCOUNTED = COUNTS[1:]  # what every record read becomes: records_read is their sum
 
 
 def checksum_hex(total: int) -> str:
@@ -44,13 +45,13 @@ class Verification:
 def run_counts(conn: psycopg.Connection, run_id: str) -> tuple[dict[str, int], int]:
     """The run's totals as its checkpoints recorded them, and the source-side checksum sum."""
     row = conn.execute(
-        "SELECT coalesce(sum(records), 0), coalesce(sum(migrated), 0), coalesce(sum(already_present), 0), "
-        "coalesce(sum(duplicates), 0), coalesce(sum(quarantined), 0), coalesce(sum(checksum), 0) "
-        "FROM migration_checkpoints WHERE run_id = %s",
+        "SELECT coalesce(sum(records), 0), coalesce(sum(migrated), 0), coalesce(sum(updated), 0), "
+        "coalesce(sum(already_present), 0), coalesce(sum(conflicts), 0), coalesce(sum(duplicates), 0), "
+        "coalesce(sum(quarantined), 0), coalesce(sum(checksum), 0) FROM migration_checkpoints WHERE run_id = %s",
         (run_id,),
     ).fetchone()
     assert row is not None
-    return dict(zip(COUNTS, (int(v) for v in row[:5]), strict=True)), int(row[5])
+    return dict(zip(COUNTS, (int(v) for v in row[:7]), strict=True)), int(row[7])
 
 
 def verify_run(conn: psycopg.Connection, run_id: str, records_read: int) -> Verification:
@@ -60,11 +61,9 @@ def verify_run(conn: psycopg.Connection, run_id: str, records_read: int) -> Veri
     counts["records_read"] = records_read
     if recorded != records_read:
         problems.append(f"checkpoints account for {recorded} records, the source has {records_read}")
-    accounted = counts["migrated"] + counts["already_present"] + counts["duplicates"] + counts["quarantined"]
+    accounted = sum(counts[c] for c in ACCOUNTED)
     if accounted != records_read:
-        problems.append(
-            f"records_read {records_read} != migrated + already_present + duplicates + quarantined ({accounted})"
-        )
+        problems.append(f"records_read {records_read} != {' + '.join(ACCOUNTED)} ({accounted})")
     problems += _coverage(conn, run_id, records_read)
     db = conn.execute(
         f"SELECT count(*), coalesce(sum({row_checksum_sql('t')}), 0) FROM tasks t WHERE t.migration_run_id = %s",
@@ -72,15 +71,21 @@ def verify_run(conn: psycopg.Connection, run_id: str, records_read: int) -> Veri
     ).fetchone()
     assert db is not None
     db_rows, db_sum = int(db[0]), int(db[1])
-    if db_rows != counts["migrated"]:
-        problems.append(f"tasks holds {db_rows} rows of this run, the checkpoints say {counts['migrated']}")
+    if db_rows != counts["inserted"]:
+        problems.append(f"tasks holds {db_rows} rows of this run, the checkpoints say {counts['inserted']}")
     if db_sum != source_sum:
         problems.append("row checksums computed from the database differ from those computed from the source")
     q = conn.execute("SELECT count(*) FROM quarantine WHERE run_id = %s", (run_id,)).fetchone()
-    if q is not None and q[0] != counts["quarantined"]:
-        problems.append(
-            f"quarantine holds {q[0]} records of this run, the checkpoints say {counts['quarantined']}"
-        )
+    expected_q = counts["quarantined"] + counts["conflicts"]  # a conflict's record waits there too
+    if q is not None and q[0] != expected_q:
+        problems.append(f"quarantine holds {q[0]} records of this run, the checkpoints say {expected_q}")
+    changed = conn.execute(
+        f"SELECT count(*) FROM migration_row_history h JOIN tasks t ON t.id = h.task_id WHERE h.run_id = %s "
+        f"AND h.op = 'update' AND {row_checksum_sql('t')} IS DISTINCT FROM t.legacy_checksum",
+        (run_id,),
+    ).fetchone()
+    if changed and changed[0]:
+        problems.append(f"{changed[0]} rows this run updated do not hold what it wrote")
     return Verification(not problems, counts, checksum_hex(source_sum), checksum_hex(db_sum), problems)
 
 

@@ -144,3 +144,11 @@ def restart_when(url: str, query: str, data_dir: Path, down: float | None) -> th
     t = threading.Thread(target=cycle, daemon=True)
     t.start()
     return t
+
+
+def branches_of(url: str) -> list[str]:
+    """The local branches taken of this database (the embedded server holds other tests' too)."""
+    from tasks.branching.local import LocalBranches
+
+    database = psycopg.conninfo.conninfo_to_dict(tasks.db.normalize_url(url))["dbname"]
+    return [b.name for b in LocalBranches(url).list() if b.name.startswith(f"{database}-")]

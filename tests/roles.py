@@ -91,3 +91,9 @@ def grant_dml(owner_url: str, role: str) -> None:
                 sql.Identifier(role)
             )
         )
+        # and on the tables later revisions create, as an owner sets it up for its application
+        conn.execute(
+            sql.SQL(
+                "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}"
+            ).format(sql.Identifier(role))
+        )

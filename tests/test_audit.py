@@ -26,20 +26,20 @@ def failing(url: str, source: Path | None = None) -> dict[str, list]:
 BREAKAGES = {
     "orphan": [
         "ALTER TABLE tasks DROP CONSTRAINT fk_tasks_user_id",
-        "INSERT INTO tasks (id, user_id, title, completed) VALUES "
-        "('00000000-0000-0000-0000-0000000000aa', gen_random_uuid(), 'lost', false)",
+        "INSERT INTO tasks (id, user_id, title, status) VALUES "
+        "('00000000-0000-0000-0000-0000000000aa', gen_random_uuid(), 'lost', 'todo')",
     ],
     "not valid": [
         "ALTER TABLE tasks ADD CONSTRAINT ck_title_short CHECK (length(title) < 5) NOT VALID",
     ],
     "required null": [
-        "ALTER TABLE tasks ALTER COLUMN completed DROP NOT NULL",
-        "UPDATE tasks SET completed = NULL WHERE legacy_id = 7",
+        "ALTER TABLE tasks ALTER COLUMN status DROP NOT NULL",
+        "UPDATE tasks SET status = NULL WHERE legacy_id = 7",
     ],
     "duplicate legacy id": [
         "ALTER TABLE tasks DROP CONSTRAINT uq_tasks_legacy",
-        "INSERT INTO tasks (id, user_id, legacy_source, legacy_id, title, completed) "
-        "SELECT gen_random_uuid(), user_id, legacy_source, legacy_id, title, completed FROM tasks WHERE legacy_id = 3",
+        "INSERT INTO tasks (id, user_id, legacy_source, legacy_id, title, status) "
+        "SELECT gen_random_uuid(), user_id, legacy_source, legacy_id, title, status FROM tasks WHERE legacy_id = 3",
     ],
     "row schema": ["UPDATE tasks SET title = '   ' WHERE legacy_id = 5"],
 }
@@ -69,8 +69,8 @@ def test_each_check_finds_its_breakage(db_url: str, check: str) -> None:
 def test_an_index_a_failed_concurrent_build_left_is_found(db_url: str) -> None:
     seed_tasks(db_url, 50)
     with psycopg.connect(db_url, autocommit=True) as conn, pytest.raises(psycopg.errors.UniqueViolation):
-        conn.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_tasks_completed ON tasks (completed)")
-    assert failing(db_url) == {"invalid index": ["ix_tasks_completed"]}
+        conn.execute("CREATE UNIQUE INDEX CONCURRENTLY ix_tasks_status ON tasks (status)")
+    assert failing(db_url) == {"invalid index": ["ix_tasks_status"]}
 
 
 def test_fix_orphans_quarantines_them_in_one_step_and_undo_restores(db_url: str) -> None:

@@ -16,15 +16,15 @@ from tasks.backfill import BackfillSpec, Settings, run_backfill
 from tasks.errors import InputError
 from tests.conftest import artifact_keys
 
-DESCRIPTION = BackfillSpec("tasks", "description", "filled")
+NOTES = BackfillSpec("tasks", "notes", "filled")
 
 
-def nulls(url: str, column: str = "description") -> int:
+def nulls(url: str, column: str = "notes") -> int:
     with psycopg.connect(url) as conn:
         return conn.execute(f"SELECT count(*) FROM tasks WHERE {column} IS NULL").fetchone()[0]
 
 
-def state(url: str, name: str = "tasks.description") -> tuple:
+def state(url: str, name: str = "tasks.notes") -> tuple:
     with psycopg.connect(url) as conn:
         return conn.execute(
             "SELECT status, last_key, rows_done, batches FROM backfill_state WHERE name = %s", (name,)
@@ -33,13 +33,13 @@ def state(url: str, name: str = "tasks.description") -> tuple:
 
 def test_fills_every_null_and_only_nulls(db_url: str) -> None:
     seed_tasks(db_url, 5_000, null_every=3)
-    result = run_backfill(db_url, DESCRIPTION, Settings(batch_size=300))
+    result = run_backfill(db_url, NOTES, Settings(batch_size=300))
     assert result.status == "done"
     assert result.progress.rows_done == 5_000 // 3
     assert result.progress.batches >= 2
     assert nulls(db_url) == 0
     with psycopg.connect(db_url) as conn:
-        kept = conn.execute("SELECT count(*) FROM tasks WHERE description LIKE 'd%'").fetchone()[0]
+        kept = conn.execute("SELECT count(*) FROM tasks WHERE notes LIKE 'd%'").fetchone()[0]
     assert kept == 5_000 - 5_000 // 3  # rows that had a value keep it
     assert state(db_url)[:1] == ("done",)
 
@@ -57,8 +57,8 @@ def test_value_is_cast_to_the_column_type_and_composite_keys_work(db_url: str) -
 @pytest.mark.parametrize(
     "spec, message",
     [
-        (BackfillSpec("tasks; DROP TABLE users", "description", "x"), "no table"),
-        (BackfillSpec("tasks", "description = 'x'; --", "x"), "has no column"),
+        (BackfillSpec("tasks; DROP TABLE users", "notes", "x"), "no table"),
+        (BackfillSpec("tasks", "notes = 'x'; --", "x"), "has no column"),
         (BackfillSpec("tasks", "id", "x"), "primary key"),
         (BackfillSpec("tasks", "legacy_id", "not a number"), "not a valid integer"),
         (BackfillSpec("pg_catalog.nope", "x", "x"), "no table"),
@@ -83,12 +83,12 @@ def test_interrupted_run_resumes_from_its_last_committed_batch(db_url: str) -> N
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_backfill(db_url, DESCRIPTION, Settings(batch_size=500), on_batch=crash_after_three)
+        run_backfill(db_url, NOTES, Settings(batch_size=500), on_batch=crash_after_three)
     status, last_key, rows_done, batches = state(db_url)
     assert (status, batches) == ("interrupted", 3)
     assert rows_done == seen[-1] == 4_000 - nulls(db_url)  # the checkpoint is exactly what committed
     assert last_key is not None
-    result = run_backfill(db_url, DESCRIPTION, Settings(batch_size=500))
+    result = run_backfill(db_url, NOTES, Settings(batch_size=500))
     assert result.resumed and result.status == "done"
     assert result.progress.rows_done == 4_000 and nulls(db_url) == 0
 
@@ -96,11 +96,11 @@ def test_interrupted_run_resumes_from_its_last_committed_batch(db_url: str) -> N
 def test_max_runtime_pauses_cleanly_and_the_next_run_carries_on(db_url: str) -> None:
     seed_tasks(db_url, 3_000)
     first = run_backfill(
-        db_url, DESCRIPTION, Settings(batch_size=100, max_batch=100, pause=0.05, max_runtime=0.3)
+        db_url, NOTES, Settings(batch_size=100, max_batch=100, pause=0.05, max_runtime=0.3)
     )
     assert first.status == "paused" and 0 < first.progress.rows_done < 3_000
     assert state(db_url)[0] == "paused"
-    second = run_backfill(db_url, DESCRIPTION, Settings(batch_size=1_000))
+    second = run_backfill(db_url, NOTES, Settings(batch_size=1_000))
     assert second.resumed and second.status == "done" and nulls(db_url) == 0
     assert second.progress.rows_done == 3_000
 
@@ -111,7 +111,7 @@ def test_rows_locked_by_others_are_skipped_then_filled(db_url: str) -> None:
     holder.execute("SELECT 1 FROM tasks WHERE legacy_id <= 50 FOR UPDATE")  # an open transaction
     threading.Timer(0.5, holder.commit).start()
     started = time.monotonic()
-    result = run_backfill(db_url, DESCRIPTION, Settings(batch_size=400))
+    result = run_backfill(db_url, NOTES, Settings(batch_size=400))
     holder.close()
     assert time.monotonic() - started >= 0.45  # it waited for them, without blocking on them
     assert result.status == "done" and result.progress.passes >= 2
@@ -127,12 +127,12 @@ def test_rows_written_meanwhile_are_filled_too(db_url: str) -> None:
     def insert_behind(progress) -> None:
         if progress.batches <= 3:  # a key lower than anything: behind the walk
             writer.execute(
-                "INSERT INTO tasks (id, user_id, title, completed) VALUES "
-                "(('00000000-0000-0000-0000-00000000000' || %s)::uuid, %s, 'new', false)",
+                "INSERT INTO tasks (id, user_id, title, status) VALUES "
+                "(('00000000-0000-0000-0000-00000000000' || %s)::uuid, %s, 'new', 'todo')",
                 (progress.batches, user_id),
             )
 
-    result = run_backfill(db_url, DESCRIPTION, Settings(batch_size=300), on_batch=insert_behind)
+    result = run_backfill(db_url, NOTES, Settings(batch_size=300), on_batch=insert_behind)
     writer.close()
     assert result.progress.rows_done == 2_003 and nulls(db_url) == 0
 
@@ -143,7 +143,7 @@ def test_backfill_flow_reports_and_leaves_artifacts(flow_env: dict[str, str]) ->
     seed_tasks(flow_env["db_url"], 1_500, null_every=2)
     state = backfill(
         table="tasks",
-        column="description",
+        column="notes",
         value="",
         batch_size=200,
         report_dir=flow_env["report_dir"],

@@ -81,8 +81,7 @@ def test_rehearsal_passes_on_a_branch_and_leaves_main_alone(flow_env: dict[str, 
     from flows.branches import rehearse
 
     url = flow_env["db_url"]
-    _, steps = schema.path(schema.current_revision(url), "0002")
-    schema.apply(url, steps, "down")
+    schema.downgrade_to(url, "0002")
     seed_tasks(url, 500)
     before = fingerprints(url)
     state = rehearse(report_dir=flow_env["report_dir"], return_state=True)
@@ -115,8 +114,9 @@ def test_rollback_downgrade_is_verified_against_its_checkpoint(flow_env: dict[st
 
     url = flow_env["db_url"]
     seed_tasks(url, 300)
-    lossy = rollback_downgrade("1", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True)
-    assert lossy.is_completed(), lossy.message  # 0008 drops legacy_key: consent given
+    lossy = rollback_downgrade("4", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True)
+    # 0011 drops the re-sync bookkeeping, 0009 loses in_progress, 0008 legacy_key: consent given
+    assert lossy.is_completed(), lossy.message
     state = rollback_downgrade("2", report_dir=flow_env["report_dir"], return_state=True)
     assert state.is_completed(), state.message
     report = state.result()["report_data"]

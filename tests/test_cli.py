@@ -76,7 +76,7 @@ def test_help_and_json(tmp_path: Path, cli_env: dict[str, str]) -> None:
         ["--source", str(ROOT / "examples/tasks.json"), "--report-dir", str(tmp_path), "--json"], cli_env
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["counts"]["migrated"] == 9
+    assert json.loads(out.stdout)["counts"]["inserted"] == 9
 
 
 def test_unreachable_database_is_one_line_without_password(tmp_path: Path, cli_env: dict[str, str]) -> None:
@@ -138,10 +138,14 @@ def test_kill_9_midway_then_resume_loses_and_doubles_nothing(tmp_path: Path, cli
     assert report["resumed"] and report["chunks_skipped"] == chunks
     assert report["counts"] == {
         "records_read": n,
-        "migrated": n,
-        "already_present": 0,
+        "inserted": n,
+        "updated": 0,
+        "unchanged": 0,
+        "conflicts": 0,
         "duplicates": 0,
         "quarantined": 0,
+        "disappeared": 0,
+        "deleted": 0,
     }
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT legacy_id) FROM tasks").fetchone() == (n, n)
@@ -172,7 +176,7 @@ def test_backfill_cli_prints_json_for_scripts(cli_env: dict[str, str], tmp_path:
         "--table",
         "tasks",
         "--column",
-        "description",
+        "notes",
         "--value",
         "",
         "--json",

@@ -73,7 +73,9 @@ def test_python_and_sql_build_the_same_line(db_url: str) -> None:
             f"SELECT {row_line_sql('t')}, {row_checksum_sql('t')} FROM tasks t ORDER BY t.legacy_id, t.legacy_key"
         ).fetchall()
         order = [r[0] for r in conn.execute("SELECT legacy_key FROM tasks ORDER BY legacy_id, legacy_key")]
-    lines = rendered.csv.decode().split(",00000000-0000-0000-0000-000000000001\n")[:-1]
+    # each COPY line is the canonical line, then its checksum and the run
+    pieces = rendered.csv.decode().split(",00000000-0000-0000-0000-000000000001\n")[:-1]
+    lines = [piece.rsplit(",", 1)[0] for piece in pieces]
     expected = [lines[chunk.rows.legacy_keys.index(key)] for key in order]
     assert [s[0] for s in stored] == expected
     assert (
@@ -94,7 +96,7 @@ def test_a_retried_load_skips_what_the_failed_attempt_committed(db_url: str, tmp
     info, run_id, ctx = started_run(db_url, src)
     first = load(db_url, info, ctx, run_id=run_id, chunk_size=100)
     again = load(db_url, info, ctx, run_id=run_id, chunk_size=100)  # a task retry
-    assert (first.chunks_written, first.migrated) == (3, 250)
-    assert (again.chunks_written, again.chunks_skipped, again.migrated) == (0, 3, 0)
+    assert (first.chunks_written, first.inserted) == (3, 250)
+    assert (again.chunks_written, again.chunks_skipped, again.inserted) == (0, 3, 0)
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM tasks").fetchone()[0] == 250

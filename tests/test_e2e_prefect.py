@@ -170,17 +170,17 @@ def test_backfill_deployment_runs_and_reports(served: dict[str, str], tmp_path: 
             "INSERT INTO users (id, email) VALUES (gen_random_uuid(), 'e2e@example.com') ON CONFLICT DO NOTHING"
         )
         conn.execute(
-            "INSERT INTO tasks (id, user_id, title, completed) "
-            "SELECT gen_random_uuid(), (SELECT id FROM users WHERE email = 'e2e@example.com'), 'e2e ' || g, false "
+            "INSERT INTO tasks (id, user_id, title, status) "
+            "SELECT gen_random_uuid(), (SELECT id FROM users WHERE email = 'e2e@example.com'), 'e2e ' || g, 'todo' "
             "FROM generate_series(1, 500) g"
         )
     flow_run, keys = run(
         served["api"],
         "backfill",
         "backfill-tasks-priority",
-        {"name": None, "table": "tasks", "column": "description", "value": "", "report_dir": str(tmp_path)},
+        {"name": None, "table": "tasks", "column": "notes", "value": "", "report_dir": str(tmp_path)},
     )
     assert flow_run["state"]["type"] == "COMPLETED", flow_run["state"]
     assert {"backfill-report", "backfill-progress"} <= keys
     with psycopg.connect(served["db_url"]) as conn:
-        assert conn.execute("SELECT count(*) FROM tasks WHERE description IS NULL").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM tasks WHERE notes IS NULL").fetchone()[0] == 0

@@ -32,7 +32,7 @@ def _superuser(db_url: str) -> bool:
 
 def test_a_load_checks_keys_per_chunk_where_the_role_may(db_url: str, tmp_path: Path) -> None:
     summary = _load(db_url, tmp_path)
-    assert summary.migrated == 250
+    assert summary.inserted == 250
     # a superuser may (the embedded server's role); another role loads with per-row triggers
     assert summary.keys_checked_per_chunk == (3 if _superuser(db_url) else 0)
 
@@ -49,7 +49,7 @@ def test_an_application_trigger_keeps_every_trigger_firing(db_url: str, tmp_path
             "CREATE TRIGGER count_task AFTER INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION count_task()"
         )
     summary = _load(db_url, tmp_path)
-    assert (summary.migrated, summary.keys_checked_per_chunk) == (250, 0)
+    assert (summary.inserted, summary.keys_checked_per_chunk) == (250, 0)
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT count(*) FROM seen").fetchone()[0] == 250
 
@@ -70,7 +70,7 @@ def test_a_missing_user_fails_the_insert_as_the_foreign_key_would(db_url: str) -
             assert conn.execute("SHOW session_replication_role").fetchone()[0] == "origin"
             with pytest.raises(pgerrors.ForeignKeyViolation):
                 conn.execute(
-                    "INSERT INTO tasks (id, user_id, title, completed) VALUES (%s, %s, 't', false)",
+                    "INSERT INTO tasks (id, user_id, title, status) VALUES (%s, %s, 't', 'todo')",
                     (uuid.uuid4(), ghost),
                 )
 

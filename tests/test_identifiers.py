@@ -49,7 +49,7 @@ def test_backfill_names_tables_and_columns(db_url: str, hostile: str) -> None:
     with pytest.raises(InputError, match="no backfill named"):
         named(hostile)
     with pytest.raises(InputError, match="no table|is not a PostgreSQL name"):
-        run_backfill(db_url, BackfillSpec(hostile, "description", "x"))
+        run_backfill(db_url, BackfillSpec(hostile, "notes", "x"))
     with pytest.raises(InputError, match="has no column|is not a PostgreSQL name"):
         run_backfill(db_url, BackfillSpec("tasks", hostile, "x"))
     intact(db_url, 20)
@@ -60,13 +60,13 @@ def test_backfill_values_are_data(db_url: str, hostile: str) -> None:
     """A value is a bound parameter cast by PostgreSQL: stored as written, or refused as a value."""
     seed_tasks(db_url, 20, null_every=2)
     try:
-        run_backfill(db_url, BackfillSpec("tasks", "description", hostile))
+        run_backfill(db_url, BackfillSpec("tasks", "notes", hostile))
     except InputError as exc:
         assert "\n" not in str(exc) and "is not text PostgreSQL can store" in str(exc)
         intact(db_url, 20)
         return
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM tasks WHERE description = %s", (hostile,)).fetchone()[0] == 10
+        assert conn.execute("SELECT count(*) FROM tasks WHERE notes = %s", (hostile,)).fetchone()[0] == 10
     intact(db_url, 20)
 
 

@@ -23,10 +23,9 @@ import pytest
 
 from bench.workload import seed_tasks
 from tasks import schema
-from tasks.branching.local import LocalBranches
 from tasks.db import create_database, drop_database
 from tests.conftest import ROOT
-from tests.faults import own_server, restart_when, start_server
+from tests.faults import branches_of, own_server, restart_when, start_server
 
 
 def one(url: str, query: str, *params: object):
@@ -105,7 +104,7 @@ def test_a_signal_during_a_phase1_load_stops_it_cleanly_and_the_next_run_resumes
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
     assert report["run_id"] == run_id and report["resumed"] and report["chunks_skipped"] >= chunks
-    assert report["counts"]["migrated"] == n and report["verification"]["ok"]
+    assert report["counts"]["inserted"] == n and report["verification"]["ok"]
     assert one(url, "SELECT count(DISTINCT legacy_id) FROM tasks") == n
 
 
@@ -113,7 +112,7 @@ def test_sigterm_during_a_backfill(flow_env: dict[str, str], tmp_path: Path) -> 
     url = flow_env["db_url"]
     seed_tasks(url, 60_000)
     env = {**os.environ, "PREFECT_API_URL": flow_env["api_url"], "DATABASE_URL": url}
-    args = ["--table", "tasks", "--column", "description", "--value", "filled", "--batch-size", "500",
+    args = ["--table", "tasks", "--column", "notes", "--value", "filled", "--batch-size", "500",
             "--target-batch-seconds", "0.001", "--pause", "0.02", "--report-dir", str(tmp_path)]  # fmt: skip
     code, err, took, children = interrupt(
         "flows.backfill", args, env,
@@ -121,10 +120,10 @@ def test_sigterm_during_a_backfill(flow_env: dict[str, str], tmp_path: Path) -> 
     )  # fmt: skip
     assert_interrupted(code, err, took, children, signal.SIGTERM)
     status, rows_done = psycopg.connect(url).execute(
-        "SELECT status, rows_done FROM backfill_state WHERE name = 'tasks.description'"
+        "SELECT status, rows_done FROM backfill_state WHERE name = 'tasks.notes'"
     ).fetchone()
     assert status == "interrupted"
-    assert rows_done == one(url, "SELECT count(*) FROM tasks WHERE description = 'filled'")  # whole batches
+    assert rows_done == one(url, "SELECT count(*) FROM tasks WHERE notes = 'filled'")  # whole batches
     run_id = one(url, "SELECT id::text FROM migration_runs WHERE kind = 'backfill'")
     assert one(url, "SELECT status FROM migration_runs WHERE kind = 'backfill'") == "interrupted"
     assert report_of(tmp_path, run_id)["status"] == "interrupted"
@@ -132,18 +131,17 @@ def test_sigterm_during_a_backfill(flow_env: dict[str, str], tmp_path: Path) -> 
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
     assert report["resumed"] and report["counts"]["rows_done"] == 60_000
-    assert one(url, "SELECT count(*) FROM tasks WHERE description IS NULL") == 0
+    assert one(url, "SELECT count(*) FROM tasks WHERE notes IS NULL") == 0
 
 
 def test_sigterm_during_a_schema_upgrade(flow_env: dict[str, str], tmp_path: Path) -> None:
     """Mid-way through upgrade head (default command: the online checkpoint first): the revision in
     flight commits or rolls back whole, run and step are marked interrupted, the next run goes on."""
     url = flow_env["db_url"]
-    _, steps = schema.path(schema.current_revision(url), "0002")
-    schema.apply(url, steps, "down")
+    schema.downgrade_to(url, "0002")
     seed_tasks(url, 60_000)
     env = {**os.environ, "PREFECT_API_URL": flow_env["api_url"], "DATABASE_URL": url}
-    args = ["upgrade", "head", "--report-dir", str(tmp_path)]
+    args = ["upgrade", "head", "--complete", "--report-dir", str(tmp_path)]
     code, err, took, children = interrupt(
         "flows.schema", args, env,
         lambda: one(url, "SELECT count(*) FROM migration_runs WHERE kind = 'schema-step'") >= 2, signal.SIGTERM,
@@ -159,7 +157,7 @@ def test_sigterm_during_a_schema_upgrade(flow_env: dict[str, str], tmp_path: Pat
     report = json.loads(again.stdout)
     assert report["schema"]["before"] == stopped_at and report["verification"]["ok"]
     assert one(url, "SELECT count(*) FROM tasks WHERE tags IS NULL OR priority IS NULL") == 0
-    assert len(LocalBranches(url).list()) == 1  # the checkpoint taken before, nothing half-made
+    assert len(branches_of(url)) == 1  # the checkpoint taken before, nothing half-made
 
 
 # --- the server restarted ----------------------------------------------------------------------------
@@ -200,7 +198,7 @@ def test_the_server_restarted_mid_load_is_ridden_through(
     cycle.join()
     assert state.is_completed(), state.message
     report = state.result()["report_data"]
-    assert report["counts"]["migrated"] == n and report["verification"]["ok"]
+    assert report["counts"]["inserted"] == n and report["verification"]["ok"]
     assert one(url, "SELECT count(*), count(DISTINCT legacy_id) FROM tasks") == n
 
 
@@ -236,12 +234,12 @@ def test_the_server_restarted_mid_backfill_is_ridden_through(
     url = restartable_db
     seed_tasks(url, 100_000)
     cycle = restart_when(url, "SELECT count(*) FROM backfill_state WHERE batches >= 3", restartable[0], down=2.0)
-    state = backfill(table="tasks", column="description", value="x", batch_size=1000, pause=0.005,
+    state = backfill(table="tasks", column="notes", value="x", batch_size=1000, pause=0.005,
                      report_dir=str(tmp_path), return_state=True)  # fmt: skip
     cycle.join()
     assert state.is_completed(), state.message
     assert state.result()["report_data"]["counts"]["rows_done"] == 100_000
-    assert one(url, "SELECT count(*) FROM tasks WHERE description IS NULL") == 0
+    assert one(url, "SELECT count(*) FROM tasks WHERE notes IS NULL") == 0
 
 
 # --- the report directory ------------------------------------------------------------------------------
@@ -292,6 +290,6 @@ def test_a_full_disk_at_report_time_is_one_line_and_the_run_resumes_to_write_it(
     again = command("flows.phase1", [*args, "--report-dir", str(tmp_path / "runs"), "--json"], env)
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
-    assert report["resumed"] and report["counts"]["migrated"] == 9
+    assert report["resumed"] and report["counts"]["inserted"] == 9
     assert (tmp_path / "runs" / report["run_id"] / "report.json").exists()
     shutil.rmtree(full, ignore_errors=True)

@@ -1,7 +1,7 @@
 """pytest-alembic's experimental downgrade-leaves-no-trace test, on real PostgreSQL.
 
 It checks each revision inside savepoints it rolls back, so revisions run in one transaction here
-(`single_transaction`, see tasks/ddl.py): the schema each produces is the same, which is what this
+(`single_transaction`, see migrations/ops/context.py): the schema each produces is the same, which is what this
 test compares. The online path (autocommit steps, CONCURRENTLY) is exercised on populated tables by
 tests/test_migrations.py."""
 

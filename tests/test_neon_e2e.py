@@ -50,8 +50,7 @@ def test_rehearsal_on_neon_leaves_main_alone(neon_project: NeonProject, neon_flo
     from flows.branches import rehearse
 
     url = neon_project.main_url
-    _, steps = schema.path(schema.current_revision(url), "0002")
-    schema.apply(url, steps, "down")
+    schema.downgrade_to(url, "0002")
     seed_tasks(url, 500)
     before = fingerprints(url)
     state = rehearse(branch_provider="neon", report_dir=neon_flow_env["report_dir"], return_state=True)

@@ -143,7 +143,7 @@ def test_phase1_runs_end_to_end_on_prefects_standard_ephemeral_mode(tmp_path: Pa
     out = command(["--source", "examples/tasks.json", "--json", "--report-dir", str(tmp_path / "runs")], env)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["counts"]["migrated"] == 9 and report["verification"]["ok"]
+    assert report["counts"]["inserted"] == 9 and report["verification"]["ok"]
     assert "Starting temporary server on http://127.0.0.1:" in out.stderr  # Prefect's ephemeral server
     assert _flow_runs(home) == [("phase1-migration", "COMPLETED")]
     with sqlite3.connect(home / "prefect.db") as db:

@@ -36,7 +36,17 @@ def test_example_file_is_migrated_reconciled_and_reported(flow_env: dict[str, st
     assert state.is_completed(), out
     assert out["exit_code"] == 0
     c = out["counts"]
-    assert c == {"records_read": 15, "migrated": 9, "already_present": 0, "duplicates": 1, "quarantined": 5}
+    assert c == {
+        "records_read": 15,
+        "inserted": 9,
+        "updated": 0,
+        "unchanged": 0,
+        "conflicts": 0,
+        "duplicates": 1,
+        "quarantined": 5,
+        "disappeared": 0,
+        "deleted": 0,
+    }
     url = flow_env["db_url"]
     assert count(url, "SELECT count(*) FROM tasks") == 9
     assert count(url, "SELECT count(*) FROM quarantine") == 5
@@ -48,10 +58,10 @@ def test_example_file_is_migrated_reconciled_and_reported(flow_env: dict[str, st
         assert row == ("high", ["travel"], None)
         # "id": "9" with "completed": "yes": a numeric string id and a yes/no word, the word kept
         assert conn.execute(
-            "SELECT legacy_key, completed, legacy_extra::text FROM tasks WHERE legacy_id = 9"
+            "SELECT legacy_key, status, legacy_extra::text FROM tasks WHERE legacy_id = 9"
         ).fetchone() == (
             "9",
-            True,
+            "done",
             '{"completed":"yes"}',
         )
         # no id at all: a key derived from the record
@@ -89,8 +99,8 @@ def test_second_run_inserts_nothing(flow_env: dict[str, str]) -> None:
     before = table_checksums(flow_env["db_url"])
     state, second = migrate(flow_env, source=EXAMPLE)
     assert state.is_completed(), second
-    assert second["counts"]["migrated"] == 0
-    assert second["counts"]["already_present"] == first["counts"]["migrated"]
+    assert second["counts"]["inserted"] == 0
+    assert second["counts"]["unchanged"] == first["counts"]["inserted"]
     after = table_checksums(flow_env["db_url"])
     assert before["tasks"] == after["tasks"] and before["users"] == after["users"]
 
@@ -131,7 +141,7 @@ def test_dry_run_writes_nothing(flow_env: dict[str, str]) -> None:
     before = table_checksums(url)
     state, out = migrate(flow_env, source=EXAMPLE, dry_run=True)
     assert state.is_completed(), out
-    assert out["counts"]["migrated"] == 9 and out["counts"]["quarantined"] == 5
+    assert out["counts"]["inserted"] == 9 and out["counts"]["quarantined"] == 5
     assert table_checksums(url) == before
     assert count(url, "SELECT count(*) FROM migration_runs") == 0
 
@@ -167,7 +177,7 @@ def test_variants_bare_list_aliases_and_map(flow_env: dict[str, str], tmp_path: 
     )
     state, out = migrate(flow_env, source=str(src), field_map=["state=completed"])
     assert state.is_completed(), out
-    assert out["counts"]["migrated"] == 2
+    assert out["counts"]["inserted"] == 2
     rules = out["report_data"]["inference"]["rules"]
     assert {r for r in rules if not r.startswith("tags") and not r.startswith("priority")} == {
         "created_at <- created_at (ISO 8601)",
@@ -253,9 +263,13 @@ def test_many_chunks_and_workers_reconcile(flow_env: dict[str, str], tmp_path: P
     assert state.is_completed(), out
     assert out["counts"] == {
         "records_read": 1001,
-        "migrated": 1000,
-        "already_present": 0,
+        "inserted": 1000,
+        "updated": 0,
+        "unchanged": 0,
+        "conflicts": 0,
         "duplicates": 0,
         "quarantined": 1,
+        "disappeared": 0,
+        "deleted": 0,
     }
     assert count(flow_env["db_url"], "SELECT count(*) FROM migration_checkpoints") == 16

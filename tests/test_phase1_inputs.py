@@ -53,16 +53,18 @@ def test_corpus_files_reconcile_and_a_second_run_inserts_nothing(flow_env: dict[
     state, first = migrate(flow_env, source=str(path))
     assert state.is_completed(), first
     c = first["counts"]
-    assert c["records_read"] == c["migrated"] + c["already_present"] + c["duplicates"] + c["quarantined"]
+    assert c["records_read"] == sum(
+        c[k] for k in ("inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined")
+    )
     assert first["report_data"]["verification"]["ok"]
     expected = yaml.safe_load((CORPUS / f"{name}.expect.yaml").read_text())
-    assert c["migrated"] == len(expected["land"]) and c["quarantined"] == len(expected["quarantine"] or {})
+    assert c["inserted"] == len(expected["land"]) and c["quarantined"] == len(expected["quarantine"] or {})
     url = flow_env["db_url"]
     before = table_checksums(url)
     state, second = migrate(flow_env, source=str(path))
     assert state.is_completed(), second
-    assert second["counts"]["migrated"] == 0
-    assert second["counts"]["already_present"] == c["migrated"]
+    assert second["counts"]["inserted"] == 0
+    assert second["counts"]["unchanged"] == c["inserted"]
     after = table_checksums(url)
     assert (after["tasks"], after["users"]) == (before["tasks"], before["users"])
 
@@ -95,7 +97,7 @@ def test_comments_and_trailing_commas_are_named_or_accepted_on_request(
     assert one(flow_env["db_url"], "SELECT count(*) FROM migration_runs")[0] == 0  # nothing written
     state, out = migrate(flow_env, source=str(src), lenient_json=True)
     assert state.is_completed(), out
-    assert out["counts"]["migrated"] == 1
+    assert out["counts"]["inserted"] == 1
     assert "3 comments or trailing commas" in out["report_data"]["inference"]["lenient_json"]
 
 
@@ -110,10 +112,14 @@ def test_a_truncated_file_is_refused_or_salvaged(flow_env: dict[str, str], tmp_p
     assert state.is_completed(), out
     assert out["counts"] == {
         "records_read": 4,
-        "migrated": 3,
-        "already_present": 0,
+        "inserted": 3,
+        "updated": 0,
+        "unchanged": 0,
+        "conflicts": 0,
         "duplicates": 0,
         "quarantined": 1,
+        "disappeared": 0,
+        "deleted": 0,
     }
     at = cut.index('{"id": 4')
     salvaged = out["report_data"]["inference"]["salvaged"]
@@ -129,7 +135,7 @@ def test_strict_behaves_as_before_inference(flow_env: dict[str, str], tmp_path: 
     )
     state, out = migrate(flow_env, source=str(src), strict=True)
     assert state.is_completed(), out
-    assert (out["counts"]["migrated"], out["counts"]["quarantined"]) == (1, 1)
+    assert (out["counts"]["inserted"], out["counts"]["quarantined"]) == (1, 1)
     (reasons,) = one(flow_env["db_url"], "SELECT reasons FROM quarantine")
     assert set(reasons) == {
         'id must be an integer (id: "2")',
@@ -156,7 +162,7 @@ def test_inspect_explains_a_file_in_a_few_lines_without_a_database(tmp_path: Pat
     out = run_cli(["inspect", "--source", str(src)], env)
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert "found in $.days" in text and "created_at <- " in text and "would migrate" in text
+    assert "found in $.days" in text and "created_at <- " in text and "would insert" in text
     assert len(text.splitlines()) < 25
     assert "temporary server" not in out.stderr.lower()  # no Prefect server, no database
     data = json.loads(run_cli(["inspect", "--source", str(src), "--json"], env).stdout)

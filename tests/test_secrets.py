@@ -76,7 +76,7 @@ def test_no_password_or_api_key_in_output_reports_or_prefects_database(
     with temporary_settings(updates={PREFECT_API_URL: api}):
         migrated = json.loads(run(phase1.main, "--source", EXAMPLE, "--report-dir", runs, "--json"))
         run(phase1.main, "rollback", migrated["run_id"], "--report-dir", runs)
-        run(backfill.main, "--table", "tasks", "--column", "description", "--value", "x", "--report-dir", runs)
+        run(backfill.main, "--table", "tasks", "--column", "notes", "--value", "x", "--report-dir", runs)
         run(audit.main, "--report-dir", runs, ok=(0, 1))
         run(schema_flow.main, "status")
         run(schema_flow.main, "downgrade", "0007", "--allow-data-loss", "--report-dir", runs)

@@ -394,7 +394,7 @@ def test_render_is_csv_with_the_run_id_and_exact_checksums() -> None:
         out.rows, "phase1", {"default@example.com": "ab" * 16}, "11111111-1111-1111-1111-111111111111"
     )
     text = rendered.csv.decode()
-    assert text.startswith(task_key("phase1", 1) + "," + "ab" * 16 + ',"phase1","1",1,"say ""hi"",\nnow",,t,')
+    assert text.startswith(task_key("phase1", 1) + "," + "ab" * 16 + ',"phase1","1",1,"say ""hi"",\nnow",,done,')
     assert ',"medium","{}",' in text
     assert text.endswith(",11111111-1111-1111-1111-111111111111\n")
     assert rendered.checksum == sum(rendered.checksums) and rendered.count == 1

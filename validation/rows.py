@@ -10,6 +10,7 @@ import pandera.pandas as pa
 from validation.records import TITLE_MAX, UNSTORABLE, failures
 
 PRIORITIES = ("low", "medium", "high")
+STATUSES = ("todo", "in_progress", "done")
 
 
 def _not_blank(s: pd.Series) -> pd.Series:
@@ -29,8 +30,8 @@ TASK_ROWS = pa.DataFrameSchema(
                 pa.Check(lambda s: ~s.str.contains(UNSTORABLE), error="contains an unstorable character"),
             ],
         ),
-        "description": pa.Column(str, nullable=True),
-        "completed": pa.Column(bool, nullable=False),
+        "notes": pa.Column(str, nullable=True),
+        "status": pa.Column(str, nullable=False, checks=pa.Check.isin(STATUSES)),
         "created_at": pa.Column(pd.DatetimeTZDtype("ns", "UTC"), nullable=False),
         "updated_at": pa.Column(pd.DatetimeTZDtype("ns", "UTC"), nullable=False),
         # Columns of later revisions, checked when the database has them.
@@ -42,7 +43,7 @@ TASK_ROWS = pa.DataFrameSchema(
     name="tasks_row",
 )
 
-COLUMNS = ("id", "user_id", "title", "description", "completed", "created_at", "updated_at")
+COLUMNS = ("id", "user_id", "title", "notes", "status", "created_at", "updated_at")
 OPTIONAL = ("priority", "tags")
 
 
@@ -53,11 +54,9 @@ def frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
         df[name] = df[name].astype(str).where(df[name].notna(), None)
     for name in ("created_at", "updated_at"):
         df[name] = pd.to_datetime(df[name], utc=True).astype(pd.DatetimeTZDtype("ns", "UTC"))
-    for name in ("title", "description", "priority"):
+    for name in ("title", "notes", "status", "priority"):
         if name in df:
             df[name] = df[name].astype(object)
-    if "completed" in df and df["completed"].notna().all():
-        df["completed"] = df["completed"].astype(bool)
     return df
 
 

@@ -19,8 +19,6 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-phase = "expand"
-backfills: tuple[str, ...] = ()
 downgrade_loses = "drops every table and every row: only an empty or disposable database goes below the baseline"
 
 NOW = sa.text("now()")

@@ -19,8 +19,6 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-phase = "expand"
-backfills: tuple[str, ...] = ()
 downgrade_loses = "drops the backfill checkpoints (the data they filled stays)"
 
 NOW = sa.text("now()")

@@ -10,6 +10,8 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
+REVISION = "0004"  # the revision this application was built against
+
 
 class Base(SQLModel, registry=registry()):
     pass

@@ -1,0 +1,146 @@
+"""Benchmark a Phase 1 run of a whole user base beside one file of the same records.
+
+    python bench/phase1_fleet.py [FILES] [--records N] [--repeat R]
+
+Writes FILES user files (default 100,000) of 1 to 30 records each, N records in all (default
+1,000,000: the file sizes are scaled to it), and one file holding as many records. In the same run,
+on the same database server, with a fresh database each time, it times `python -m flows.phase1`
+(a fresh process, the orchestrator included) on the directory of user files and on the one file,
+then a re-sync of the user files after 1 % of their records changed. Prints the medians, the
+ratios and the peak RSS of each.
+
+Targets: the fleet run <= 2x the single-file run; peak RSS <= 300 MB; the re-sync <= 0.3x the
+first fleet run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.phase1 import WORDS, Scratch, generate, timed_process  # noqa: E402
+from tasks.db import database_url, mask_url  # noqa: E402
+
+
+def fleet(folder: Path, files: int, records: int, seed: int = 7) -> int:
+    """files user files of 1..30 records (about records in all), as Phase 1 CLIs wrote them."""
+    rnd = random.Random(seed)
+    sizes = [rnd.randint(1, 30) for _ in range(files)]
+    scale = records / sum(sizes)
+    sizes = [max(1, round(s * scale)) for s in sizes]
+    sizes[-1] += records - sum(sizes)
+    for i, size in enumerate(sizes):
+        user = folder / f"{i // 1000:03d}" / f"user{i:06d}@example.com"
+        user.mkdir(parents=True, exist_ok=True)
+        tasks = [
+            {
+                "id": j,
+                "title": " ".join(rnd.choices(WORDS, k=4)) + f" #{j}",
+                "completed": rnd.random() < 0.3,
+                "created_at": f"2025-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}T10:00:00Z",
+            }
+            for j in range(1, size + 1)
+        ]
+        (user / "tasks.json").write_text(json.dumps({"tasks": tasks}), encoding="utf-8")
+    return sum(sizes)
+
+
+def change(folder: Path, share: float, seed: int = 11) -> int:
+    """Change the title of `share` of the records (spread over the files, as users edit)."""
+    rnd = random.Random(seed)
+    changed = 0
+    for path in sorted(folder.rglob("tasks.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        touched = False
+        for task in doc["tasks"]:
+            if rnd.random() < share:
+                task["title"] += " (edited)"
+                changed += 1
+                touched = True
+        if touched:
+            path.write_text(json.dumps(doc), encoding="utf-8")
+    return changed
+
+
+def run(source: Path, url: str, env: dict[str, str], report_dir: Path, *extra: str) -> tuple[float, int]:
+    cmd = [sys.executable, "-m", "flows.phase1", "--source", str(source), "--no-checkpoint",
+           "--report-dir", str(report_dir), *extra]  # fmt: skip
+    return timed_process(cmd, {**env, "DATABASE_URL": url}, ok=(0,))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("files", type=int, nargs="?", default=100_000)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    server = database_url()
+    work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(work / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    env.pop("PREFECT_API_URL", None)
+    try:
+        users, one = work / "users", work / "one.json"
+        records = fleet(users, args.files, args.records)
+        generate(records, one)
+        print(
+            f"server {mask_url(server)}; {args.files:,} files, {records:,} records; median of {args.repeat}",
+            flush=True,
+        )
+        fleet_t, single_t, resync_t, rss_f, rss_s, rss_r = [], [], [], [], [], []
+        for r in range(args.repeat):
+            db = Scratch(server, at_head=True)
+            try:
+                t, peak = run(users, db.url, env, work / "runs")
+                fleet_t.append(t)
+                rss_f.append(peak)
+                changed = change(users, 0.01, seed=11 + r)
+                t, peak = run(users, db.url, env, work / "runs")
+                resync_t.append(t)
+                rss_r.append(peak)
+            finally:
+                db.drop()
+            db = Scratch(server, at_head=True)
+            try:
+                t, peak = run(one, db.url, env, work / "runs")
+                single_t.append(t)
+                rss_s.append(peak)
+            finally:
+                db.drop()
+            print(
+                f"  fleet {fleet_t[-1]:.2f}s ({rss_f[-1] / 2**20:.0f} MiB)  re-sync of {changed:,} changed "
+                f"{resync_t[-1]:.2f}s ({rss_r[-1] / 2**20:.0f} MiB)  one file {single_t[-1]:.2f}s ({rss_s[-1] / 2**20:.0f} MiB)",
+                flush=True,
+            )
+        f, s, rs = (statistics.median(x) for x in (fleet_t, single_t, resync_t))
+        peak = max(statistics.median(rss_f), statistics.median(rss_r))
+        print(
+            f"{args.files:,} files: {f:.2f} s; one file of {records:,} records: {s:.2f} s; ratio {f / s:.2f} (target <= 2)"
+        )
+        print(f"re-sync with 1 % changed: {rs:.2f} s, {rs / f:.2f} of the first run (target <= 0.3)")
+        print(
+            f"peak RSS: fleet {peak / 2**20:.0f} MiB, one file {statistics.median(rss_s) / 2**20:.0f} MiB (target <= 300)"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

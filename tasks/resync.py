@@ -1,0 +1,192 @@
+"""A chunk whose legacy sources already have rows: compare, then insert, update or leave each row.
+
+People kept using the CLI until cutover, so a file is migrated again after it changed. Each row
+keeps `legacy_checksum`, the checksum of the row as the migration last wrote it. Against it:
+
+- a record not in `tasks` is inserted;
+- a record whose content equals its row's is unchanged;
+- a record that changed while its row still has the checksum the migration wrote (the application
+  left it alone) updates the row, and the row as it was goes to migration_row_history (a rollback
+  of this run puts it back);
+- a record that did not change while the application changed its row is unchanged: Phase 2 wins;
+- a record that changed while the application changed its row too is a conflict: Phase 2 wins,
+  and the record goes to quarantine with both versions.
+
+A record without its own creation time is compared without timestamps (its stand-in is the run's
+start time, which is not its content). Every row the chunk saw is noted in migration_seen, so the
+rows of the same sources that no file holds any more are found afterwards (`disappeared`), and
+deleted only when asked (`--propagate-deletes`) and only where the application left them alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+
+from tasks.checksum import COPY_COLUMNS as TASK_COLUMNS
+from tasks.checksum import hex_sql, row_checksum_sql, row_line_sql
+from tasks.jsontext import raw_json
+from tasks.transform import QuarantineEntry, Rendered, Rows
+
+_STAGE = "CREATE TEMP TABLE IF NOT EXISTS stage_tasks (LIKE tasks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+# What a re-sync compares and updates; a rollback of it restores these and the row's timestamps.
+CONTENT = "title, notes, status, priority, tags, legacy_extra, legacy_id"
+PHASE2_SHOWN = 600  # characters of the Phase 2 row a conflict's reason shows
+
+
+@dataclass
+class Sorted:
+    """What became of a staged chunk's rows, by task id (32 hex digits)."""
+
+    inserted: set[str] = field(default_factory=set)
+    updated: set[str] = field(default_factory=set)
+    unchanged: set[str] = field(default_factory=set)
+    conflicts: dict[str, str] = field(default_factory=dict)  # id -> the Phase 2 row, as JSON
+
+
+def _loaded_line(defaulted: str) -> str:
+    """The line of a staged row as the migration would have written it the first time: a record
+    without its own creation time took the run's start, which is the stored row's created_at."""
+    return row_line_sql(
+        "s",
+        created=f"CASE WHEN {defaulted} THEN t.created_at ELSE s.created_at END",
+        updated=f"CASE WHEN {defaulted} AND s.updated_at = s.created_at THEN t.created_at ELSE s.updated_at END",
+    )
+
+
+def staged(conn: psycopg.Connection, run_id: str, rows: Rows, rendered: Rendered) -> Sorted:
+    """COPY the chunk into a staging table and sort its rows; the caller holds the transaction."""
+    conn.execute(_STAGE)
+    with conn.cursor().copy(f"COPY stage_tasks ({TASK_COLUMNS}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(rendered.csv)
+    out = Sorted()
+    out.inserted = {
+        r[0]
+        for r in conn.execute(
+            f"INSERT INTO tasks ({TASK_COLUMNS}) SELECT {TASK_COLUMNS} FROM stage_tasks "
+            f"ON CONFLICT DO NOTHING RETURNING {hex_sql('id')}"
+        ).fetchall()
+    }
+    conn.execute(
+        "INSERT INTO migration_seen (run_id, task_id) SELECT %s, id FROM stage_tasks ON CONFLICT DO NOTHING",
+        (run_id,),
+    )
+    if len(out.inserted) == rendered.count:
+        return out
+    untimed = [tid for tid, d in zip(rendered.task_ids, rows.defaulted_ts, strict=True) if d]
+    defaulted = f"{hex_sql('s.id')} = ANY(%(untimed)s)"
+    same = (
+        f"CASE WHEN {defaulted} THEN {row_line_sql('s', timestamps=False)} = {row_line_sql('t', timestamps=False)} "
+        f"ELSE {row_line_sql('s')} = {row_line_sql('t')} END"
+    )
+    untouched = f"(t.legacy_checksum IS NOT NULL AND {row_checksum_sql('t')} = t.legacy_checksum)"
+    file_unchanged = f"(('x' || left(md5({_loaded_line(defaulted)}), 16))::bit(64)::bigint = t.legacy_checksum)"
+    found = conn.execute(
+        f"SELECT {hex_sql('s.id')}, {same}, {untouched}, {file_unchanged}, row_to_json(t)::text "
+        "FROM stage_tasks s JOIN tasks t ON t.id = s.id OR (t.legacy_source = s.legacy_source "
+        "AND (t.legacy_key = s.legacy_key OR t.legacy_id = s.legacy_id)) "
+        f"WHERE {hex_sql('s.id')} <> ALL(%(inserted)s)",
+        {"untimed": untimed, "inserted": list(out.inserted)},
+    ).fetchall()
+    for tid, same_content, left_alone, not_changed_in_file, phase2 in found:
+        if same_content or (not left_alone and not_changed_in_file):
+            out.unchanged.add(tid)
+        elif left_alone:
+            out.updated.add(tid)
+        else:
+            out.conflicts[tid] = phase2
+    if out.updated:
+        _update(conn, run_id, sorted(out.updated), untimed)
+    return out
+
+
+def _update(conn: psycopg.Connection, run_id: str, ids: list[str], untimed: list[str]) -> None:
+    """The rows as they were to history, the records' content onto them; a record without its own
+    creation time keeps the row's; the checksum is the new row's."""
+    conn.execute(
+        "INSERT INTO migration_row_history (run_id, task_id, op, before) "
+        "SELECT %s, t.id, 'update', row_to_json(t) FROM tasks t WHERE t.id = ANY(%s::uuid[])",
+        (run_id, ids),
+    )
+    assignments = ", ".join(f"{c} = s.{c}" for c in CONTENT.split(", "))
+    conn.execute(
+        f"UPDATE tasks t SET {assignments}, "
+        f"created_at = CASE WHEN {hex_sql('s.id')} = ANY(%(untimed)s) THEN t.created_at ELSE s.created_at END, "
+        "updated_at = s.updated_at FROM stage_tasks s WHERE t.id = s.id AND t.id = ANY(%(ids)s::uuid[])",
+        {"ids": ids, "untimed": untimed},
+    )
+    conn.execute(
+        f"UPDATE tasks t SET legacy_checksum = {row_checksum_sql('t')} WHERE t.id = ANY(%s::uuid[])", (ids,)
+    )
+
+
+def conflict_entries(rows: Rows, rendered: Rendered, conflicts: dict[str, str]) -> list[QuarantineEntry]:
+    """A conflict's record in quarantine, with the row Phase 2 kept in its reason."""
+    out = []
+    for j, tid in enumerate(rendered.task_ids):
+        if tid in conflicts:
+            phase2 = conflicts[tid]
+            shown = phase2 if len(phase2) <= PHASE2_SHOWN else phase2[: PHASE2_SHOWN - 1] + "…"
+            reason = (
+                "conflict: the record changed in the file and its row changed in Phase 2 since the migration "
+                f"wrote it; Phase 2 kept (row {tid}: {shown})"
+            )
+            out.append(
+                QuarantineEntry(
+                    rows.positions[j], rows.legacy_keys[j][:100], raw_json(rows.raw[j]), [reason],
+                    None, rows.files[j] if rows.files else 0, rows.sources[j] if rows.sources else None,
+                )  # fmt: skip
+            )
+    return out
+
+
+def disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]) -> dict[str, int]:
+    """Per legacy source, the rows no file of this run holds any more."""
+    return dict(
+        conn.execute(
+            "SELECT t.legacy_source, count(*) FROM tasks t WHERE t.legacy_source = ANY(%s) AND NOT EXISTS "
+            "(SELECT 1 FROM migration_seen m WHERE m.run_id = %s AND m.task_id = t.id) GROUP BY 1",
+            (sources, run_id),
+        ).fetchall()
+    )
+
+
+def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]) -> int:
+    """Delete the disappeared rows the application left alone (their history first); the others stay."""
+    with conn.transaction():
+        gone = (
+            "FROM tasks t WHERE t.legacy_source = ANY(%(sources)s) AND NOT EXISTS "
+            "(SELECT 1 FROM migration_seen m WHERE m.run_id = %(run)s AND m.task_id = t.id) "
+            f"AND t.legacy_checksum IS NOT NULL AND {row_checksum_sql('t')} = t.legacy_checksum"
+        )
+        params = {"sources": sources, "run": run_id}
+        conn.execute(
+            f"INSERT INTO migration_row_history (run_id, task_id, op, before) "
+            f"SELECT %(run)s, t.id, 'delete', row_to_json(t) {gone} ON CONFLICT DO NOTHING",
+            params,
+        )
+        conn.execute(
+            "DELETE FROM tasks WHERE id IN (SELECT task_id FROM migration_row_history "
+            "WHERE run_id = %(run)s AND op = 'delete')",
+            params,
+        )
+        # counted from the history, so a retry after a lost acknowledgement counts the same
+        return conn.execute(
+            "SELECT count(*) FROM migration_row_history WHERE run_id = %(run)s AND op = 'delete'", params
+        ).fetchone()[0]
+
+
+def rows_of(conn: psycopg.Connection, sources: list[str], *, exclude_run: str) -> int:
+    """How many rows of these legacy sources other runs (or the application) wrote."""
+    if not sources:
+        return 0
+    row = conn.execute(
+        "SELECT count(*) FROM tasks WHERE legacy_source = ANY(%s) AND migration_run_id IS DISTINCT FROM %s",
+        (sources, exclude_run),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def forget_seen(conn: psycopg.Connection, run_id: str) -> None:
+    conn.execute("DELETE FROM migration_seen WHERE run_id = %s", (run_id,))

@@ -1,0 +1,226 @@
+"""The whole Phase 1 user base: many users' files in one run, re-syncs until cutover, through the
+Prefect engine and real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from flows.phase1 import phase1_migration, phase1_rollback
+from tests.conftest import ROOT, table_checksums
+
+
+def migrate(env: dict[str, str], **kwargs):
+    kwargs.setdefault("checkpoint", False)
+    state = phase1_migration(report_dir=env["report_dir"], return_state=True, **kwargs)
+    return state, state.result(raise_on_failure=False)
+
+
+def rows(url: str, query: str, *params: object) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+def write(path: Path, document: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return path
+
+
+def uploads(base: Path) -> dict[str, Path]:
+    """Three users' files, as three Phase 1 CLIs of different versions wrote them."""
+    return {
+        "ann@example.com": write(
+            base / "ann@example.com" / "tasks.json",
+            {
+                "tasks": [
+                    {"id": 1, "title": "Buy milk", "completed": False},
+                    {"id": 2, "title": "Call mom", "completed": True},
+                ]
+            },
+        ),
+        "bob@example.com": write(
+            base / "bob@example.com" / "tasks.json",
+            [
+                {"id": 1, "text": "Fix bike", "done": True},
+                {"id": 2, "text": "Read book", "done": False},
+                "Water plants",
+            ],
+        ),
+        "cy@example.com": write(
+            base / "cy@example.com" / "tasks.json",
+            {"todos": [{"id": "a1", "task": "Pay rent", "status": "todo"}]},
+        ),
+    }
+
+
+def test_many_files_go_to_their_owners_and_a_bad_one_stops_nothing(
+    flow_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = tmp_path / "uploads"
+    files = uploads(base)
+    (base / "dee@example.com").mkdir()
+    (base / "dee@example.com" / "tasks.json").write_text('{"tasks": [{"id": 1, "title": "half')  # cut short
+    state, out = migrate(
+        flow_env, source=str(base / "**" / "tasks.json"), owner_from_path=f"{base}/{{email}}/tasks.json"
+    )
+    assert out["exit_code"] == 4, out  # done and verified, but a file was refused
+    report = out["report_data"]
+    assert report["verification"]["ok"], report["verification"]
+    assert out["counts"]["records_read"] == 6 and out["counts"]["inserted"] == 6
+    by_path = {f["path"]: f for f in report["files"]}
+    assert report["files"][0]["status"] == "rejected" and "truncated" in report["files"][0]["error"]
+    assert by_path[str(files["bob@example.com"])]["inserted"] == 3
+    url = flow_env["db_url"]
+    owners = dict(
+        rows(
+            url,
+            "SELECT t.legacy_source || '/' || t.legacy_key, u.email FROM tasks t JOIN users u ON u.id = t.user_id",
+        )
+    )
+    assert owners["phase1:ann@example.com/tasks.json/1"] == "ann@example.com"
+    assert (
+        owners["phase1:bob@example.com/tasks.json/1"] == "bob@example.com"
+    )  # ann's 1 and bob's 1: two tasks
+    assert owners["phase1:cy@example.com/tasks.json/a1"] == "cy@example.com"
+    assert not rows(url, "SELECT 1 FROM tasks WHERE legacy_source LIKE '%%dee@%%'")  # nothing of the bad file
+    assert rows(url, "SELECT count(*) FROM migration_files WHERE part = -1")[0][0] == 1
+    before = table_checksums(url)
+    state, again = migrate(
+        flow_env, source=str(base / "**" / "tasks.json"), owner_from_path=f"{base}/{{email}}/tasks.json"
+    )
+    assert again["counts"]["inserted"] == 0 and again["counts"]["unchanged"] == 6
+    assert table_checksums(url)["tasks"] == before["tasks"]
+
+
+def test_a_manifest_names_files_and_owners(flow_env: dict[str, str], tmp_path: Path) -> None:
+    files = uploads(tmp_path / "up")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "path,email\n" + "".join(f"{p.relative_to(tmp_path)},{email.upper()}\n" for email, p in files.items())
+    )
+    state, out = migrate(flow_env, manifest=str(manifest))
+    assert state.is_completed(), out
+    assert {
+        e
+        for (e,) in rows(
+            flow_env["db_url"], "SELECT DISTINCT u.email FROM tasks t JOIN users u ON u.id = t.user_id"
+        )
+    } == set(files)
+
+
+def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(
+    flow_env: dict[str, str], tmp_path: Path
+) -> None:
+    url = flow_env["db_url"]
+    src = write(
+        tmp_path / "tasks.json",
+        {
+            "tasks": [
+                {"id": i, "title": f"task {i}", "completed": False, "created_at": "2024-03-05T10:00:00Z"}
+                for i in range(1, 7)
+            ]
+        },
+    )
+    _, first = migrate(flow_env, source=str(src))
+    assert first["counts"]["inserted"] == 6
+    with psycopg.connect(url, autocommit=True) as conn:  # the application edits two rows
+        conn.execute(
+            "UPDATE tasks SET title = 'edited in Phase 2', updated_at = now() WHERE legacy_key IN ('2', '3')"
+        )
+    records = json.loads(src.read_text())["tasks"]
+    records[0]["title"] = "task 1, edited in the CLI"  # file only: updated
+    records[1]["completed"] = True  # both: a conflict, Phase 2 wins
+    # 3: only Phase 2 changed it: unchanged; 4: as it was; 5: removed from the file; 6: as it was
+    del records[4]
+    records.append({"id": 7, "title": "task 7, new", "completed": False})
+    write(src, {"tasks": records})
+    state, out = migrate(flow_env, source=str(src))
+    assert state.is_completed(), out
+    c = out["counts"]
+    assert (c["inserted"], c["updated"], c["unchanged"], c["conflicts"], c["disappeared"], c["deleted"]) == (
+        1,
+        1,
+        3,
+        1,
+        1,
+        0,
+    )
+    assert out["report_data"]["verification"]["ok"]
+    titles = dict(rows(url, "SELECT legacy_key, title FROM tasks"))
+    assert titles["1"] == "task 1, edited in the CLI" and titles["2"] == "edited in Phase 2"
+    assert titles["3"] == "edited in Phase 2" and "5" in titles and titles["7"] == "task 7, new"
+    (reason,) = rows(url, "SELECT reasons[1] FROM quarantine WHERE run_id = %s", out["run_id"])[0]
+    assert reason.startswith("conflict: the record changed in the file and its row changed in Phase 2")
+    assert "edited in Phase 2" in reason  # both versions: the file's in raw, Phase 2's in the reason
+    # the re-sync's rollback puts the updated row back as it was
+    rolled = phase1_rollback(out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
+    assert rolled.is_completed(), rolled.result(raise_on_failure=False)
+    titles = dict(rows(url, "SELECT legacy_key, title FROM tasks"))
+    assert titles["1"] == "task 1" and "7" not in titles
+    # deletes propagate on request, only for rows the application left alone
+    state, out = migrate(flow_env, source=str(src), propagate_deletes=True)
+    assert (out["counts"]["disappeared"], out["counts"]["deleted"]) == (1, 1), out["counts"]
+    assert "5" not in dict(rows(url, "SELECT legacy_key, title FROM tasks"))
+
+
+def test_cutover_closes_the_sources(flow_env: dict[str, str], tmp_path: Path) -> None:
+    base = tmp_path / "uploads"
+    uploads(base)
+    glob = str(base / "**" / "tasks.json")
+    state, out = migrate(flow_env, source=glob, cutover=True)
+    assert state.is_completed(), out
+    assert "Cutover" in " ".join(out["report_data"]["notes"])
+    state, out = migrate(flow_env, source=glob)
+    assert out["exit_code"] == 4 and out["counts"]["records_read"] == 0
+    assert all(f["status"] == "closed" for f in out["report_data"]["files"])
+    single = write(tmp_path / "one.json", [{"id": 1, "title": "a", "completed": False}])
+    migrate(flow_env, source=str(single), cutover=True)
+    state, out = migrate(flow_env, source=str(single))
+    assert out["exit_code"] == 2 and "closed at cutover" in out["error"]
+
+
+def test_kill_9_in_a_run_of_many_files_resumes_exactly(flow_env: dict[str, str], tmp_path: Path) -> None:
+    base = tmp_path / "many"
+    for i in range(1500):
+        write(
+            base / f"u{i:04d}" / "tasks.json",
+            [{"id": j, "title": f"u{i} t{j}", "done": j % 2 == 0} for j in range(1, 1 + i % 7)],
+        )
+    env = {**os.environ, "PREFECT_API_URL": flow_env["api_url"], "DATABASE_URL": flow_env["db_url"]}
+    args = [sys.executable, "-m", "flows.phase1", "--source", str(base), "--chunk-size", "200", "--workers", "1",
+            "--no-checkpoint", "--report-dir", str(tmp_path / "runs")]  # fmt: skip
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    url = flow_env["db_url"]
+    deadline, committed = time.monotonic() + 120, 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline and committed < 4:
+            committed = conn.execute("SELECT count(*) FROM migration_checkpoints").fetchone()[0]
+            time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    chunks = rows(url, "SELECT count(*) FROM migration_checkpoints")[0][0]
+    total = sum(i % 7 for i in range(1500))
+    assert 4 <= chunks < total // 200, "the kill must land part-way"
+    done = subprocess.run([*args, "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["resumed"] and report["counts"]["records_read"] == total
+    assert rows(url, "SELECT count(*), count(DISTINCT id) FROM tasks")[0] == (total, total)
+    assert report["verification"]["ok"]
+
+
+@pytest.mark.parametrize("bad", ["no/such/dir/*.json", ""])
+def test_a_source_that_names_no_files_is_one_line(flow_env: dict[str, str], bad: str) -> None:
+    state, out = migrate(flow_env, source=bad or None)
+    assert out["exit_code"] == 2 and "\n" not in out["error"]
