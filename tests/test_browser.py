@@ -258,6 +258,7 @@ def test_a_backfill_runs_progress_artifact_updates_in_the_ui(
 ) -> None:
     """A run of backfill-tasks-priority, slowed down to about 20 s (long enough to be seen part way
     on a busy machine), watched from its progress artifact's page: seen part way, then at 100%."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
     with psycopg.connect(ui["db_url"]) as conn:
@@ -291,7 +292,9 @@ def test_a_backfill_runs_progress_artifact_updates_in_the_ui(
     def progress_shown() -> bool:
         open_artifacts_tab(page, ui["ui"], run_id)
         card = page.get_by_text("backfill-progress", exact=True)
-        if not card.is_visible():
+        try:  # the tab lists its artifacts a moment after it opens
+            card.wait_for(state="visible", timeout=5_000)
+        except PlaywrightTimeout:
             return False
         card.click()
         shown = re.search(r"Progress: (\d+)%", page.get_by_text(re.compile(r"Progress: \d+%")).inner_text())
