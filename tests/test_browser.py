@@ -158,7 +158,7 @@ def check_field(block: Any, name: str, prop: dict[str, Any], default: Any) -> No
     if "null" in kinds:  # optional: the UI offers the type and None, None chosen for a None default
         kind = next(k for k in kinds if k != "null")
         expect(
-            block.get_by_role("button", name={"string": "str", "array": "list"}.get(kind, kind))
+            block.get_by_role("button", name={"string": "str", "array": "list", "integer": "int"}.get(kind, kind))
         ).to_be_visible()
         expect(block.get_by_role("button", name="None")).to_have_attribute(
             "aria-selected", "true" if default is None else "false"
@@ -256,8 +256,9 @@ def test_a_custom_run_of_phase1_from_its_form_shows_its_report_quarantine_and_pr
 def test_a_backfill_runs_progress_artifact_updates_in_the_ui(
     page: Any, ui: dict[str, str], shots: Shots, tmp_path: Path
 ) -> None:
-    """A run of backfill-tasks-priority, slowed down to about 8 s, watched from its
-    progress artifact's page: it is seen part way, then at 100%."""
+    """A run of backfill-tasks-priority, slowed down to about 20 s (long enough to be seen part way
+    on a busy machine), watched from its progress artifact's page: seen part way, then at 100%."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
     with psycopg.connect(ui["db_url"]) as conn:
@@ -278,7 +279,7 @@ def test_a_backfill_runs_progress_artifact_updates_in_the_ui(
         "value": "filled from the UI test",
         "batch_size": 50,
         "target_batch_seconds": 0.0001,  # keeps the batches at 50 rows
-        "pause": round(8 / -(-todo // 50), 3),  # about 8 s in all, whatever else the table holds
+        "pause": round(20 / -(-todo // 50), 3),  # about 20 s in all, whatever else the table holds
         "report_dir": str(tmp_path / "runs"),
     }
     with httpx.Client(base_url=ui["api"], timeout=30) as client:
@@ -291,7 +292,9 @@ def test_a_backfill_runs_progress_artifact_updates_in_the_ui(
     def progress_shown() -> bool:
         open_artifacts_tab(page, ui["ui"], run_id)
         card = page.get_by_text("backfill-progress", exact=True)
-        if not card.is_visible():
+        try:  # the tab lists its artifacts a moment after it opens
+            card.wait_for(state="visible", timeout=5_000)
+        except PlaywrightTimeout:
             return False
         card.click()
         shown = re.search(r"Progress: (\d+)%", page.get_by_text(re.compile(r"Progress: \d+%")).inner_text())
