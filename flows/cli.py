@@ -20,9 +20,14 @@ import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from types import UnionType
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin
+
+from pydantic import ValidationError
 
 from flows import orchestrator, progress
+from flows import params as P
+from flows.params import Parameters
 from tasks.db import normalize_url, redact
 from tasks.errors import Interrupted, UserFacingError, first_line
 
@@ -35,12 +40,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server under .data/postgres). "
-        "It is handed to the flow through the environment, never as a stored flow parameter.",
-    )
+    _add_database_url(parser)
     parser.add_argument(
         "--report-dir",
         default="runs",
@@ -50,6 +50,15 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--json", action="store_true", help="print the report as JSON on stdout (for scripts)"
+    )
+
+
+def _add_database_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server under .data/postgres). "
+        "It is handed to the flow through the environment, never as a stored flow parameter.",
     )
 
 
@@ -84,6 +93,10 @@ def add_provider(parser: argparse.ArgumentParser) -> None:
         choices=["local", "neon"],
         help="branch provider (default: $BRANCH_PROVIDER, else local)",
     )
+    _add_template_copy(parser)
+
+
+def _add_template_copy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template-copy",
         nargs=0,
@@ -92,6 +105,77 @@ def add_provider(parser: argparse.ArgumentParser) -> None:
         help="local branches and checkpoints: copy with CREATE DATABASE ... TEMPLATE, faster but it ends "
         "every other session on the database (for quiet moments; default: an online copy)",
     )
+
+
+# The flags whose names are not their parameter's, and the checks a flag makes on this machine
+# before a flow starts (said here once for every command line). A deployment's database_secret has
+# no flag: on the command line the database is --database-url.
+FLAGS = {"branch_provider": "--provider", "lock_wait_seconds": "--lock-wait"}
+CHECKS: dict[str, Callable[[str], Any]] = {"report_dir": report_dir}
+NOT_ON_THE_COMMAND_LINE = {"database_secret"}
+
+
+def flag(name: str) -> str:
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def add_parameters(
+    parser: argparse.ArgumentParser, model: type[Parameters], *, positional: tuple[str, ...] = ()
+) -> None:
+    """The command line of a flow, built from its parameter model (flows/params.py): one flag per
+    field with its type, choices, default and help, `positional` ones as arguments. A boolean that
+    defaults to true is turned off with `--no-…`. The bounds are the model's, checked by
+    `parameters()`. A branch provider brings --template-copy with it; a report dir, --json."""
+    for name, info in P.fields(model):
+        if name in NOT_ON_THE_COMMAND_LINE:
+            continue
+        kind, optional = _kind(info.annotation)
+        kind = CHECKS.get(name, kind)
+        default = None if info.is_required() else info.default
+        help_text = (info.description or "").replace("%", "%%")
+        if default not in (None, False, True):
+            help_text += f" (default: {default})"
+        if name in positional:
+            parser.add_argument(name, type=kind, nargs=None if info.is_required() else "?", default=default,
+                                help=help_text)  # fmt: skip
+        elif kind is bool:
+            if default:
+                off = f"turn off: {help_text[:1].lower()}{help_text[1:]}"
+                parser.add_argument(f"--no-{name.replace('_', '-')}", dest=name, action="store_false", help=off)
+            else:
+                parser.add_argument(flag(name), dest=name, action="store_true", help=help_text)
+        else:
+            choices = get_args(kind) if get_origin(kind) is Literal else None
+            parser.add_argument(flag(name), dest=name, type=None if choices else kind, choices=choices,
+                                default=default, metavar=None if choices else name.split("_")[-1].upper(),
+                                help=help_text)  # fmt: skip
+    if "branch_provider" in model.model_fields:
+        _add_template_copy(parser)
+    if "database_secret" in model.model_fields:
+        _add_database_url(parser)
+    if "report_dir" in model.model_fields:
+        parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (for scripts)")
+
+
+def _kind(annotation: Any) -> tuple[Any, bool]:
+    """(the type a flag converts to, whether None is allowed) of a field's annotation."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return args[0], True
+    return annotation, False
+
+
+def parameters(parser: argparse.ArgumentParser, model: type[P.ParametersT], args: argparse.Namespace) -> P.ParametersT:
+    """The flow's parameters from the parsed command line, validated by the model (a bound broken
+    is a usage error: one line, exit 2)."""
+    values = {name: getattr(args, name) for name in model.model_fields if hasattr(args, name)}
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = flag(str(first["loc"][0])) if first["loc"] else "a parameter"
+        parser.error(f"{where}: {first['msg']}")
+        raise  # parser.error exits
 
 
 def run_id_command(

@@ -133,6 +133,10 @@ def redact(text: str, url: str | None) -> str:
     return text.replace(url, mask_url(url))
 
 
+# The session limits of a migration step unless its operator says otherwise.
+LOCK_TIMEOUT = "2s"  # how long a statement waits for a lock the application holds before it gives up
+STATEMENT_TIMEOUT = "15min"  # how long a schema step's statement may run
+
 # A PostgreSQL duration setting as we accept it from users (lock_timeout, statement_timeout).
 DURATION = re.compile(r"\d+(ms|s|min)?")
 

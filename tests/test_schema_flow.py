@@ -210,7 +210,7 @@ def test_both_application_versions_keep_writing_while_a_breaking_revision_rolls_
 
 
 def test_status_sql_and_search_path_commands(flow_env: dict[str, str], capsys) -> None:
-    from flows.schema import main
+    from flows.commands.schema import main
 
     url = flow_env["db_url"]
     at(url, "0004")
