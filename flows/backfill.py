@@ -68,7 +68,7 @@ def preflight(p: P.Backfill) -> tuple[BackfillSpec, Settings]:
 @P.takes(P.Backfill)
 def backfill(**params: Any) -> State:
     """Set a column to a value where it is NULL, in resumable batches; returns the outcome."""
-    p = P.Backfill(**params)
+    p = P.of(P.Backfill, params)
     try:
         spec, settings = preflight(p)
         url = resolve_database_url(p.database_secret)

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import UnionType
 from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 
@@ -110,7 +111,7 @@ def _add_template_copy(parser: argparse.ArgumentParser) -> None:
 # The flags whose names are not their parameter's, and the checks a flag makes on this machine
 # before a flow starts (said here once for every command line). A deployment's database_secret has
 # no flag: on the command line the database is --database-url.
-FLAGS = {"branch_provider": "--provider", "lock_wait_seconds": "--lock-wait"}
+FLAGS = {"branch_provider": "--provider", "lock_wait_seconds": "--lock-wait", "fix": "--fix-orphans"}
 CHECKS: dict[str, Callable[[str], Any]] = {"report_dir": report_dir}
 NOT_ON_THE_COMMAND_LINE = {"database_secret"}
 
@@ -173,9 +174,51 @@ def parameters(parser: argparse.ArgumentParser, model: type[P.ParametersT], args
         return model(**values)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = flag(str(first["loc"][0])) if first["loc"] else "a parameter"
-        parser.error(f"{where}: {first['msg']}")
+        where = f"{flag(str(first['loc'][0]))}: " if first["loc"] else ""
+        parser.error(where + first["msg"].removeprefix("Value error, "))
         raise  # parser.error exits
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command of a flow's command line: the flow's parameter model (flows/params.py; None for a
+    command that only reads), which parameters are positional, its help, and flags of its own."""
+
+    model: type[Parameters] | None
+    help: str
+    positional: tuple[str, ...] = ()
+    extra: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def build(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        if self.model is not None:
+            add_parameters(parser, self.model, positional=self.positional)
+        if self.extra is not None:
+            self.extra(parser)
+        return parser
+
+
+def parse(
+    prog: str, description: str, epilog: str, commands: dict[str | None, Command], argv: list[str] | None
+) -> tuple[str | None, Parameters | None, argparse.Namespace]:
+    """The one way every flow's command line is parsed. `commands` by name; the one named None is
+    what runs when argv names none of the others (`python -m flows.audit --source F` beside
+    `python -m flows.audit undo-fix RUN_ID`). Returns (command, its validated parameters, the flags)."""
+    argv = sys.argv[1:] if argv is None else argv
+    named = {k: v for k, v in commands.items() if k is not None}
+    formatter = argparse.RawDescriptionHelpFormatter
+    if None in commands and not (argv and argv[0] in named):
+        also = "".join(f"\n  {prog} {k} ...: {c.help}" for k, c in named.items())
+        parser = commands[None].build(Parser(prog=prog, description=description, epilog=epilog + also,
+                                             formatter_class=formatter))  # fmt: skip
+        name, args = None, parser.parse_args(argv)
+    else:
+        top = Parser(prog=prog, description=description, epilog=epilog, formatter_class=formatter)
+        subs = subcommands(top)
+        parsers = {k: c.build(subs.add_parser(k, help=c.help, description=c.help)) for k, c in named.items()}
+        args = top.parse_args(argv)
+        name, parser = args.command, parsers[args.command]
+    model = commands[name].model
+    return name, None if model is None else parameters(parser, model, args), args
 
 
 def run_id_command(

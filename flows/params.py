@@ -13,11 +13,12 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from tasks.backfill import Settings
 from tasks.db import DURATION, STATEMENT_TIMEOUT
+from tasks.errors import InputError
 
 Provider = Literal["local", "neon"]
 
@@ -43,6 +44,17 @@ class Parameters(BaseModel):
 
 
 ParametersT = TypeVar("ParametersT", bound=Parameters)
+
+
+def of(model: type[ParametersT], params: dict[str, Any]) -> ParametersT:
+    """A flow's parameters as its model, checked again inside the run (Prefect checks each one
+    against the signature; this also checks what relates them): a broken rule is one line, exit 2."""
+    try:
+        return model(**params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = f"{first['loc'][0]}: " if first["loc"] else ""
+        raise InputError(where + first["msg"].removeprefix("Value error, ")) from None
 
 
 def fields(model: type[Parameters]) -> list[tuple[str, FieldInfo]]:
@@ -142,3 +154,44 @@ class SchemaUpgrade(SchemaRun):
 class SchemaDowngrade(SchemaRun):
     target: str = described(..., "Revision to go back to (an id such as 0004, or base)")
     allow_data_loss: bool = described(False, "Run a downgrade that drops data (a checkpoint is taken first)")
+
+
+# --- audit ----------------------------------------------------------------------------------------
+
+
+class Audit(Parameters):
+    source: str | None = described(None, "The Phase 1 file to compare counts and checksums with (path on the worker)")
+    fix: bool = described(False, "Move orphan rows to quarantine (undoable), then check again")
+    report_dir: str = report_dir()
+    database_secret: str | None = database_secret()
+
+
+class AuditUndoFix(Parameters):
+    run_id: str = described(..., "The audit run whose --fix-orphans to undo")
+    report_dir: str = report_dir()
+    database_secret: str | None = database_secret()
+
+
+# --- rollback -------------------------------------------------------------------------------------
+
+
+class RollbackDowngrade(Parameters):
+    to: str = described(..., "A revision id (e.g. 0004), or a number N: that many revisions back")
+    allow_data_loss: bool = described(False, "Allow a downgrade that drops data (checkpointed first)")
+    branch_provider: Provider | None = branch_provider()
+    report_dir: str = report_dir()
+    database_secret: str | None = database_secret()
+
+
+class RollbackRestore(Parameters):
+    from_branch: str | None = described(None, "The branch whose content main becomes")
+    timestamp: str | None = described(None, "ISO 8601 point in time of main to restore, e.g. 2026-11-24T01:00:00Z (Neon only)")
+    branch_provider: Provider | None = branch_provider()
+    report_dir: str = report_dir()
+    database_secret: str | None = database_secret()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RollbackRestore:
+        if bool(self.from_branch) == bool(self.timestamp):
+            raise ValueError("restore needs exactly one of --from-branch NAME or --timestamp T")
+        return self

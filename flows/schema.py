@@ -63,7 +63,7 @@ def run_action(url: str, action: schema.Action, lock_timeout: str, statement_tim
 def schema_upgrade(**params: Any) -> State:
     """Start (and backfill) each revision up to `target`; the target stays live beside the previous
     version until `complete`."""
-    p = P.SchemaUpgrade(**params)
+    p = P.of(P.SchemaUpgrade, params)
 
     def plan(url: str, current: str | None, live: str | None) -> tuple[list[schema.Action], str | None]:
         return schema.plan_upgrade(current, live, schema.resolve(p.target), p.complete)
@@ -82,7 +82,7 @@ def schema_complete(**params: Any) -> State:
         s = schema.step(live)
         return [*(schema.Action(s, "backfill", b) for b in s.backfills), schema.Action(s, "complete")], None
 
-    return _run("complete", "live", plan, P.SchemaRun(**params))
+    return _run("complete", "live", plan, P.of(P.SchemaRun, params))
 
 
 @flow(name="schema-rollback", persist_result=True)
@@ -98,14 +98,14 @@ def schema_rollback(**params: Any) -> State:
             )
         return [schema.Action(schema.step(live), "rollback")], None
 
-    return _run("rollback", "live", plan, P.SchemaRun(**params))
+    return _run("rollback", "live", plan, P.of(P.SchemaRun, params))
 
 
 @flow(name="schema-downgrade", persist_result=True)
 @P.takes(P.SchemaDowngrade)
 def schema_downgrade(**params: Any) -> State:
     """Downgrade completed revisions to `target`; refuses a data-losing one without allow_data_loss."""
-    p = P.SchemaDowngrade(**params)
+    p = P.of(P.SchemaDowngrade, params)
 
     def plan(url: str, current: str | None, live: str | None) -> tuple[list[schema.Action], str | None]:
         if live is not None:

@@ -5,43 +5,41 @@ versions side by side. upgrade, complete, rollback and downgrade are the flows o
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from flows import cli, orchestrator
 from flows import params as P
 
+DESCRIPTION = "Roll schema revisions out without downtime: old and new application versions side by side."
 EPILOG = (
     "Exit codes: 0 done, 1 a step or check failed (what it did was undone), 2 bad input or a step that "
     "must wait (rows still NULL, another revision rolling out), 3 database unavailable, busy, or a lock "
     "timeout outlasted the retries."
 )
-RUNS: dict[str, tuple[type[P.Parameters], str]] = {
-    "upgrade": (P.SchemaUpgrade, "start and backfill each revision up to TARGET (default head)"),
-    "complete": (P.SchemaRun, "complete the revision rolling out, once every application instance runs it"),
-    "rollback": (P.SchemaRun, "undo the start of the revision rolling out, leaving no trace of it"),
-    "downgrade": (P.SchemaDowngrade, "downgrade completed revisions to TARGET"),
+RUNS = {
+    "upgrade": cli.Command(P.SchemaUpgrade, "start and backfill each revision up to TARGET (default head)", ("target",)),
+    "complete": cli.Command(P.SchemaRun, "complete the revision rolling out, once every application instance runs it"),
+    "rollback": cli.Command(P.SchemaRun, "undo the start of the revision rolling out, leaving no trace of it"),
+    "downgrade": cli.Command(P.SchemaDowngrade, "downgrade completed revisions to TARGET", ("target",)),
+}
+READS = {
+    "search-path": cli.Command(
+        None,
+        "the search_path an application built against REVISION sets",
+        extra=lambda p: p.add_argument("revision", nargs="?", default="head"),
+    ),
+    "status": cli.Command(None, "where the database stands, the live versions, what is pending", extra=cli.add_common),
+    "sql": cli.Command(
+        None,
+        "the SQL from the current revision to TARGET (start, backfill, complete)",
+        extra=lambda p: (p.add_argument("target", nargs="?", default="head"), cli.add_common(p)),
+    ),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.Parser(prog="python -m flows.schema", description=__doc__.splitlines()[0], epilog=EPILOG)
-    commands = cli.subcommands(parser)
-    sub = commands.add_parser("search-path", help="the search_path an application built against REVISION sets")
-    sub.add_argument("revision", nargs="?", default="head")
-    sub = commands.add_parser("status", help="where the database stands, the live versions, what is pending")
-    cli.add_common(sub)
-    sub = commands.add_parser("sql", help="the SQL from the current revision to TARGET (start, backfill, complete)")
-    sub.add_argument("target", nargs="?", default="head")
-    cli.add_common(sub)
-    parsers = {}
-    for name, (model, text) in RUNS.items():
-        parsers[name] = commands.add_parser(name, help=text, description=text)
-        cli.add_parameters(parsers[name], model, positional=("target",))
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command in RUNS:
-        return _run(args, cli.parameters(parsers[args.command], RUNS[args.command][0], args))
-    return _read(args)
+    name, params, args = cli.parse("python -m flows.schema", DESCRIPTION, EPILOG, {**READS, **RUNS}, argv)
+    return _read(args) if params is None else _run(args, params)
 
 
 def _run(args: Any, params: P.Parameters) -> int:
