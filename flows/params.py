@@ -195,3 +195,46 @@ class RollbackRestore(Parameters):
         if bool(self.from_branch) == bool(self.timestamp):
             raise ValueError("restore needs exactly one of --from-branch NAME or --timestamp T")
         return self
+
+
+# --- branches -------------------------------------------------------------------------------------
+
+
+class BranchRun(Parameters):
+    branch_provider: Provider | None = branch_provider()
+    report_dir: str = report_dir()
+    database_secret: str | None = database_secret()
+
+
+EXPIRES_IN = "Delete the branch after this long: 7d, 12h, 30m, 2w (Neon's expires_at)"
+
+
+class BranchCreate(BranchRun):
+    name: str = described(..., "Name of the new branch")
+    parent: str | None = described(None, "Branch to copy (default: main)")
+    at: str | None = described(None, "Timestamp or LSN of the parent to branch at (Neon only)")
+    expires_in: str | None = described(None, EXPIRES_IN)
+
+
+class BranchDelete(BranchRun):
+    name: str = described(..., "The branch to delete (never main)")
+
+
+class BranchReset(BranchRun):
+    name: str = described("staging", "The branch to make a fresh copy of its parent")
+
+
+class Rehearse(BranchRun):
+    what: Literal["schema", "phase1"] = described(
+        "schema", "What to rehearse: the schema upgrade or the Phase 1 migration"
+    )
+    target: str = described("head", "Schema revision to rehearse")
+    source: str | None = described(None, "The Phase 1 file, for a phase1 rehearsal (path on the worker)")
+    keep: bool = described(False, "Keep the branch even when the rehearsal passes")
+    expires_in: str | None = described(None, EXPIRES_IN)
+
+    @model_validator(mode="after")
+    def _needs_source(self) -> Rehearse:
+        if self.what == "phase1" and not self.source:
+            raise ValueError("a Phase 1 rehearsal needs the source file (--source)")
+        return self

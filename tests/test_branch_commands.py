@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from flows.branches import main
+from flows.commands.branches import main
 from tasks.branching.local import LocalBranches
 from tests import neon_double
 from tests.neon_double import NeonProject
