@@ -111,9 +111,15 @@ def _add_template_copy(parser: argparse.ArgumentParser) -> None:
 # The flags whose names are not their parameter's, and the checks a flag makes on this machine
 # before a flow starts (said here once for every command line). A deployment's database_secret has
 # no flag: on the command line the database is --database-url.
-FLAGS = {"branch_provider": "--provider", "lock_wait_seconds": "--lock-wait", "fix": "--fix-orphans"}
+FLAGS = {
+    "branch_provider": "--provider",
+    "lock_wait_seconds": "--lock-wait",
+    "fix": "--fix-orphans",
+    "field_map": "--map",
+    "mapping_file": "--mapping",
+}
 CHECKS: dict[str, Callable[[str], Any]] = {"report_dir": report_dir}
-NOT_ON_THE_COMMAND_LINE = {"database_secret"}
+NOT_ON_THE_COMMAND_LINE = {"database_secret", "shard", "shard_deployment"}  # the last two: set by --shards
 
 
 def flag(name: str) -> str:
@@ -139,6 +145,9 @@ def add_parameters(
         if name in positional:
             parser.add_argument(name, type=kind, nargs=None if info.is_required() else "?", default=default,
                                 help=help_text)  # fmt: skip
+        elif get_origin(kind) is list:
+            parser.add_argument(flag(name), dest=name, action="append", metavar=name.split("_")[-1].upper(),
+                                help=help_text + " (repeatable)")  # fmt: skip
         elif kind is bool:
             if default:
                 off = f"turn off: {help_text[:1].lower()}{help_text[1:]}"

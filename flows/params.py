@@ -57,11 +57,15 @@ def of(model: type[ParametersT], params: dict[str, Any]) -> ParametersT:
         raise InputError(where + first["msg"].removeprefix("Value error, ")) from None
 
 
+# How a run goes rather than what it does: listed after a flow's other parameters.
+OPERATIONAL = ("lock_wait_seconds", "checkpoint", "branch_provider", "lock_timeout", "statement_timeout",
+               "report_dir", "database_secret")  # fmt: skip
+
+
 def fields(model: type[Parameters]) -> list[tuple[str, FieldInfo]]:
-    """The model's fields as the form and the command line list them: its own, then the shared ones."""
-    own = set(vars(model).get("__annotations__", {}))
+    """The model's fields as the form and the command line list them: what the flow does, then how."""
     items = list(model.model_fields.items())
-    return [f for f in items if f[0] in own] + [f for f in items if f[0] not in own]
+    return [f for f in items if f[0] not in OPERATIONAL] + [f for f in items if f[0] in OPERATIONAL]
 
 
 def takes(model: type[Parameters]) -> Callable[[F], F]:
@@ -238,3 +242,74 @@ class Rehearse(BranchRun):
         if self.what == "phase1" and not self.source:
             raise ValueError("a Phase 1 rehearsal needs the source file (--source)")
         return self
+
+
+# --- phase 1 --------------------------------------------------------------------------------------
+
+DEFAULT_USER = "phase1-migration@example.com"  # owner of records that name none
+
+
+class Phase1Read(Parameters):
+    """How a Phase 1 file is read: the same for a migration and for `inspect`."""
+
+    source: str | None = described(
+        "cli/tasks.json",
+        "The Phase 1 tasks.json, a directory of them, or a glob such as 'uploads/**/tasks.json' (on the worker)",
+    )
+    field_map: list[str] | None = described(
+        None,
+        "SOURCE=TARGET: map a source key to a field (id, title, notes, completed, status, created_at, updated_at, "
+        "owner, priority, tags, completed_at, due_date, legacy_extra), or name where the records are "
+        "(KEY or KEY.KEY=tasks); repeatable, wins over the mapping file and the built-in table",
+    )
+    mapping_file: str | None = described(
+        None,
+        "YAML mapping file: records (where), fields (key: target), dates (day-first|month-first), vocabulary "
+        "(extends the built-in table: aliases, statuses, booleans, time_formats, ...)",
+    )
+    strict: bool = described(
+        False,
+        "No inference: {tasks: [...]} or a bare list, exact keys, integer ids, booleans, ISO 8601 times; a record "
+        "that would need a default is quarantined",
+    )
+    lenient_json: bool = described(False, "Accept // and /* */ comments and trailing commas")
+    salvage: bool = described(False, "A truncated file: load the records before the cut and quarantine the cut one")
+    chunk_size: int = described(10_000, "Records per COPY and per checkpoint", ge=1)
+
+
+class Phase1(Phase1Read):
+    manifest: str | None = described(None, "CSV of path,email: the files to migrate and their owners (instead of source)")
+    owner_from_path: str | None = described(None, "Where a file's path names its owner, e.g. 'uploads/{email}/tasks.json'")
+    source_name: str = described("phase1", "Names the legacy source; with the legacy id it makes each row's uuid5")
+    default_user_email: str = described(DEFAULT_USER, "Owner of records that name none (created if missing)")
+    owner_map: str | None = described(
+        None, "CSV of legacy_id,email: owners per task (wins over the record's own owner), on the worker"
+    )
+    propagate_deletes: bool = described(
+        False, "Delete the rows of records gone from their file (only rows the application left alone)"
+    )
+    cutover: bool = described(False, "The last sync: close the sources, so later runs on them are refused")
+    shards: int = described(
+        0,
+        "Split the files into this many shards, each a flow run of shard_deployment on the migrations work pool "
+        "(needs a Prefect server; 0: all in this run)",
+        ge=0,
+    )
+    shard: int | None = described(None, "Which shard this run is (set by the run that split them)", ge=0)
+    shard_deployment: str = described(
+        "phase1-migration/phase1-shard", "The deployment each shard runs as (on the migrations work pool)"
+    )
+    dry_run: bool = described(False, "Validate, transform and report without writing anything")
+    report_dir: str = report_dir()
+    workers: int = described(2, "Parallel COPY connections", ge=1)
+    lock_wait_seconds: float = described(0.0, "Seconds to wait for another migration run to finish", ge=0)
+    checkpoint: bool = checkpoint()
+    branch_provider: Provider | None = branch_provider()
+    database_secret: str | None = database_secret()
+
+
+class Phase1Rollback(Parameters):
+    run_id: str = described(..., "The Phase 1 run to undo (its id is in the run's report)")
+    report_dir: str = report_dir()
+    force: bool = described(False, "Remove the rows even if the application changed them since")
+    database_secret: str | None = database_secret()

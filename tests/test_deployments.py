@@ -69,12 +69,8 @@ COMMANDS = [
 
 
 def command_main(module: str):  # type: ignore[no-untyped-def]
-    """The command line of flows/<flow>.py: flows/commands/<flow>.py where it has moved there."""
-    name = module.rsplit(".", 1)[-1]
-    try:
-        return importlib.import_module(f"flows.commands.{name}").main
-    except ModuleNotFoundError:
-        return importlib.import_module(module).main
+    """The command line of flows/<flow>.py: flows/commands/<flow>.py."""
+    return importlib.import_module(f"flows.commands.{module.rsplit('.', 1)[-1]}").main
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -92,7 +88,7 @@ def test_one_cli_feel_across_flows(command: list[str], capsys: pytest.CaptureFix
     assert bad.value.code == 2 and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c[0] in ("flows.backfill", "flows.schema")], ids=" ".join)
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_help_answers_without_importing_prefect(command: list[str]) -> None:
     """`--help` is built from the flow's parameters without loading Prefect (or starting anything)."""
     out = subprocess.run(
