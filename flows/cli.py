@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -142,9 +143,10 @@ def add_parameters(
         help_text = (info.description or "").replace("%", "%%")
         if default not in (None, False, True):
             help_text += f" (default: {default})"
+        choices = get_args(kind) if get_origin(kind) is Literal else None
         if name in positional:
-            parser.add_argument(name, type=kind, nargs=None if info.is_required() else "?", default=default,
-                                help=help_text)  # fmt: skip
+            parser.add_argument(name, type=None if choices else kind, choices=choices, default=default,
+                                nargs=None if info.is_required() else "?", help=help_text)  # fmt: skip
         elif get_origin(kind) is list:
             parser.add_argument(flag(name), dest=name, action="append", metavar=name.split("_")[-1].upper(),
                                 help=help_text + " (repeatable)")  # fmt: skip
@@ -155,7 +157,6 @@ def add_parameters(
             else:
                 parser.add_argument(flag(name), dest=name, action="store_true", help=help_text)
         else:
-            choices = get_args(kind) if get_origin(kind) is Literal else None
             parser.add_argument(flag(name), dest=name, type=None if choices else kind, choices=choices,
                                 default=default, metavar=None if choices else name.split("_")[-1].upper(),
                                 help=help_text)  # fmt: skip
@@ -216,8 +217,9 @@ def parse(
     named = {k: v for k, v in commands.items() if k is not None}
     formatter = argparse.RawDescriptionHelpFormatter
     if None in commands and not (argv and argv[0] in named):
-        also = "".join(f"\n  {prog} {k} ...: {c.help}" for k, c in named.items())
-        parser = commands[None].build(Parser(prog=prog, description=description, epilog=epilog + also,
+        lines = [epilog, *(f"{prog} {' '.join([k, *(a.upper() for a in c.positional)])}: {c.help}" for k, c in named.items())]
+        text = "\n".join(textwrap.fill(line, 100, subsequent_indent="    ") for line in lines)
+        parser = commands[None].build(Parser(prog=prog, description=description, epilog=text,
                                              formatter_class=formatter))  # fmt: skip
         name, args = None, parser.parse_args(argv)
     else:

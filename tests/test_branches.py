@@ -114,17 +114,17 @@ def test_rollback_downgrade_is_verified_against_its_checkpoint(flow_env: dict[st
 
     url = flow_env["db_url"]
     seed_tasks(url, 300)
-    lossy = rollback_downgrade("4", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True)
+    lossy = rollback_downgrade(to="4", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True)
     # 0011 drops the re-sync bookkeeping, 0009 loses in_progress, 0008 legacy_key: consent given
     assert lossy.is_completed(), lossy.message
-    state = rollback_downgrade("2", report_dir=flow_env["report_dir"], return_state=True)
+    state = rollback_downgrade(to="2", report_dir=flow_env["report_dir"], return_state=True)
     assert state.is_completed(), state.message
     report = state.result()["report_data"]
     assert report["schema"]["after"] == "0005" and report["verification"]["ok"]
-    refused = rollback_downgrade("0004", report_dir=flow_env["report_dir"], return_state=True)
+    refused = rollback_downgrade(to="0004", report_dir=flow_env["report_dir"], return_state=True)
     assert refused.result(raise_on_failure=False)["exit_code"] == 2  # 0005 would drop priority
     lossy = rollback_downgrade(
-        "0004", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True
+        to="0004", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True
     )
     report = lossy.result()["report_data"]
     assert report["verification"]["ok"] and "tasks.priority" in report["notes"][0]

@@ -47,7 +47,7 @@ def cli_env(flow_env: dict[str, str]) -> dict[str, str]:
         (b'{"tasks": [{"id": 1}, // one\n {"id": 2}]}', [], "a comment, which JSON does not allow"),
         (b'{"tasks": []}', ["--mapping", "/nonexistent.yaml"], "no such file"),
         (b'{"tasks": []}', ["--map", "oops"], "SOURCE=TARGET"),
-        (b'{"tasks": []}', ["--chunk-size", "0"], "at least 1"),
+        (b'{"tasks": []}', ["--chunk-size", "0"], "--chunk-size: Input should be greater than or equal to 1"),
         (b'{"tasks": []}', ["--owner-map", "/nonexistent.csv"], "no such file"),
         (b'{"tasks": []}', ["--database-url", "mysql://x"], "not a PostgreSQL URL"),
         (b'{"tasks": []}', ["--no-such-flag"], "unrecognized arguments"),
