@@ -4,6 +4,8 @@
 # make demo:  migrate examples/tasks.json into the default (embedded) PostgreSQL and print the summary
 # make test:  the whole suite, on a real PostgreSQL (embedded, or TEST_DATABASE_URL), but the browser test
 # make test-browser: the Prefect UI as an operator sees it, in headless Chromium (about two minutes)
+# make test-matrix: the data-path suite on PostgreSQL 14..18 (what PyPI and Debian give this machine),
+#             as the superuser and as a Neon-like owner role; before a release (scripts/pg_matrix.py)
 # make test-workers: a sharded Phase 1 run over two Prefect process workers (about two minutes)
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +14,7 @@ UV     := PYTHON=$(PYTHON) scripts/uv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: setup lock browser demo test test-browser test-workers bench
+.PHONY: setup lock browser demo test test-browser test-workers test-matrix bench
 
 setup: $(VENV)/.installed browser
 
@@ -43,6 +45,9 @@ test: setup
 
 test-browser: setup
 	$(PY) -m pytest -q -m browser
+
+test-matrix: setup
+	PYTHON=$(PYTHON) $(PY) scripts/pg_matrix.py
 
 test-workers: setup
 	$(PY) -m pytest -q -m workers

@@ -13,12 +13,19 @@ measurement. Prints, for the breaking change 0009 (`completed boolean` -> `statu
 - the triggers' write amplification: time per single-row insert after start, through the previous
   version (the physical table) with the trigger and with it disabled, and through the new version's
   view (synchronous_commit off, so that the server's work is measured rather than the disk flush).
-Targets: 0 failed writes, p99 < 50 ms for both versions, backfill <= 1.5x the plain UPDATE.
+Then the default command as a user types it, `python -m flows.schema upgrade head` (checkpoint on,
+its own temporary Prefect server) on a clone, once as it is and once with --template-copy, with
+writers of 0008 that take a new connection when theirs is ended, as a pooled application does:
+the failed writes of each path.
+Targets: 0 failed writes, p99 < 50 ms for both versions, backfill <= 1.5x the plain UPDATE; the
+default command 0 failed writes.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -94,6 +101,31 @@ def trigger_cost(url: str) -> tuple[float, float, float]:
     return with_trigger, per_insert(url, None), view
 
 
+def default_command(server: str, template: str, rows: int, flags: list[str]) -> tuple[float, Writes, str]:
+    """(seconds, the writes of 0008's writers meanwhile, the command's first line) of upgrade head
+    run as a user runs it, on a clone of the template."""
+    name = f"{template}_cmd"
+    clone = create_database(server, name, template)
+    try:
+        writers = Writers(clone, rows, count=2, inserts=0.3, search_path=schema.search_path("0008")).start()
+        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"DATABASE_URL": clone}
+        began = time.perf_counter()
+        out = subprocess.run(
+            [sys.executable, "-m", "flows.schema", "upgrade", "head", *flags, "--report-dir", str(ROOT / "runs")],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600,
+        )  # fmt: skip
+        seconds = time.perf_counter() - began
+        writes = writers.stop()
+        if out.returncode:
+            raise SystemExit(f"upgrade head {' '.join(flags)} exited {out.returncode}: {out.stderr.strip()[-300:]}")
+        return seconds, writes, (out.stdout.strip().splitlines() or [""])[0]
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:  # the clone and its checkpoint branch
+            made = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",))]
+        for each in made:
+            drop_database(server, each)
+
+
 def main() -> None:
     args = bench_args(__doc__, 1_000_000)
     server, template = seeded_template("bench_online", args.rows, "0008")
@@ -109,9 +141,16 @@ def main() -> None:
             finally:
                 for k in range(4):
                     drop_database(server, f"{template}_{i}_{k}")
+        commands = [(flags, *default_command(server, template, args.rows, flags)) for flags in ([], ["--template-copy"])]
     finally:
         drop_database(server, template)
     report(args.rows, args.repeat, runs, plain, quiet, amplification)
+    print("python -m flows.schema upgrade head (checkpoint on), 2 writers of 0008 that reconnect like a pooled application")
+    for flags, seconds, w, line in commands:
+        path = " ".join(flags) or "default (online checkpoint)"
+        print(f"  {path:28} {seconds:6.1f} s  {len(w.latencies):7,} writes  {w.failures:4} failed  ({line[:60]})")
+        for e in sorted(set(w.errors))[:2]:
+            print(f"    failure: {e}")
 
 
 def report(rows: int, repeat: int, runs: list, plain: list, quiet: list, amplification: list) -> None:

@@ -120,29 +120,40 @@ class Writers:
         return during
 
     def _run(self, index: int) -> None:
+        """Write until stopped. A write that fails is counted; when it took the connection with it,
+        the next write takes a new one, as a pooled application does."""
         rnd = random.Random(index)
         out = self._parts[index]
-        with psycopg.connect(self.url, autocommit=True, options=self.options) as conn:
-            user_id = conn.execute("SELECT id FROM users ORDER BY id LIMIT 1").fetchone()[0]
-            shape = Shape.of(conn)
-            insert = (
-                f"INSERT INTO tasks (id, user_id, title, {shape.notes}, {shape.done}) "
-                f"VALUES (%s, %s, %s, NULL, {shape.value('false')})"
-            )
-            update = f"UPDATE tasks SET {shape.toggled()}, updated_at = now() WHERE legacy_source = 'seed' AND legacy_id = %s"
-            while not self._stop.is_set():
-                began = time.perf_counter()
-                try:
-                    if rnd.random() < self.inserts:
-                        conn.execute(
-                            insert, (uuid.uuid4(), user_id, f"written through {self.options or 'tasks'}")
-                        )
-                    else:
-                        conn.execute(update, (rnd.randint(1, self.max_legacy_id),))
-                    out.latencies.append(time.perf_counter() - began)
-                except psycopg.Error as exc:
-                    out.failures += 1
-                    out.errors.append(str(exc).splitlines()[0])
+        conn: psycopg.Connection | None = None
+        while not self._stop.is_set():
+            began = time.perf_counter()
+            try:
+                if conn is None:
+                    conn = psycopg.connect(self.url, autocommit=True, options=self.options)
+                    user_id = conn.execute("SELECT id FROM users ORDER BY id LIMIT 1").fetchone()[0]
+                    shape = Shape.of(conn)
+                    insert = (
+                        f"INSERT INTO tasks (id, user_id, title, {shape.notes}, {shape.done}) "
+                        f"VALUES (%s, %s, %s, NULL, {shape.value('false')})"
+                    )
+                    update = (
+                        f"UPDATE tasks SET {shape.toggled()}, updated_at = now() "
+                        "WHERE legacy_source = 'seed' AND legacy_id = %s"
+                    )
+                if rnd.random() < self.inserts:
+                    conn.execute(insert, (uuid.uuid4(), user_id, f"written through {self.options or 'tasks'}"))
+                else:
+                    conn.execute(update, (rnd.randint(1, self.max_legacy_id),))
+                out.latencies.append(time.perf_counter() - began)
+            except psycopg.Error as exc:
+                out.failures += 1
+                out.errors.append(str(exc).splitlines()[0])
+                if conn is not None and (conn.closed or conn.broken):
+                    conn.close()
+                    conn = None
+                    time.sleep(0.01)  # a pool's pause before it hands out a new connection
+        if conn is not None:
+            conn.close()
 
 
 def bench_args(doc: str | None, default_rows: int) -> argparse.Namespace:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,12 @@ from flows.outcome import closing_lines, publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks import audit as checks
-from tasks.db import connect, mask_url
+from tasks.db import Session, mask_url
 from tasks.errors import InputError, UserFacingError, VerificationFailed
 from tasks.runs import finish, open_run
 
 run_checks = db_task(checks.run_checks, "run-checks")
-fix_orphans = db_task(checks.fix_orphans, "fix-orphans", retries=0)
+fix_orphans = db_task(checks.fix_orphans, "fix-orphans")
 
 
 @flow(name="audit", persist_result=True)
@@ -48,16 +49,18 @@ def audit(
     started = time.monotonic()
     try:
         url = resolve_database_url(database_secret)
-        with connect(url, autocommit=True) as conn:
-            run_id = open_run(conn, "audit", {"source": source, "fix_orphans": fix})
-            found = run_checks(conn, source)
+        with Session(url) as session:  # each step a unit: a lost session is replaced, the step rerun
+            run_id = session.run(
+                "audit:start", open_run, "audit", {"source": source, "fix_orphans": fix}, run_id=str(uuid.uuid4())
+            )
+            found = session.run("audit:checks", run_checks, source)
             moved = 0
             if fix and any(c.check == "orphan" and c.failed for c in found):
-                moved = fix_orphans(conn, run_id)
-                found = run_checks(conn, source)
+                moved = session.run("audit:fix", fix_orphans, run_id)
+                found = session.run("audit:checks", run_checks, source)
             failed = sorted({c.check for c in found if c.failed})
             status = "failed" if failed else "passed"
-            finish(conn, run_id, status, {"failed": failed, "orphans_quarantined": moved})
+            session.run("audit:finish", finish, run_id, status, {"failed": failed, "orphans_quarantined": moved})
     except UserFacingError as exc:
         return user_error(exc)
     rows = [c.as_row() for c in found]
@@ -98,8 +101,8 @@ def audit_undo_fix(
     """Put back the rows an audit's --fix-orphans moved to quarantine."""
     try:
         url = resolve_database_url(database_secret)
-        with connect(url, autocommit=True) as conn:
-            restored = checks.undo_fix(conn, run_id)
+        with Session(url) as session:
+            restored = session.run("audit:undo-fix", checks.undo_fix, run_id)
     except UserFacingError as exc:
         return user_error(exc)
     report = {

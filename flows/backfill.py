@@ -15,7 +15,9 @@ The story of a run:
 
 from __future__ import annotations
 
+import signal
 import sys
+import uuid
 from typing import Any
 
 from prefect import flow
@@ -23,11 +25,11 @@ from prefect.states import State
 
 from flows import params as P
 from flows import progress as progress_events
-from flows.outcome import publish, user_error
+from flows.outcome import interrupted, interruption, publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks.backfill import BackfillSpec, Progress, Result, Settings, check, named, run_backfill
-from tasks.db import connect, database_url, mask_url
+from tasks.db import Session, database_url, mask_url
 from tasks.errors import InputError, UserFacingError, first_line
 from tasks.runs import finish, open_run
 
@@ -76,22 +78,30 @@ def backfill(
         )
         settings.check()
         url = resolve_database_url(database_secret)
-        with connect(url, autocommit=True) as conn:
-            run_id = open_run(
-                conn, "backfill", {"name": spec.name, "value": spec.value}, source_name=spec.name
+        with Session(url) as session:  # its steps are units: a lost session is replaced, the step rerun
+            run_id = session.run(
+                "backfill:open",
+                open_run,
+                "backfill",
+                {"name": spec.name, "value": spec.value},
+                source_name=spec.name,
+                run_id=str(uuid.uuid4()),
             )
-        reporter = BatchReporter(spec.name)
-        try:
-            result = run_engine(url, spec, settings, run_id=run_id, on_batch=reporter)
-        except BaseException as exc:
-            with connect(url, autocommit=True) as conn:
-                finish(conn, run_id, "interrupted", {}, error=first_line(exc))
-            raise
-        finally:
-            reporter.close()
-        stats = _counts(result.progress)
-        with connect(url, autocommit=True) as conn:
-            finish(conn, run_id, result.status, stats)
+            reporter = BatchReporter(spec.name)
+            try:
+                result = run_engine(url, spec, settings, run_id=run_id, on_batch=reporter)
+            except BaseException as exc:  # resumable: the batches committed so far stay
+                signum = interruption(exc)
+                why = f"interrupted by {signal.Signals(signum).name}" if signum is not None else first_line(exc)
+                session.once("backfill:interrupted", finish, run_id, "interrupted", {}, error=why)
+                if signum is not None:
+                    interrupted({"title": f"Backfill {spec.name}", "kind": "backfill", "run_id": run_id,
+                                 "notes": [f"{why}; the same command resumes it"]}, report_dir)  # fmt: skip
+                raise
+            finally:
+                reporter.close()
+            stats = _counts(result.progress)
+            session.run("backfill:finish", finish, run_id, result.status, stats)
     except UserFacingError as exc:
         return user_error(exc)
     report = _report(run_id, spec, result, url)

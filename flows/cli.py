@@ -1,20 +1,30 @@
 """What every flow's command line shares: the database and report flags, --json, the progress bar,
-running a flow and turning its outcome into an exit code (0 ok, 1 verification failed, 2 bad input
-or usage, 3 database unavailable or busy) with a one-line error, never a traceback."""
+running a flow and turning its outcome into an exit code (0 ok, 1 verification failed, 2 bad input,
+usage or a missing privilege, 3 database unavailable or busy, 130 Ctrl-C, 143 SIGTERM) with a
+one-line error, never a traceback.
+
+SIGTERM is raised in the main thread as `Interrupted`, a KeyboardInterrupt like Ctrl-C's (Prefect
+turns it into its TerminationSignal while a flow runs): the flow marks its run interrupted and
+writes its report, the chunk or batch in flight commits or rolls back whole, and the command exits
+with 128 + the signal's number once it has stopped its temporary Prefect server (orchestrator.py).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import signal
 import sys
+import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from flows import orchestrator, progress
 from tasks.db import normalize_url, redact
-from tasks.errors import UserFacingError, first_line
+from tasks.errors import Interrupted, UserFacingError, first_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -34,6 +44,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report-dir",
         default="runs",
+        type=report_dir,
         metavar="DIR",
         help="where <run_id>/report.json and report.md go (default: runs)",
     )
@@ -42,9 +53,29 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def report_dir(path: str) -> str:
+    """--report-dir, checked before anything is written: a directory this process can write in (made
+    if missing). A disk that fills up later is ReportNotWritten (flows/outcome.py)."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot write reports in {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def subcommands(parser: argparse.ArgumentParser) -> Any:
     """Subcommands whose usage errors also exit 2 with one line."""
     return parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+
+class _TemplateCopy(argparse.Action):
+    """--template-copy reaches the branch provider as BRANCH_COPY of this process (like --database-url)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
+        os.environ["BRANCH_COPY"] = "template"
+        setattr(namespace, self.dest, True)
 
 
 def add_provider(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +83,14 @@ def add_provider(parser: argparse.ArgumentParser) -> None:
         "--provider",
         choices=["local", "neon"],
         help="branch provider (default: $BRANCH_PROVIDER, else local)",
+    )
+    parser.add_argument(
+        "--template-copy",
+        nargs=0,
+        action=_TemplateCopy,
+        default=False,
+        help="local branches and checkpoints: copy with CREATE DATABASE ... TEMPLATE, faster but it ends "
+        "every other session on the database (for quiet moments; default: an online copy)",
     )
 
 
@@ -116,6 +155,22 @@ def progress_bar(enabled: bool):
             stop()
 
 
+class _OneLine(logging.Filter):
+    """Our errors are one line, safe to show: Prefect's run loggers log them without the traceback
+    they add to every failure (an unexpected error keeps its traceback: it is a bug to report)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from flows.outcome import interruption
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and (isinstance(exc, UserFacingError) or interruption(exc) is not None):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine", "prefect.task_engine", "prefect.engine")
+
+
 def run_flow(
     flow_call: Callable[[], Any],
     *,
@@ -126,16 +181,24 @@ def run_flow(
     """Run a flow that returns an outcome dict (or a Failed state carrying one); print and exit.
     Without a configured Prefect API the flow talks to a temporary server (started early by the
     caller and handed in, or started here)."""
+    from flows.outcome import exit_code_of, interruption
+
+    for name in RUN_LOGGERS:
+        logging.getLogger(name).addFilter(_OneLine())
     try:
         with orchestrator.connected(server or orchestrator.start()):
             state = flow_call()
         outcome = state.result(raise_on_failure=False)
     except UserFacingError as exc:
         return fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        return fail("interrupted; run the same command again to resume", 130)
+    except BaseException as exc:
+        signum = interruption(exc)
+        if signum is None:
+            raise
+        return interrupted(signum)
     if isinstance(outcome, BaseException):
-        return fail(f"{type(outcome).__name__}: {first_line(outcome)}", 1)
+        text = str(outcome) if isinstance(outcome, UserFacingError) else f"{type(outcome).__name__}: {first_line(outcome)}"
+        return fail(text, exit_code_of(outcome))
     if not isinstance(outcome, dict):
         return fail(f"unexpected flow result: {outcome!r}", 1)
     if "error" in outcome:
@@ -147,13 +210,34 @@ def run_flow(
     return int(outcome["exit_code"])
 
 
+def interrupted(signum: int) -> int:
+    name = signal.Signals(signum).name
+    return fail(f"interrupted by {name}; the run is marked interrupted: the same command resumes it", 128 + signum)
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    """The first SIGTERM unwinds the main thread; later ones wait for that clean-up to finish."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
 def run_command(main: Callable[[], int]) -> NoReturn:
-    """`python -m flows.<command>`: run main and exit with its code."""
-    sys.exit(main())
+    """`python -m flows.<command>`: run main and exit with its code (see the module's docstring)."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code = main()
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM outside a flow run: before or after it
+        code = interrupted(getattr(exc, "signum", signal.SIGINT))
+    finally:  # what is left is the clean-up at exit (the temporary server's stop): let it finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 __all__ = [
     "Parser",
+    "interrupted",
+    "report_dir",
     "run_command",
     "add_common",
     "add_provider",

@@ -4,14 +4,55 @@ stable key, and a Completed or Failed state whose data is the outcome the CLI tu
 
 from __future__ import annotations
 
+import logging
+import signal
 from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import TerminationSignal
 from prefect.states import Completed, Failed, State
 
 from tasks import report as reports
-from tasks.errors import UserFacingError
+from tasks.errors import Interrupted, ReportNotWritten, UserFacingError
+from tasks.retry import is_transient
+
+log = logging.getLogger(__name__)
+
+
+def interruption(exc: BaseException) -> int | None:
+    """The signal that interrupted the command, if exc is how it arrived: Ctrl-C's KeyboardInterrupt,
+    our Interrupted (SIGTERM outside a flow run), or Prefect's TerminationSignal (SIGTERM inside one)."""
+    if isinstance(exc, Interrupted):
+        return exc.signum
+    if isinstance(exc, TerminationSignal):
+        return exc.signal
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.SIGINT
+    return None
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """What a failure means as an exit code: ours carry theirs; a privilege the role lacks (SQLSTATE
+    42501) is 2; a fault still transient after the retries is 3; an interruption 128 + its signal;
+    anything else is a step or a check that failed: 1."""
+    if isinstance(exc, UserFacingError):
+        return exc.exit_code
+    signum = interruption(exc)
+    if signum is not None:
+        return 128 + signum
+    driver = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+    if getattr(driver, "sqlstate", None) == "42501":
+        return 2
+    return 3 if is_transient(exc) else 1
+
+
+def interrupted(report: dict[str, Any], report_dir: str, *, name: str = "report") -> None:
+    """Write an interrupted run's report (best effort: the interruption is what must get through)."""
+    try:
+        reports.write({**report, "status": "interrupted"}, report_dir, name=name)
+    except OSError as exc:
+        log.warning("the interrupted run's report was not written: %s", exc)
 
 
 def user_error(exc: UserFacingError) -> State:
@@ -31,7 +72,7 @@ def publish(
     name: str = "report",
 ) -> State:
     """Write the report, attach it as an artifact, and end the flow with its outcome."""
-    md_path = reports.write(report, report_dir, name=name)
+    md_path = write(report, report_dir, name=name)
     create_markdown_artifact(reports.markdown(report), key=key, description=description)
     outcome = {
         "exit_code": exit_code,
@@ -42,6 +83,18 @@ def publish(
         "report_data": report,
     }
     return (Failed if exit_code else Completed)(message=message, data=outcome)
+
+
+def write(report: dict[str, Any], report_dir: str, *, name: str = "report") -> Any:
+    """reports.write, failing as ReportNotWritten (exit 3, one line) when the disk says no."""
+    try:
+        return reports.write(report, report_dir, name=name)
+    except OSError as exc:
+        raise ReportNotWritten(
+            f"the report of run {report['run_id']} could not be written to {report_dir}: "
+            f"{exc.strerror or exc}; the database is consistent, and the same command run again "
+            "finishes the run and writes it"
+        ) from exc
 
 
 def closing_lines(outcome: dict[str, Any]) -> list[str]:

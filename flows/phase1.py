@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -41,13 +40,20 @@ from prefect.states import State
 from flows import params as P
 from flows import progress
 from flows.checkpoint import take_checkpoint
-from flows.outcome import closing_lines, publish, user_error
+from flows.outcome import closing_lines, interrupted, interruption, publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks import report as reports
 from tasks import resync, schema
-from tasks.db import acquire_run_lock, connect, mask_url, release_run_lock, shard_lock_key
-from tasks.errors import FilesRefused, InputError, UserFacingError, VerificationFailed, first_line
+from tasks.db import MIGRATION_LOCK_KEY, RunLock, Session, mask_url, shard_lock_key
+from tasks.errors import (
+    FilesRefused,
+    InputError,
+    ReportNotWritten,
+    UserFacingError,
+    VerificationFailed,
+    first_line,
+)
 from tasks.files import RunFile, precheck_files
 from tasks.inference import describe
 from tasks.inference import lines as inference_lines
@@ -311,20 +317,11 @@ class Sync:
     cutover: bool = False
     part: tuple[int, int] | None = None  # (shard, shards)
 
-    @contextmanager
-    def locked(self, conn: Any, wait: float) -> Iterator[None]:
-        """The migration lock: alone, or shared with the other shards of the run and a lock of its own."""
+    def locks(self) -> list[RunLock]:
+        """The migration lock alone, or shared with the other shards of the run and a lock of its own."""
         if self.part is None:
-            acquire_run_lock(conn, wait_seconds=wait)
-            yield
-            release_run_lock(conn)
-            return
-        own = shard_lock_key(*self.part)
-        acquire_run_lock(conn, wait_seconds=wait, shared=True)
-        acquire_run_lock(conn, wait_seconds=wait, key=own)
-        yield
-        release_run_lock(conn, own)
-        release_run_lock(conn, shared=True)
+            return [(MIGRATION_LOCK_KEY, False)]
+        return [(MIGRATION_LOCK_KEY, True), (shard_lock_key(*self.part), False)]
 
 
 def _migrate(
@@ -341,88 +338,104 @@ def _migrate(
     logger = get_run_logger()
     branch, notes = take_checkpoint(url, checkpoint[1], lock_wait) if checkpoint[0] else (None, [])
     phases.mark("checkpoint")
-    control = connect(url, autocommit=True)
+    # Every step below is a unit on this session: a session that is ended is replaced (its locks
+    # taken again) and the step run again (tasks/retry.py).
+    session = Session(url, lock_wait=lock_wait, locks=sync.locks())
+    run: Run | None = None
     try:
-        with sync.locked(control, lock_wait):
-            before, after = upgrade_schema(url) if sync.part is None else (schema.current_revision(url),) * 2
-            phases.mark("schema")
-            job = job.closing(closed_sources(control, [f.source.legacy_source for f in job.files]))
-            run = start_or_resume(
-                control,
-                kind=KIND,
-                source_path=job.files[0].source.path if job.single else job.origin,
-                source_name=job.source_name,
-                source_sha256=job.sha256,
-                chunk_size=job.chunk_size,
-                parameters=job.parameters,
+        session.run("phase1:lock", lambda _conn: None)
+        before, after = upgrade_schema(url) if sync.part is None else (schema.current_revision(url),) * 2
+        phases.mark("schema")
+        job = job.closing(session.run("phase1:start", closed_sources, [f.source.legacy_source for f in job.files]))
+        run = session.run(
+            "phase1:start",
+            start_or_resume,
+            kind=KIND,
+            source_path=job.files[0].source.path if job.single else job.origin,
+            source_name=job.source_name,
+            source_sha256=job.sha256,
+            chunk_size=job.chunk_size,
+            parameters=job.parameters,
+        )
+        if run.resumed:
+            logger.info("resuming interrupted run %s", run.id)
+        session.run("phase1:start", record_refused, run.id, job.refused)
+        ctx = job.context(run.started_at)
+        sources = [f.source.legacy_source for f in job.accepted]
+        resynced = session.run("phase1:start", sources_with_rows_from_other_runs, sources, run.id)
+        synced = sorted(resynced)
+        rows_before = session.run("phase1:start", resync.rows_of, synced, exclude_run=run.id)
+        reporter = _Progress(job.records)
+        try:
+            summary = load_chunks(
+                url,
+                job.files,
+                ctx,
+                run_id=run.id,
+                chunk_size=run.chunk_size,
+                resync_sources=resynced,
+                workers=workers,
+                on_progress=reporter,
             )
-            if run.resumed:
-                logger.info("resuming interrupted run %s", run.id)
-            record_refused(control, run.id, job.refused)
-            ctx = job.context(run.started_at)
-            sources = [f.source.legacy_source for f in job.accepted]
-            resynced = sources_with_rows_from_other_runs(control, sources, run.id)
-            rows_before = resync.rows_of(control, sorted(resynced), exclude_run=run.id)
-            reporter = _Progress(job.records)
-            try:
-                summary = load_chunks(
-                    url,
-                    job.files,
-                    ctx,
-                    run_id=run.id,
-                    chunk_size=run.chunk_size,
-                    resync_sources=resynced,
-                    workers=workers,
-                    on_progress=reporter,
-                )
-            except BaseException as exc:
-                finish(control, run.id, "interrupted", {}, error=first_line(exc))
-                raise
-            finally:
-                reporter.close()
-            phases.mark("load")
-            gone = resync.disappeared(control, run.id, sorted(resynced)) if resynced else {}
-            deleted = (
-                resync.delete_disappeared(control, run.id, sorted(resynced))
-                if gone and sync.propagate_deletes
-                else 0
+        except Exception as exc:  # resumable: the chunks committed so far stay
+            session.once("phase1:interrupted", finish, run.id, "interrupted", {}, error=first_line(exc))
+            raise
+        finally:
+            reporter.close()
+        phases.mark("load")
+        gone = session.run("phase1:verify", resync.disappeared, run.id, synced) if resynced else {}
+        deleted = (
+            session.run("phase1:verify", resync.delete_disappeared, run.id, synced)
+            if gone and sync.propagate_deletes
+            else 0
+        )
+        verification = session.run("phase1:verify", verify, run.id, job.records)
+        if not verification.ok and job.single and job.files[0].info is not None:
+            verification.mismatches = session.run(
+                "phase1:verify", find_mismatches, job.files[0].info, ctx, run.id, run.chunk_size
             )
-            verification = verify(control, run.id, job.records)
-            if not verification.ok and job.single and job.files[0].info is not None:
-                verification.mismatches = find_mismatches(
-                    control, job.files[0].info, ctx, run.id, run.chunk_size
-                )
-            files = file_results(control, run.id)
-            verification.problems += _file_problems(files)
-            verification.problems += _source_problems(
-                verification.counts,
-                rows_before,
-                sum(gone.values()),
-                deleted,
-                resync.rows_of(control, sorted(resynced), exclude_run=run.id),
-            )
-            verification.ok = not verification.problems
-            phases.mark("verify")
-            status = "completed" if verification.ok else "verification_failed"
-            report = _report(job, url, run, summary, verification, status, (before, after), started, control, phases)
-            report["files"] = files
-            report["counts"] |= {"disappeared": sum(gone.values()), "deleted": deleted}
-            report["checkpoint"] = branch
-            report["notes"] = notes + report["notes"] + _sync_notes(gone, deleted, sync)
-            if verification.ok:
-                record_sources(control, run.id, job.files, cutover=sync.cutover)
-                resync.forget_seen(control, run.id)
-            stats = {
-                **report["counts"],
-                "checksum": verification.source_checksum,
-                "refused": len(job.refused),
-            }
-            if sync.part is not None:  # how the run that split the files finds this shard's run
-                stats |= {"shard": sync.part[0], "shards": sync.part[1], "flow_run_id": str(flow_run.id)}
-            finish(control, run.id, status, stats)
+        files = session.run("phase1:verify", file_results, run.id)
+        verification.problems += _file_problems(files)
+        verification.problems += _source_problems(
+            verification.counts,
+            rows_before,
+            sum(gone.values()),
+            deleted,
+            session.run("phase1:verify", resync.rows_of, synced, exclude_run=run.id),
+        )
+        verification.ok = not verification.problems
+        phases.mark("verify")
+        status = "completed" if verification.ok else "verification_failed"
+        report = session.run(
+            "phase1:report",
+            lambda conn: _report(job, url, run, summary, verification, status, (before, after), started, conn, phases),
+        )
+        report["files"] = files
+        report["counts"] |= {"disappeared": sum(gone.values()), "deleted": deleted}
+        report["checkpoint"] = branch
+        report["notes"] = notes + report["notes"] + _sync_notes(gone, deleted, sync)
+        if verification.ok:
+            session.run("phase1:finish", record_sources, run.id, job.files, cutover=sync.cutover)
+            session.run("phase1:finish", resync.forget_seen, run.id)
+        stats = {**report["counts"], "checksum": verification.source_checksum, "refused": len(job.refused)}
+        if sync.part is not None:  # how the run that split the files finds this shard's run
+            stats |= {"shard": sync.part[0], "shards": sync.part[1], "flow_run_id": str(flow_run.id)}
+        session.run("phase1:finish", finish, run.id, status, stats)
+        try:
+            return _publish(report, report_dir, summary, job)
+        except ReportNotWritten:  # the same command resumes the run (every chunk skipped) and writes it
+            session.run("phase1:finish", finish, run.id, "interrupted", stats, error="report not written")
+            raise
+    except BaseException as exc:
+        signum = interruption(exc)
+        if signum is not None and run is not None:
+            why = f"interrupted by {signal.Signals(signum).name}"
+            session.once("phase1:interrupted", finish, run.id, "interrupted", {}, error=why)
+            interrupted({"title": "Phase 1 → Phase 2 migration", "kind": KIND, "run_id": run.id,
+                         "notes": [f"{why}; the same command resumes the run"]}, report_dir)  # fmt: skip
+        raise
     finally:
-        control.close()
-    return _publish(report, report_dir, summary, job)
+        session.close()
 
 
 def _file_problems(files: list[dict[str, Any]]) -> list[str]:

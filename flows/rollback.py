@@ -26,7 +26,7 @@ from flows.outcome import closing_lines, publish, user_error
 from flows.settings import resolve_database_url
 from tasks import schema
 from tasks.branching import provider
-from tasks.db import connect, mask_url
+from tasks.db import connect, mask_url, retrying
 from tasks.errors import InputError, UserFacingError, VerificationFailed
 from tasks.verify import compare_fingerprints, table_columns, table_fingerprints
 
@@ -47,15 +47,22 @@ def steps_back(current: str | None, to: str) -> str:
 
 def fingerprints(url: str, columns: dict[str, list[str]] | None = None) -> dict[str, str]:
     """Every table (bookkeeping included unless columns are given) of the database at url."""
-    with connect(url, autocommit=True) as conn:
-        return table_fingerprints(
-            conn, columns if columns is not None else table_columns(conn, bookkeeping=True)
-        )
+
+    def read() -> dict[str, str]:
+        with connect(url, autocommit=True, step="rollback:verify") as conn:
+            return table_fingerprints(
+                conn, columns if columns is not None else table_columns(conn, bookkeeping=True)
+            )
+
+    return retrying(read, what="fingerprint the tables")
 
 
 def columns_of(url: str) -> dict[str, list[str]]:
-    with connect(url, autocommit=True) as conn:
-        return table_columns(conn)
+    def read() -> dict[str, list[str]]:
+        with connect(url, autocommit=True, step="rollback:verify") as conn:
+            return table_columns(conn)
+
+    return retrying(read, what="read the columns")
 
 
 def _publish(report: dict[str, Any], report_dir: str) -> State:

@@ -5,11 +5,14 @@ The story of a run (migrations/ops has what each operation does in each phase):
    follows unless they break the previous application version; `complete` contracts the revision
    rolling out once every application instance runs it; `rollback` undoes its start, leaving no
    trace; `downgrade` undoes completed revisions;
-2. take a checkpoint branch `<db>-backup-<UTC time>` (by default; locally this briefly ends other
-   sessions on the database, on Neon it is instant), then the migration lock;
-3. each action is a Prefect task (retried when a lock timeout stopped it), recorded in
-   `migration_runs`; an upgrade that fails in a start or backfill rolls that revision back and
-   downgrades what the run had completed, newest first;
+2. refuse a role that may not alter the tables, before anything is written; take a checkpoint
+   branch `<db>-backup-<UTC time>` (by default; online, the application's sessions go on: a
+   snapshot copy locally, instant on Neon), then the migration lock;
+3. each action is a Prefect task and one unit of the retry policy (tasks/retry.py: a lock timeout
+   or a lost session runs it again within the retry window), recorded in `migration_runs`; an
+   upgrade that fails in a start or backfill rolls that revision back and downgrades what the run
+   had completed, newest first; SIGTERM or Ctrl-C marks the run interrupted (the action in flight
+   commits or rolls back whole) and exits 143 or 130;
 4. check (invalid indexes, NOT VALID constraints, at a completed head the models against the
    schema) and report: `schema-report` and `runs/<run_id>/report.json`.
 
@@ -18,6 +21,7 @@ Exit codes follow the exception's type (tasks/errors.py). `python -m flows.schem
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from typing import Any
@@ -29,34 +33,20 @@ from prefect.states import State
 from flows import params as P
 from flows.backfill import BatchReporter
 from flows.checkpoint import take_checkpoint
-from flows.outcome import closing_lines, publish, user_error
+from flows.outcome import closing_lines, interrupted, interruption, publish, user_error
 from flows.settings import resolve_database_url
-from tasks import schema
+from tasks import privileges, schema
 from tasks.audit import snapshot
-from tasks.db import acquire_run_lock, check_duration, connect, mask_url, refuse_pooler
-from tasks.errors import InputError, LockTimedOut, UserFacingError, VerificationFailed
+from tasks.db import Session, check_duration, mask_url, refuse_pooler
+from tasks.errors import InputError, UserFacingError, VerificationFailed
 from tasks.schema_runs import Journal
-
-
-def _retry_lock_timeouts(_task: Any, _run: Any, state: State) -> bool:
-    try:
-        state.result()
-    except LockTimedOut:
-        return True
-    except Exception:
-        return False
-    return False
 
 
 @task(
     name="schema-action",
     task_run_name="{action.label}",
     cache_policy=NONE,
-    persist_result=False,
-    retries=3,
-    retry_delay_seconds=[1, 4, 16],
-    retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_lock_timeouts,
+    persist_result=False,  # no retries here: the action is a unit of tasks/retry.py's policy
 )
 def run_action(url: str, action: schema.Action, lock_timeout: str, statement_timeout: str) -> None:
     """One start, backfill, complete, rollback or downgrade, as a task the UI shows by name."""
@@ -169,23 +159,34 @@ def _run(kind: str, target: str, plan: Any, options: dict[str, Any], force_check
         check_duration("lock_timeout", options["lock_timeout"])
         check_duration("statement_timeout", options["statement_timeout"])
         url = resolve_database_url(options["database_secret"])
-        with connect(url, autocommit=True) as probe:  # a pooled URL is named before anything is planned
-            refuse_pooler(probe)
-        before, live = schema.current_revision(url), schema.pending(url)
-        actions, stopped = plan(url, before, live)
+        with Session(url) as check:  # a pooled URL is named before anything is planned
+            check.run("schema:check", refuse_pooler)
+            before, live = schema.current_revision(url), schema.pending(url)
+            actions, stopped = plan(url, before, live)
+            if actions:  # refused before anything is written when the role may not alter the tables
+                privileges.require_schema_change(check.run("schema:check", privileges.of))
         branch, notes = None, [stopped] if stopped else []
         if actions and (options["checkpoint"] or force_checkpoint):
             branch, taken = take_checkpoint(url, options["branch_provider"], options["lock_wait_seconds"])
             notes += taken
-        with connect(url, autocommit=True) as control:
-            acquire_run_lock(control, wait_seconds=options["lock_wait_seconds"])
+        # each step a unit on this session: a lost one is replaced and the run lock taken again
+        with Session(url, lock_wait=options["lock_wait_seconds"]) as control:
             journal = Journal(control, {"action": kind, "from": before, "target": target}, f"{kind} {target}")
-            pre = snapshot(control)
-            done, failure = _carry_out(url, journal, actions, options)
+            pre = control.run("schema:check", snapshot)
+            try:
+                done, failure = _carry_out(url, journal, actions, options)
+            except BaseException as exc:
+                signum = interruption(exc)
+                if signum is not None:  # the action in flight committed or rolled back whole
+                    journal.interrupted(f"interrupted by {signal.Signals(signum).name}")
+                    interrupted({"title": f"Schema {kind} to {target}", "kind": "schema", "run_id": journal.run_id,
+                                 "notes": [f"{journal.why}; the same command resumes it from where it stopped"]},
+                                options["report_dir"])  # fmt: skip
+                raise
             if failure is not None:
                 notes.append(f"{failure}; {_undo(url, kind, actions, done, options)}")
             after, live_after = schema.current_revision(url), schema.pending(url)
-            post = snapshot(control)
+            post = control.run("schema:check", snapshot)
             problems = _post_check(url, pre, post, after, live_after, failure)
             status = _status(actions, failure, problems)
             journal.finish(

@@ -25,7 +25,7 @@ from flows.checkpoint import take_checkpoint
 from flows.outcome import publish
 from flows.settings import resolve_database_url
 from tasks import schema
-from tasks.db import acquire_run_lock, connect, mask_url, release_run_lock
+from tasks.db import Session, mask_url
 from tasks.errors import FilesRefused, InputError, VerificationFailed
 from tasks.runs import file_results, shard_runs
 from tasks.sources import resolve, shard
@@ -52,22 +52,22 @@ def fan_out(shards: int, deployment: str, report_dir: str, started: float) -> St
     branch = None
     if params.get("checkpoint", True):
         branch, _ = take_checkpoint(url, params.get("branch_provider"), params.get("lock_wait_seconds", 0.0))
-    with connect(url, autocommit=True) as conn:  # the schema at head once, before the shards share the lock
-        acquire_run_lock(conn, wait_seconds=params.get("lock_wait_seconds", 0.0))
+    # the schema at head once, under the migration lock, before the shards share it
+    with Session(url, lock_wait=params.get("lock_wait_seconds", 0.0)) as control:
+        control.run("phase1:lock", lambda _conn: None)
         before, after = schema.upgrade(url)
-        release_run_lock(conn)
     runs = []
     for i in range(shards):
         shard_params = {**params, "shards": shards, "shard": i, "checkpoint": False}
         runs.append(run_deployment(deployment, parameters=shard_params, timeout=0, as_subflow=True))
         logger.info("shard %d of %d (%d files): flow run %s", i, shards, sizes[i], runs[-1].id)
     states = _wait([r.id for r in runs])
-    with connect(url, autocommit=True) as conn:
-        found = shard_runs(conn, [str(r.id) for r in runs])
+    with Session(url) as session:  # each read a unit: a lost session is replaced, the read rerun
+        found = session.run("phase1:shards", shard_runs, [str(r.id) for r in runs])
         files = [
             f
             for run_id in [found[str(r.id)]["run_id"] for r in runs if str(r.id) in found]
-            for f in file_results(conn, run_id)
+            for f in session.run("phase1:shards", file_results, run_id)
         ]
     rows = []
     for i, r in enumerate(runs):

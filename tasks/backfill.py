@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 
 from migrations.ops import Backfill
-from tasks.db import acquire_run_lock, check_duration, connect, release_run_lock, retrying
+from tasks.db import Session, check_duration, connect
 from tasks.errors import InputError
 
 
@@ -126,8 +126,30 @@ class Result:
     column_type: str
 
 
+def _checked(kind: str, text: str, *, identifier: bool = True) -> str:
+    """What a user's name or value may be before it is sent: UTF-8 text without NUL (PostgreSQL
+    stores none); a name also printable and at most 63 bytes (PostgreSQL's NAMEDATALEN)."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        size = -1
+    if size < 0 or "\x00" in text or (identifier and (not 0 < size <= 63 or not text.isprintable())):
+        what = "a PostgreSQL name (1 to 63 bytes, printable)" if identifier else "text PostgreSQL can store"
+        raise InputError(f"{kind} {text[:80]!r} is not {what}")
+    return text
+
+
+def check_spec(spec: BackfillSpec) -> BackfillSpec:
+    for part in spec.table.split("."):
+        _checked("--table", part)
+    _checked("--column", spec.column)
+    _checked("--value", spec.value, identifier=False)
+    return spec
+
+
 def resolve(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
     """Look table and column up in the catalog; InputError names what is missing."""
+    check_spec(spec)
     schema, _, table = spec.table.rpartition(".")
     row = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -247,14 +269,13 @@ def run_backfill(
     """Fill spec.column with spec.value wherever it is NULL; resumable, see the module docstring."""
     settings = settings or Settings()
     settings.check()
-    conn = connect(url)
-    conn.autocommit = True
-    walker: _Walker | None = None
+    check_spec(spec)
+    # the backfill's own lock, taken again on a new connection when the session's was lost
+    session = Session(url, lock_wait=lock_wait, locks=[(lock_key(spec.name), False)])
     try:
-        acquire_run_lock(conn, wait_seconds=lock_wait, key=lock_key(spec.name))
-        target = prepare(conn, spec)
-        last_key, progress, resumed = _start(conn, target, run_id)
-        walker = _Walker(url, conn, target, settings)
+        target = session.run("backfill:prepare", prepare, spec)
+        last_key, progress, resumed = session.run("backfill:start", _start, target, run_id)
+        walker = _Walker(session, target, settings)
         started = time.monotonic()
         deadline = started + settings.max_runtime if settings.max_runtime else None
         idle_passes = 0
@@ -277,7 +298,7 @@ def run_backfill(
             # End of a pass: done when nothing is NULL any more; otherwise rows were locked by others
             # or written behind us, so walk again from the start (after a breath if nothing moved).
             progress.passes += 1
-            progress.remaining = retrying(lambda: null_count(walker.conn, target), what="count NULL rows")
+            progress.remaining = session.run("backfill:count", null_count, target)
             if progress.remaining == 0:
                 status = "done"
                 break
@@ -291,11 +312,16 @@ def run_backfill(
         if on_batch:
             on_batch(progress)
         return Result(spec.name, status, resumed, progress, target.column_type)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # SIGTERM or Ctrl-C: the last batch committed or rolled back whole
+            session.once("backfill:interrupted", _set_status, spec.name, "interrupted")
+        raise
     finally:
-        conn = walker.conn if walker else conn
-        if not conn.closed and not conn.broken:
-            release_run_lock(conn, lock_key(spec.name))
-        conn.close()
+        session.close()
+
+
+def _set_status(conn: psycopg.Connection, name: str, status: str) -> None:
+    conn.execute("UPDATE backfill_state SET status = %s, updated_at = now() WHERE name = %s", (status, name))
 
 
 def _start(
@@ -336,45 +362,39 @@ def _start(
 
 
 class _Walker:
-    """Runs batches on one connection, reconnecting and retrying when the error is transient."""
+    """Runs batches on the backfill's session: each batch with its checkpoint is one unit of the
+    retry policy (tasks/retry.py), run again on a new connection when the session's was lost."""
 
-    def __init__(self, url: str, conn: psycopg.Connection, target: Target, settings: Settings) -> None:
-        self.url, self.conn, self.target, self.settings = url, conn, target, settings
+    def __init__(self, session: Session, target: Target, settings: Settings) -> None:
+        self.session, self.target, self.settings = session, target, settings
         self.size = settings.batch_size
         self.first = batch_sql(target, after_key=False)
         self.after = batch_sql(target, after_key=True)
 
-    def _reconnect(self) -> None:
-        if self.conn.closed or self.conn.broken:
-            self.conn = connect(self.url)
-            self.conn.autocommit = True
-            acquire_run_lock(self.conn, wait_seconds=30, key=lock_key(self.target.spec.name))
-
-    def _limits(self) -> None:
-        self.conn.execute(
+    def _limits(self, conn: psycopg.Connection) -> None:
+        conn.execute(
             "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
             (self.settings.lock_timeout, self.settings.statement_timeout),
         )
 
     def batch(self, last_key: list[str] | None) -> tuple[int, list[str] | None]:
-        def attempt() -> tuple[int, list[str] | None]:
-            self._reconnect()
+        def attempt(conn: psycopg.Connection) -> tuple[int, list[str] | None]:
             began = time.monotonic()
-            with self.conn.transaction():
-                self._limits()
+            with conn.transaction():
+                self._limits(conn)
                 value = [] if self.target.spec.sql else [self.target.spec.value]
                 params = [*(last_key or []), self.size, *value]
-                row = self.conn.execute(self.after if last_key else self.first, params).fetchone()
+                row = conn.execute(self.after if last_key else self.first, params).fetchone()
                 count, new_key = (int(row[0]), row[1]) if row else (0, None)
                 if count:
-                    self._checkpoint(new_key, count)
+                    self._checkpoint(conn, new_key, count)
             self._adapt(count, time.monotonic() - began)
             return count, (new_key if count else last_key)
 
-        return retrying(attempt, attempts=6, what=f"backfill batch of {self.target.spec.name}")
+        return self.session.run("backfill:batch", attempt)
 
-    def _checkpoint(self, last_key: list[str] | None, count: int) -> None:
-        self.conn.execute(
+    def _checkpoint(self, conn: psycopg.Connection, last_key: list[str] | None, count: int) -> None:
+        conn.execute(
             "UPDATE backfill_state SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, "
             "updated_at = now() WHERE name = %s",
             (last_key, count, self.target.spec.name),
@@ -388,16 +408,20 @@ class _Walker:
         self.size = int(min(max(self.size * factor, self.settings.min_batch), self.settings.max_batch))
 
     def save(self, last_key: list[str] | None) -> None:
-        self._reconnect()
-        self.conn.execute(
-            "UPDATE backfill_state SET last_key = %s, updated_at = now() WHERE name = %s",
-            (last_key, self.target.spec.name),
+        self.session.run(
+            "backfill:save",
+            lambda conn: conn.execute(
+                "UPDATE backfill_state SET last_key = %s, updated_at = now() WHERE name = %s",
+                (last_key, self.target.spec.name),
+            ),
         )
 
     def finish(self, status: str) -> None:
-        self._reconnect()
-        self.conn.execute(
-            "UPDATE backfill_state SET status = %s, last_key = CASE WHEN %s = 'done' THEN NULL ELSE last_key END, "
-            "updated_at = now() WHERE name = %s",
-            (status, status, self.target.spec.name),
+        self.session.run(
+            "backfill:finish",
+            lambda conn: conn.execute(
+                "UPDATE backfill_state SET status = %s, "
+                "last_key = CASE WHEN %s = 'done' THEN NULL ELSE last_key END, updated_at = now() WHERE name = %s",
+                (status, status, self.target.spec.name),
+            ),
         )

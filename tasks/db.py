@@ -1,5 +1,6 @@
-"""Where the database is and how we talk to it: settings, the embedded server, connections,
-URL masking, the run lock and the rule for which errors are worth retrying.
+"""Where the database is and how we talk to it: settings, the embedded server, connections and the
+control session that survives losing them, URL masking, and the run lock. Which errors are retried,
+where and for how long is tasks/retry.py.
 
 Every flow, the Alembic env and the tests resolve the database through `database_url()`, so there is
 one answer to "which database?": an explicit URL, else `DATABASE_URL`, else the embedded PostgreSQL
@@ -10,18 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from tasks.errors import InputError, Unavailable, first_line
+from tasks.retry import is_transient, retrying
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,12 @@ T = TypeVar("T")
 
 
 class DatabaseError(Unavailable):
-    """The database could not be reached or used; the message is safe to show (no password)."""
+    """The database could not be reached or used; the message is safe to show (no password).
+    `transient`: a retry may cure it (tasks/retry.py)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 # --- which database -------------------------------------------------------------------------------
@@ -139,68 +145,129 @@ def check_duration(option: str, text: str) -> str:
 
 # --- connections ----------------------------------------------------------------------------------
 
-SESSION_SETTINGS = "SET TIME ZONE 'UTC'; SET application_name = 'todo-migrations'"
+APPLICATION = "todo-migrations"
+
+# Servers this process has reached: a connection refused by one of them is a restart to wait for,
+# by any other a wrong URL to report at once (tasks/retry.py).
+_reached: set[str] = set()
 
 
-def connect(url: str, *, autocommit: bool = False, attempts: int = 4) -> psycopg.Connection:
-    """A psycopg connection in UTC; connection failures are retried with backoff."""
+def _server(url: str) -> str:
+    u = make_url(normalize_url(url))
+    return f"{u.host}:{u.port}:{u.query.get('host')}"
 
-    def _connect() -> psycopg.Connection:
-        conn = psycopg.connect(normalize_url(url), autocommit=True, connect_timeout=10)
-        conn.execute(SESSION_SETTINGS)
-        conn.autocommit = autocommit
-        return conn
 
+def connect(url: str, *, autocommit: bool = False, step: str | None = None) -> psycopg.Connection:
+    """A psycopg connection in UTC, named after the step it serves; one attempt (the unit that needs
+    it is what retries, tasks/retry.py)."""
     try:
-        return retrying(_connect, attempts=attempts, what="connect")
-    except psycopg.Error as exc:
-        raise DatabaseError(f"cannot connect to {mask_url(url)}: {redact(first_line(exc), url)}") from exc
-
-
-# --- retries ----------------------------------------------------------------------------------------
-
-# SQLSTATEs that say "try again": serialization failure, deadlock, lock timeout, admin shutdown /
-# crash recovery / cannot connect now, and the whole connection-exception class.
-TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03", "57P01", "57P02", "57P03"}
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors a retry can cure; never for bad data or bad SQL."""
-    orig = getattr(exc, "orig", None)  # SQLAlchemy wraps the driver's error (Alembic runs through it)
-    if isinstance(orig, psycopg.Error):
-        exc = orig
-    if isinstance(exc, psycopg.Error):
-        state = exc.sqlstate or ""
-        if state in TRANSIENT_SQLSTATES or state.startswith("08"):
-            return True
-        # A broken connection surfaces as OperationalError without a SQLSTATE.
-        return isinstance(exc, psycopg.OperationalError) and not state
-    return False
-
-
-def backoff_delays(attempts: int, base: float = 0.25, cap: float = 8.0) -> list[float]:
-    """Exponential backoff with full jitter, for `attempts - 1` waits."""
-    return [random.uniform(0, min(cap, base * 2**i)) + base / 2 for i in range(attempts - 1)]
-
-
-def retrying(fn: Callable[[], T], *, attempts: int = 5, what: str = "database call") -> T:
-    """Call fn, retrying transient database errors with backoff; anything else propagates at once."""
-    delays = backoff_delays(attempts)
-    for attempt in range(attempts):
+        conn = psycopg.connect(normalize_url(url), autocommit=True, connect_timeout=10)
         try:
-            return fn()
-        except Exception as exc:
-            if not is_transient(exc) or attempt == attempts - 1:
+            conn.execute("SET TIME ZONE 'UTC'")
+            label(conn, step)
+        except BaseException:
+            conn.close()
+            raise
+    except psycopg.Error as exc:
+        raise DatabaseError(
+            f"cannot connect to {mask_url(url)}: {redact(first_line(exc), url)}",
+            transient=_server(url) in _reached and is_transient(exc),
+        ) from exc
+    _reached.add(_server(url))
+    conn.autocommit = autocommit
+    return conn
+
+
+def label(conn: psycopg.Connection, step: str | None) -> None:
+    """Name the session after the step it serves: pg_stat_activity shows which step of a command
+    each of its sessions is doing (`todo-migrations/phase1:verify`)."""
+    name = f"{APPLICATION}/{step}" if step else APPLICATION
+    conn.execute("SELECT set_config('application_name', %s, false)", (name[:63],))
+
+
+class Session:
+    """A command's control connection. Each step runs on it as a unit (tasks/retry.py): when the
+    connection is lost the step runs again on a new one, which first takes the run lock again if
+    this session holds it (lock_wait given): another run that took it meanwhile makes it LockBusy."""
+
+    def __init__(
+        self, url: str, *, lock_wait: float | None = None, locks: Sequence[RunLock] | None = None
+    ) -> None:
+        """lock_wait given: the session holds `locks` (by default the migration lock alone)."""
+        self.url, self.lock_wait = url, lock_wait
+        self.locks: tuple[RunLock, ...] = (
+            () if lock_wait is None else tuple(locks or ((MIGRATION_LOCK_KEY, False),))
+        )
+        self.conn: psycopg.Connection | None = None
+
+    def connection(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self._drop()
+            conn = connect(self.url, autocommit=True)
+            try:
+                for key, shared in self.locks:
+                    acquire_run_lock(conn, wait_seconds=self.lock_wait or 0.0, key=key, shared=shared)
+            except BaseException:
+                conn.close()
                 raise
-            log.warning("%s failed (%s); retrying in %.2fs", what, first_line(exc), delays[attempt])
-            time.sleep(delays[attempt])
-    raise AssertionError("unreachable")
+            self.conn = conn
+        return self.conn
+
+    def run(self, step: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn(connection, *args, **kwargs) as one unit; fn commits or rolls back whole, or reads."""
+
+        def attempt() -> T:
+            conn = self.connection()
+            label(conn, step)
+            return fn(conn, *args, **kwargs)
+
+        return retrying(attempt, what=step, before_retry=self._drop_if_broken)
+
+    def once(self, step: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """fn(connection, …) once, without retries, for the bookkeeping of an interrupted command
+        (which must exit promptly); None, with a warning, if the database did not answer."""
+        try:  # on a connection of its own: the session's may be mid-statement, where it was interrupted
+            with connect(self.url, autocommit=True, step=step) as conn:
+                return fn(conn, *args, **kwargs)
+        except (psycopg.Error, Unavailable) as exc:
+            log.warning("%s: not recorded (%s)", step, first_line(exc))
+            return None
+
+    def _drop_if_broken(self) -> None:
+        if self.conn is not None and (self.conn.closed or self.conn.broken):
+            self._drop()
+
+    def _drop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+
+    def close(self) -> None:
+        """Release the lock (when held) and close; a connection already lost releases it by itself."""
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            if not conn.broken:
+                for key, shared in reversed(self.locks):
+                    release_run_lock(conn, key, shared=shared)
+        except psycopg.Error:
+            pass  # the session ended under us: the server released the lock with it
+        finally:
+            conn.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 # --- the run lock ---------------------------------------------------------------------------------
 
 # One key for every writer of migration data, so two runs against one database never interleave.
 MIGRATION_LOCK_KEY = 0x70_68_61_73_65_31  # "phase1"
+RunLock = tuple[int, bool]  # (advisory lock key, shared)
 
 
 class LockBusy(Unavailable):

@@ -31,6 +31,19 @@ class Unavailable(UserFacingError):
     exit_code = 3
 
 
+class ReportNotWritten(Unavailable):
+    """The run is in the database but its report could not be written (disk full, say): exit 3;
+    the same command, run again, resumes the run and writes it."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that what cleans up
+    after one does after both (psycopg cancels the running query, an interrupted run is marked so);
+    the command exits 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 class FilesRefused(UserFacingError):
     """A run of many files loaded the ones it could and refused others whole (exit 4)."""
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from psycopg import errors as pgerrors
 
 from tasks import foreign_keys, resync
 from tasks.checksum import COPY_COLUMNS
-from tasks.db import connect, is_transient, retrying
+from tasks.db import connect, retrying
 from tasks.files import RunFile, iter_run_chunks
 from tasks.mapping import split_records
 from tasks.runs import ensure_users
@@ -237,11 +238,31 @@ def prompt_handoffs(enabled: bool = True, interval: float = 0.0005) -> Iterator[
 
 
 def committed_chunks(url: str, run_id: str) -> frozenset[int]:
-    with connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT chunk_no FROM migration_checkpoints WHERE run_id = %s", (run_id,)
-        ).fetchall()
-    return frozenset(r[0] for r in rows)
+    def read() -> frozenset[int]:
+        with connect(url, autocommit=True, step="phase1:load") as conn:
+            rows = conn.execute(
+                "SELECT chunk_no FROM migration_checkpoints WHERE run_id = %s", (run_id,)
+            ).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    return retrying(read, what="read the committed chunks")
+
+
+def _committed(conn: psycopg.Connection, run_id: str, job: ChunkJob) -> ChunkResult | None:
+    """The chunk's result as its checkpoint recorded it, if an earlier attempt committed it."""
+    row = conn.execute(
+        "SELECT migrated, already_present, duplicates, checksum, updated FROM migration_checkpoints "
+        "WHERE run_id = %s AND chunk_no = %s",
+        (run_id, job.chunk.chunk_no),
+    ).fetchone()
+    if row is None:
+        return None
+    chunk = job.chunk
+    # The run's totals are read back from the checkpoints; this result only says the chunk is in
+    # (its conflicts' quarantine rows are in the database, not rebuilt here).
+    return ChunkResult(
+        chunk.chunk_no, chunk.records, row[0], row[1], row[2], list(chunk.quarantine), int(row[3]), updated=row[4]
+    )
 
 
 def _dry_result(chunk: TransformedChunk, rendered: Rendered) -> ChunkResult:
@@ -281,20 +302,45 @@ class _UserCache:
             if self.url is None:
                 self.known.update({e: user_key(e) for e in missing})
             else:
-                if self.conn is None:
-                    self.conn = connect(self.url, autocommit=True)
-                conn = self.conn
-                self.known.update(
-                    retrying(
-                        lambda: ensure_users(conn, missing, self.run_id, self.default_email),
-                        what="create users",
-                    )
-                )
+                self.known.update(retrying(lambda: self._ensure(missing), what="create users"))
         return self.known
+
+    def _ensure(self, emails: set[str]) -> dict[str, str]:
+        assert self.url is not None
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.close()
+            self.conn = connect(self.url, autocommit=True, step="phase1:load")
+        return ensure_users(self.conn, emails, self.run_id, self.default_email)
 
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
+        self.conn = None
+
+
+class _Link:
+    """A writer thread's connection, opened when first needed and again after it was lost."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn: psycopg.Connection | None = None
+        self.batch = False  # whether this connection may check foreign keys per chunk
+
+    def get(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.close()
+            self.conn = connect(self.url, autocommit=True, step="phase1:load")
+            self.batch = foreign_keys.may_batch(self.conn)
+        return self.conn
+
+    def drop_if_broken(self) -> None:
+        if self.conn is not None and (self.conn.closed or self.conn.broken):
+            self.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
 
 
 class ChunkWriter:
@@ -346,16 +392,20 @@ class ChunkWriter:
             except queue.Full:
                 continue
 
-    def abort(self) -> None:
+    def abort(self, grace: float = 5.0) -> None:
+        """Take no new chunk; give the ones being written up to `grace` seconds to commit (an
+        interrupted run exits promptly, and a chunk still unfinished then rolls back whole)."""
         self.stop.set()
+        deadline = time.monotonic() + grace
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def _raise_if_failed(self) -> None:
         if self.error is not None:
             raise self.error
 
     def _work(self) -> None:
-        conn: psycopg.Connection | None = None
-        batch = False  # whether this connection may check foreign keys per chunk
+        link = _Link(self.url)
         try:
             while not self.stop.is_set():
                 try:
@@ -364,28 +414,30 @@ class ChunkWriter:
                     continue
                 if job is None:
                     return
-                attempts = 0
-                while True:
-                    try:
-                        if conn is None or conn.closed or conn.broken:
-                            conn = connect(self.url, autocommit=True)
-                            batch = foreign_keys.may_batch(conn)
-                        self.results.put(self._write(conn, job, batch))
-                        break
-                    except Exception as exc:
-                        attempts += 1
-                        if not is_transient(exc) or attempts >= 5:
-                            raise
-                        if conn is not None and not conn.broken:
-                            conn.close()
-                        conn = None
-                        self.stop.wait(min(8.0, 0.25 * 2**attempts))
+                self.results.put(self._commit(link, job))
         except BaseException as exc:  # handed to the main thread, which raises it
             self.error = exc
             self.stop.set()
         finally:
-            if conn is not None:
-                conn.close()
+            link.close()
+
+    def _commit(self, link: _Link, job: ChunkJob) -> ChunkResult:
+        """Write one chunk as a unit of the retry policy (tasks/retry.py), on a fresh connection
+        after a lost one."""
+        retried = False
+
+        def attempt() -> ChunkResult:
+            conn = link.get()
+            # a retry after a lost COMMIT acknowledgement: the chunk may be in already
+            done = _committed(conn, self.run_id, job) if retried else None
+            return done or self._write(conn, job, link.batch)
+
+        def again() -> None:
+            nonlocal retried
+            retried = True
+            link.drop_if_broken()
+
+        return retrying(attempt, what=f"chunk {job.chunk.chunk_no}", before_retry=again)
 
     def _write(self, conn: psycopg.Connection, job: ChunkJob, batch: bool) -> ChunkResult:
         if not job.staged:

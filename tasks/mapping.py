@@ -370,6 +370,14 @@ def legacy_key_text(value: str) -> str:
     return text
 
 
+def is_email(text: str) -> bool:
+    """The records' own rule for an email address (validation/records.py), printable and at most
+    254 characters: what an owner may be before it becomes a user."""
+    from validation.records import EMAIL  # it imports this module
+
+    return len(text) <= 254 and text.isprintable() and EMAIL.match(text) is not None
+
+
 def read_owner_map(path: str | Path | None) -> dict[str, str]:
     """--owner-map CSV: a header with legacy_id and email columns, then one task per line (the
     legacy_id is the record's id as the file wrote it)."""
@@ -388,7 +396,7 @@ def read_owner_map(path: str | Path | None) -> dict[str, str]:
                 if not row["legacy_id"]:
                     raise MappingError(f"{path}: line {line}: legacy_id is empty")
                 email = row["email"].lower()
-                if "@" not in email:
+                if not is_email(email):
                     raise MappingError(f"{path}: line {line}: {row['email']!r} is not an email address")
                 owners[legacy_key_text(row["legacy_id"])] = email
             return owners

@@ -166,11 +166,15 @@ def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]
             f"SELECT %(run)s, t.id, 'delete', row_to_json(t) {gone} ON CONFLICT DO NOTHING",
             params,
         )
-        return conn.execute(
+        conn.execute(
             "DELETE FROM tasks WHERE id IN (SELECT task_id FROM migration_row_history "
             "WHERE run_id = %(run)s AND op = 'delete')",
             params,
-        ).rowcount
+        )
+        # counted from the history, so a retry after a lost acknowledgement counts the same
+        return conn.execute(
+            "SELECT count(*) FROM migration_row_history WHERE run_id = %(run)s AND op = 'delete'", params
+        ).fetchone()[0]
 
 
 def rows_of(conn: psycopg.Connection, sources: list[str], *, exclude_run: str) -> int:

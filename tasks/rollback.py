@@ -5,68 +5,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.db import acquire_run_lock, connect, release_run_lock
+import psycopg
+
+from tasks.db import Session
 from tasks.errors import InputError
 from tasks.resync import CONTENT
 
 
 def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float = 0.0) -> dict[str, Any]:
     """Delete the run's tasks, quarantine rows and checkpoints, and the users it created that no
-    task uses any more. Refuses (unless force) when the application changed the run's rows since."""
-    conn = connect(url, autocommit=True)
-    try:
-        acquire_run_lock(conn, wait_seconds=lock_wait)
-        run = (
-            conn.execute(
-                "SELECT status, finished_at, started_at, stats FROM migration_runs WHERE id::text = %s AND kind = 'phase1'",
-                (run_id,),
-            ).fetchone()
-            if _is_uuid(run_id)
-            else None
+    task uses any more. Refuses (unless force) when the application changed the run's rows since.
+    The removal is one transaction and one unit of the retry policy (tasks/retry.py)."""
+    tries: list[bool] = []
+    with Session(url, lock_wait=lock_wait) as session:
+        done = session.run("phase1:rollback", _remove, run_id, force, tries)
+        left = session.run(
+            "phase1:rollback",
+            lambda conn: conn.execute(
+                "SELECT (SELECT count(*) FROM tasks WHERE migration_run_id = %(r)s), "
+                "(SELECT count(*) FROM quarantine WHERE run_id = %(r)s), "
+                "(SELECT count(*) FROM migration_checkpoints WHERE run_id = %(r)s)",
+                {"r": run_id},
+            ).fetchone(),
         )
-        if run is None:
-            raise InputError(f"no Phase 1 run with id {run_id}")
-        status, finished_at, started_at, stats = run
-        if status == "rolled_back":
-            raise InputError(f"run {run_id} was already rolled back")
-        since = finished_at or started_at
-        changed = conn.execute(
-            "SELECT count(*) FROM tasks WHERE migration_run_id = %s AND updated_at > %s", (run_id, since)
-        ).fetchone()[0]
-        if changed and not force:
-            raise InputError(
-                f"{changed} rows of run {run_id} were changed after the run; rolling back would lose those changes "
-                "(use --force to remove them anyway)"
-            )
-        with conn.transaction():
-            tasks_removed = conn.execute("DELETE FROM tasks WHERE migration_run_id = %s", (run_id,)).rowcount
-            restored = _restore_history(conn, run_id)
-            users = conn.execute(
-                "DELETE FROM users u WHERE u.migration_run_id = %s "
-                "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.user_id = u.id) RETURNING email",
-                (run_id,),
-            ).fetchall()
-            kept = conn.execute("SELECT email FROM users WHERE migration_run_id = %s", (run_id,)).fetchall()
-            quarantine_removed = conn.execute("DELETE FROM quarantine WHERE run_id = %s", (run_id,)).rowcount
-            checkpoints_removed = conn.execute(
-                "DELETE FROM migration_checkpoints WHERE run_id = %s", (run_id,)
-            ).rowcount
-            conn.execute("DELETE FROM migration_files WHERE run_id = %s", (run_id,))
-            conn.execute("DELETE FROM migration_seen WHERE run_id = %s", (run_id,))
-            conn.execute(
-                "UPDATE migration_runs SET status = 'rolled_back', "
-                "stats = stats || jsonb_build_object('rolled_back_at', now(), 'rows_removed', %s::int) WHERE id = %s",
-                (tasks_removed, run_id),
-            )
-        left = conn.execute(
-            "SELECT (SELECT count(*) FROM tasks WHERE migration_run_id = %(r)s), "
-            "(SELECT count(*) FROM quarantine WHERE run_id = %(r)s), "
-            "(SELECT count(*) FROM migration_checkpoints WHERE run_id = %(r)s)",
-            {"r": run_id},
-        ).fetchone()
-        release_run_lock(conn)
-    finally:
-        conn.close()
+    status, stats, tasks_removed, restored, users, kept, quarantine_removed, checkpoints_removed, changed = done
     problems = []
     if any(left):
         problems.append(
@@ -95,6 +57,58 @@ def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float
     }
 
 
+def _remove(conn: psycopg.Connection, run_id: str, force: bool, tries: list[bool]) -> tuple[Any, ...]:
+    """The rollback's transaction. `tries` says whether an earlier attempt may have committed (its
+    acknowledgement lost): then a run found rolled back is that attempt's, its counts in its stats."""
+    retry = bool(tries)
+    tries.append(True)
+    run = (
+        conn.execute(
+            "SELECT status, finished_at, started_at, stats FROM migration_runs WHERE id::text = %s AND kind = 'phase1'",
+            (run_id,),
+        ).fetchone()
+        if _is_uuid(run_id)
+        else None
+    )
+    if run is None:
+        raise InputError(f"no Phase 1 run with id {run_id}")
+    status, finished_at, started_at, stats = run
+    if status == "rolled_back":
+        if retry:
+            return (stats.get("status_before"), stats, stats.get("rows_removed", 0), stats.get("rows_restored", 0),
+                    [], [], 0, 0, 0)  # fmt: skip
+        raise InputError(f"run {run_id} was already rolled back")
+    since = finished_at or started_at
+    changed = conn.execute(
+        "SELECT count(*) FROM tasks WHERE migration_run_id = %s AND updated_at > %s", (run_id, since)
+    ).fetchone()[0]
+    if changed and not force:
+        raise InputError(
+            f"{changed} rows of run {run_id} were changed after the run; rolling back would lose those changes "
+            "(use --force to remove them anyway)"
+        )
+    with conn.transaction():
+        tasks_removed = conn.execute("DELETE FROM tasks WHERE migration_run_id = %s", (run_id,)).rowcount
+        restored = _restore_history(conn, run_id)
+        users = conn.execute(
+            "DELETE FROM users u WHERE u.migration_run_id = %s "
+            "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.user_id = u.id) RETURNING email",
+            (run_id,),
+        ).fetchall()
+        kept = conn.execute("SELECT email FROM users WHERE migration_run_id = %s", (run_id,)).fetchall()
+        quarantine_removed = conn.execute("DELETE FROM quarantine WHERE run_id = %s", (run_id,)).rowcount
+        checkpoints_removed = conn.execute(
+            "DELETE FROM migration_checkpoints WHERE run_id = %s", (run_id,)
+        ).rowcount
+        conn.execute("DELETE FROM migration_files WHERE run_id = %s", (run_id,))
+        conn.execute("DELETE FROM migration_seen WHERE run_id = %s", (run_id,))
+        conn.execute(
+            "UPDATE migration_runs SET status = 'rolled_back', stats = stats || jsonb_build_object("
+            "'rolled_back_at', now(), 'rows_removed', %s::int, 'rows_restored', %s::int, 'status_before', %s::text) "
+            "WHERE id = %s",
+            (tasks_removed, restored, status, run_id),
+        )
+    return (status, stats, tasks_removed, restored, users, kept, quarantine_removed, checkpoints_removed, changed)
 def _restore_history(conn: Any, run_id: str) -> int:
     """The rows a re-sync run updated get their content back; the ones it deleted come back whole."""
     columns = [*CONTENT.split(", "), "created_at", "updated_at", "legacy_checksum"]

@@ -239,12 +239,13 @@ def open_run(
     run_id: str | None = None,
 ) -> str:
     """A new `migration_runs` row for a job that is not resumed by source file (backfill, audit,
-    schema steps); returns its id."""
+    schema steps); returns its id. With the id given it is idempotent, so that a retry after a
+    lost acknowledgement does not open a second run."""
     run_id = run_id or str(uuid.uuid4())
     with conn.transaction():
         conn.execute(
             "INSERT INTO migration_runs (id, kind, status, source_name, parameters) "
-            "VALUES (%s, %s, 'running', %s, %s)",
+            "VALUES (%s, %s, 'running', %s, %s) ON CONFLICT (id) DO NOTHING",
             (run_id, kind, source_name, Jsonb(parameters)),
         )
     return run_id

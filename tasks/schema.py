@@ -29,8 +29,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, pool
 
 from migrations.ops import Backfill, OnlineOperation, declared, versions
-from tasks.db import PROJECT_ROOT, sqlalchemy_url
+from tasks.db import PROJECT_ROOT, connect, retrying, sqlalchemy_url
 from tasks.errors import InputError, LockTimedOut, StepFailed, StepRefused, UserFacingError, first_line
+from tasks.privileges import PrivilegeMissing
+from tasks.retry import RetriesExhausted
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ def path(current: str | None, target: str | None) -> tuple[str, list[Step]]:
 
 
 def _engine(url: str):
-    return create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    # through tasks.db.connect: sessions in UTC, named, and lost ones told apart from a wrong URL
+    return create_engine(sqlalchemy_url(url), poolclass=pool.NullPool, creator=lambda: connect(url, step="schema"))
 
 
 def _current(conn: Connection) -> str | None:
@@ -147,23 +150,30 @@ def _current(conn: Connection) -> str | None:
 
 
 def current_revision(url: str) -> str | None:
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            return _current(conn)
-    finally:
-        engine.dispose()
+    def read() -> str | None:
+        engine = _engine(url)
+        try:
+            with engine.connect() as conn:
+                return _current(conn)
+        finally:
+            engine.dispose()
+
+    return retrying(read, what="read the schema revision")
 
 
 def live_versions(url: str) -> dict[str, str]:
     """revision -> 'started' or 'complete', for each version schema in the database."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace "
-            "WHERE nspname LIKE 'public\\_%%' AND obj_description(oid, 'pg_namespace') = ANY(%s) ORDER BY 1",
-            ([versions.STARTED, versions.COMPLETE],),
-        ).fetchall()
-    return {name.removeprefix("public_"): state for name, state in rows}
+
+    def read() -> dict[str, str]:
+        with connect(url, autocommit=True, step="schema") as conn:
+            rows = conn.execute(
+                "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace "
+                "WHERE nspname LIKE 'public\\_%%' AND obj_description(oid, 'pg_namespace') = ANY(%s) ORDER BY 1",
+                ([versions.STARTED, versions.COMPLETE],),
+            ).fetchall()
+        return {name.removeprefix("public_"): state for name, state in rows}
+
+    return retrying(read, what="read the live versions")
 
 
 def pending(url: str) -> str | None:
@@ -174,11 +184,32 @@ def pending(url: str) -> str | None:
 
 def typed(exc: BaseException, what: str) -> UserFacingError:
     """A failure of a step as the exception its exit code follows: decided by type, not by text."""
+    cause = exc.__cause__ if isinstance(exc, RetriesExhausted) else exc
+    driver = getattr(cause, "orig", None) or cause  # SQLAlchemy wraps the driver's error
+    if isinstance(driver, psycopg.errors.LockNotAvailable):
+        return LockTimedOut(f"{what}: lock timeout, the application held the table ({first_line(exc)})")
+    if isinstance(driver, psycopg.errors.InsufficientPrivilege):
+        return PrivilegeMissing(f"{what}: {first_line(exc)}; run schema changes as the owner of the tables")
     if isinstance(exc, UserFacingError):
         return exc
-    if isinstance(getattr(exc, "orig", None) or exc, psycopg.errors.LockNotAvailable):
-        return LockTimedOut(f"{what}: lock timeout, the application held the table ({first_line(exc)})")
     return StepFailed(f"{what} failed: {first_line(exc)}")
+
+
+def _unit(what: str, attempt: Callable[[bool], None]) -> None:
+    """A step as one unit of the retry policy (tasks/retry.py), its failure typed. attempt(retry)
+    starts from where the database stands: retry says an earlier attempt may have gone through
+    (its acknowledgement lost) or stopped part way."""
+    tries: list[bool] = []
+
+    def once() -> None:
+        retry = bool(tries)
+        tries.append(True)
+        attempt(retry)
+
+    try:
+        retrying(once, what=what)
+    except Exception as exc:
+        raise typed(exc, what) from exc
 
 
 def _alembic(url: str, verb: Callable[[Config], None], phase: str | None, **timeouts: str | None) -> None:
@@ -217,65 +248,82 @@ def _run_phase(url: str, s: Step, phase: str, lock_timeout: str | None = None) -
 def start(url: str, s: Step, **timeouts: str | None) -> None:
     """Expand: the revision's start (for a plain revision, its whole upgrade). Refused while another
     revision is still rolling out; a failure undoes what it did, so a retry starts clean."""
-    if s.online and (live := pending(url)) is not None:
-        raise StepRefused(f"{live} is still rolling out: complete or roll it back before {s.revision} starts")
-    try:
-        _alembic(url, lambda cfg: command.upgrade(cfg, s.revision), "start" if s.online else None, **timeouts)
-    except Exception as exc:
-        if s.online:
-            try:
-                _run_phase(url, s, "rollback", timeouts.get("lock_timeout"))
-            except Exception as cleanup:  # the first error is the one to report
-                exc.add_note(f"cleaning up after it failed too: {first_line(cleanup)}")
-        raise typed(exc, f"start {s.revision}") from exc
+
+    def attempt(retry: bool) -> None:
+        if retry and current_revision(url) == s.revision:
+            return  # the earlier attempt went through
+        if s.online and (live := pending(url)) is not None:
+            raise StepRefused(f"{live} is still rolling out: complete or roll it back before {s.revision} starts")
+        try:
+            _alembic(url, lambda cfg: command.upgrade(cfg, s.revision), "start" if s.online else None, **timeouts)
+        except Exception as exc:
+            if s.online:
+                try:
+                    _run_phase(url, s, "rollback", timeouts.get("lock_timeout"))
+                except Exception as cleanup:  # the first error is the one to report
+                    exc.add_note(f"cleaning up after it failed too: {first_line(cleanup)}")
+            raise
+
+    _unit(f"start {s.revision}", attempt)
 
 
 def complete(url: str, s: Step, lock_timeout: str | None = None) -> None:
-    """Contract: the previous version's schema goes, then each operation's complete."""
+    """Contract: the previous version's schema goes, then each operation's complete (idempotent
+    statements: a retry carries on from where the database stands)."""
     if not s.online:
         return
-    if live_versions(url).get(s.revision) != versions.STARTED:
-        raise StepRefused(f"{s.revision} is not rolling out: nothing to complete")
-    try:
+
+    def attempt(retry: bool) -> None:
+        state = live_versions(url).get(s.revision)
+        if retry and state == versions.COMPLETE:
+            return
+        if state != versions.STARTED:
+            raise StepRefused(f"{s.revision} is not rolling out: nothing to complete")
         _run_phase(url, s, "complete", lock_timeout)
-    except Exception as exc:
-        raise typed(exc, f"complete {s.revision}") from exc
+
+    _unit(f"complete {s.revision}", attempt)
 
 
 def rollback(url: str, s: Step, lock_timeout: str | None = None) -> None:
     """Undo start (before complete): the new version's schema, triggers and columns go, and the
     database is back at the previous revision as if the start had never run."""
-    if live_versions(url).get(s.revision) != versions.STARTED:
-        raise StepRefused(
-            f"{s.revision} is not rolling out: nothing to roll back (a completed revision is downgraded)"
-        )
-    try:
-        _run_phase(url, s, "rollback", lock_timeout)
+
+    def attempt(retry: bool) -> None:
+        if live_versions(url).get(s.revision) == versions.STARTED:
+            _run_phase(url, s, "rollback", lock_timeout)
+        elif not retry:
+            raise StepRefused(
+                f"{s.revision} is not rolling out: nothing to roll back (a completed revision is downgraded)"
+            )
         _forget_backfills(url, s)
-        _alembic(
-            url,
-            lambda cfg: command.stamp(cfg, s.down_revision or "base", purge=s.down_revision is None),
-            None,
-        )
-    except Exception as exc:
-        raise typed(exc, f"rollback {s.revision}") from exc
+        if current_revision(url) == s.revision:
+            _alembic(
+                url,
+                lambda cfg: command.stamp(cfg, s.down_revision or "base", purge=s.down_revision is None),
+                None,
+            )
+
+    _unit(f"rollback {s.revision}", attempt)
 
 
 def _forget_backfills(url: str, s: Step) -> None:
     """The backfill engine's checkpoints of a rolled-back revision go with it."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    with connect(url, autocommit=True, step="schema") as conn:
         if conn.execute("SELECT to_regclass('backfill_state') IS NOT NULL").fetchone()[0]:
             conn.execute("DELETE FROM backfill_state WHERE name = ANY(%s)", ([b.name for b in s.backfills],))
 
 
 def downgrade(url: str, s: Step, **timeouts: str | None) -> None:
     """Undo a completed revision (its operations' downgrade, newest first)."""
-    if pending(url) is not None:
-        raise StepRefused(f"{pending(url)} is still rolling out: roll it back first")
-    try:
+
+    def attempt(retry: bool) -> None:
+        if retry and current_revision(url) == s.down_revision:
+            return  # the earlier attempt went through
+        if (live := pending(url)) is not None:
+            raise StepRefused(f"{live} is still rolling out: roll it back first")
         _alembic(url, lambda cfg: command.downgrade(cfg, s.down_revision or "base"), None, **timeouts)
-    except Exception as exc:
-        raise typed(exc, f"downgrade {s.revision}") from exc
+
+    _unit(f"downgrade {s.revision}", attempt)
 
 
 BackfillRunner = Callable[[Backfill], Any]

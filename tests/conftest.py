@@ -1,5 +1,10 @@
 """Shared fixtures: a real PostgreSQL (the embedded one, or TEST_DATABASE_URL), a fresh database
-per test cloned from a template migrated to head once, and one Prefect test harness per session."""
+per test cloned from a template migrated to head once, and one Prefect test harness per session.
+
+The roles production has (tests/roles.py): `owner_db` is a database of a Neon-like owner role (a),
+`nocreatedb_db` of an owner without CREATEDB (b), `app_db` an application role with DML grants
+only (c). TEST_ROLE=owner runs every `db_url` test as role (a) (make test-matrix does).
+Fault injection: `end_sessions` ends a running step's sessions as PostgreSQL would (tests/faults.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ os.environ["MIGRATION_DATA_DIR"] = str(Path(__file__).resolve().parents[1] / ".d
 
 from tasks import schema  # noqa: E402
 from tasks.db import create_database, drop_database, embedded_server_url, normalize_url  # noqa: E402
+from tests import roles  # noqa: E402
 
 if TYPE_CHECKING:
     from tasks.source import SourceInfo
@@ -64,9 +70,43 @@ def _fresh(pg_server: str, template: str | None) -> Iterator[str]:
 
 
 @pytest.fixture
-def db_url(pg_server: str, template_db: str) -> Iterator[str]:
-    """A fresh database at head."""
+def db_url(request: pytest.FixtureRequest, pg_server: str, template_db: str) -> Iterator[str]:
+    """A fresh database at head (as role (a) under TEST_ROLE=owner)."""
+    if os.environ.get("TEST_ROLE") == "owner":
+        yield from roles.fresh(pg_server, request.getfixturevalue("role_templates")[roles.OWNER], roles.OWNER)
+        return
     yield from _fresh(pg_server, template_db)
+
+
+@pytest.fixture(scope="session")
+def role_templates(pg_server: str) -> Iterator[dict[str, str]]:
+    """role -> a database at head whose objects that role owns (created by it), to clone."""
+    made = roles.templates(pg_server)
+    yield made
+    for name in made.values():
+        drop_database(pg_server, name)
+
+
+@pytest.fixture
+def owner_db(pg_server: str, role_templates: dict[str, str]) -> Iterator[str]:
+    """(a) A database at head of a Neon-like owner role: CREATEDB, CREATEROLE, owner of the database,
+    its schema and tables, not superuser, no REPLICATION, may not set session_replication_role."""
+    yield from roles.fresh(pg_server, role_templates[roles.OWNER], roles.OWNER)
+
+
+@pytest.fixture
+def nocreatedb_db(pg_server: str, role_templates: dict[str, str]) -> Iterator[str]:
+    """(b) The same for an owner role without CREATEDB."""
+    yield from roles.fresh(pg_server, role_templates[roles.NO_CREATEDB], roles.NO_CREATEDB)
+
+
+@pytest.fixture
+def app_db(pg_server: str, role_templates: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """(c) (the application role's URL, the owner's URL) of a database where the application role
+    has only DML grants."""
+    for owner_url in roles.fresh(pg_server, role_templates[roles.OWNER], roles.OWNER):
+        roles.grant_dml(owner_url, roles.APP)
+        yield roles.as_role(owner_url, roles.APP), owner_url
 
 
 @pytest.fixture

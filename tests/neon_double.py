@@ -263,7 +263,8 @@ class NeonDouble:
     def __init__(self, server_url: str, definition: Contract, template: str, password: str) -> None:
         self.server_url, self.contract, self.template, self.password = server_url, definition, template, password
         self.api_key = f"neon-double-key-{secrets.token_hex(8)}"
-        self.storage = LocalBranches(server_url)  # its copy and swap, the same the local provider uses
+        # its copy and swap, the same the local provider uses (the quick template copy: a test double)
+        self.storage = LocalBranches(server_url, copy="template")
         self.upstream = _upstream(server_url)
         self.projects: dict[str, DoubleProject] = {}
         self.violations: list[str] = []
@@ -461,8 +462,8 @@ class NeonDouble:
         kept_db = f"{project.prefix}_{kept_id}" if preserve else None
         staged = f"{project.prefix}_staged_{secrets.token_hex(4)}"
         self._copy(staged, source.database)
-        with self.storage._admin() as admin:  # connections to the target are interrupted, as on Neon
-            self.storage._swap(admin, target.database, staged, keep_as=kept_db)
+        # connections to the target are interrupted, as on Neon
+        self.storage._swap(target.database, staged, keep_as=kept_db)
         if preserve and kept_db:
             kept = self._branch(project, preserve, kept_db, target.parent_id, kept_id)
             for child in children:
@@ -516,8 +517,8 @@ class NeonDouble:
         return made
 
     def _copy(self, name: str, source: str) -> None:
+        self.storage._copy(name, source)
         with self.storage._admin() as admin:
-            self.storage._copy(admin, name, source)
             admin.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(ROLE)))
 
     @staticmethod

@@ -85,7 +85,7 @@ def test_interrupted_run_resumes_from_its_last_committed_batch(db_url: str) -> N
     with pytest.raises(KeyboardInterrupt):
         run_backfill(db_url, NOTES, Settings(batch_size=500), on_batch=crash_after_three)
     status, last_key, rows_done, batches = state(db_url)
-    assert (status, batches) == ("running", 3)
+    assert (status, batches) == ("interrupted", 3)
     assert rows_done == seen[-1] == 4_000 - nulls(db_url)  # the checkpoint is exactly what committed
     assert last_key is not None
     result = run_backfill(db_url, NOTES, Settings(batch_size=500))

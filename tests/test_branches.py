@@ -68,8 +68,8 @@ def test_branch_rules_give_one_line_errors(db_url: str) -> None:
         branches.create(f"{branches.main}-x")
 
 
-def test_copying_a_busy_database_ends_its_sessions_and_says_so(db_url: str) -> None:
-    branches = LocalBranches(db_url)
+def test_a_template_copy_of_a_busy_database_ends_its_sessions_and_says_so(db_url: str) -> None:
+    branches = LocalBranches(db_url, copy="template")
     busy = psycopg.connect(db_url)
     branches.create(f"{branches.main}-copy")
     assert branches.notes and "ended 1 session(s)" in branches.notes[0]

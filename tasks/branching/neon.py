@@ -3,10 +3,11 @@
 The requests and the fields read from the answers are those of Neon's published OpenAPI definition;
 the tests hold every call to it. Every call that changes something returns `operations`; we poll
 each (soon at first, then every poll_interval) until it reaches a terminal status (finished, skipped; cancelled is an error; failed is retried
-by Neon, so we keep polling until the deadline). Retries follow the definition's rules: 423 Locked
-(another operation is running) and 503 are always safe to retry; a GET is also retried on other 5xx,
-429 and a lost connection; a POST/PATCH/DELETE whose answer was lost is not repeated (it may have
-been done), the error says how to check. The API key and the connection URIs (which carry a
+by Neon, so we keep polling until the deadline). What is retried follows the definition's rules:
+423 Locked (another operation is running) and 503 are always safe to retry; a GET is also retried on
+other 5xx, 429 and a lost connection; a POST/PATCH/DELETE whose answer was lost is not repeated (it
+may have been done), the error says how to check. How long and how often is the project's one retry
+policy (tasks/retry.py), as for the database. The API key and the connection URIs (which carry a
 password) are never logged or put in an error message.
 
 Configuration: NEON_API_KEY and NEON_PROJECT_ID from the environment, else Prefect Secret blocks
@@ -20,7 +21,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import random
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +29,7 @@ import httpx
 from sqlalchemy.engine import make_url
 
 from tasks.branching.base import Branch, point_in_time, rfc3339
-from tasks.db import DatabaseError, connect, direct_host
+from tasks.db import DatabaseError, connect, direct_host, retrying
 from tasks.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,6 @@ class NeonBranches:
         base_url: str = API,
         poll_interval: float = 1.0,
         timeout: float = 300.0,
-        attempts: int = 6,
         page_size: int = 400,
     ) -> None:
         if not api_key or not project_id:
@@ -90,7 +89,7 @@ class NeonBranches:
                 "the Neon provider needs NEON_API_KEY and NEON_PROJECT_ID (environment or Secret blocks)"
             )
         self.project_id, self.database, self.role = project_id, database, role
-        self.poll_interval, self.timeout, self.attempts = poll_interval, timeout, attempts
+        self.poll_interval, self.timeout = poll_interval, timeout
         self.page_size = page_size
         self.http = httpx.Client(
             base_url=_api_base(base_url),
@@ -98,6 +97,7 @@ class NeonBranches:
             timeout=30.0,
         )
         self._main: str | None = None
+        self.answered = False  # whether the API has answered this client yet
         self.notes: list[str] = []
 
     @classmethod
@@ -113,32 +113,27 @@ class NeonBranches:
     # --- HTTP ----------------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        """One API call, retried with backoff where the definition says that is safe."""
+        """One API call, a unit of the retry policy (tasks/retry.py) where the definition says that
+        repeating it is safe (the module's docstring)."""
         url = f"/projects/{self.project_id}{path}"
         safe = method in SAFE_METHODS
-        for attempt in range(self.attempts):
-            last = attempt == self.attempts - 1
+
+        def attempt() -> dict[str, Any]:
             try:
                 response = self.http.request(method, url, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # never sent
-                if last:
-                    raise NeonError(f"Neon API unreachable ({type(exc).__name__})") from None
-                self._pause(attempt, f"{method} {path}: {type(exc).__name__}")
-                continue
+                # waited for only if the API answered this process before: else a wrong host, at once
+                raise NeonError(f"Neon API unreachable ({type(exc).__name__})", transient=self.answered) from None
             except httpx.TransportError as exc:
-                if last or not safe:
-                    raise NeonError(
-                        f"Neon API {method} {path}: no answer ({type(exc).__name__}); it may have been "
-                        "done: check with python -m flows.branches list --provider neon"
-                    ) from None
-                self._pause(attempt, f"{method} {path}: {type(exc).__name__}")
-                continue
+                raise NeonError(
+                    f"Neon API {method} {path}: no answer ({type(exc).__name__}); it may have been "
+                    "done: check with python -m flows.branches list --provider neon",
+                    transient=safe,
+                ) from None
+            self.answered = True
             status = response.status_code
             if status in (423, 503) or (safe and (status == 429 or status >= 500)):
-                if last:
-                    raise NeonError(f"Neon API {method} {path}: {status} {_message(response)}")
-                self._pause(attempt, f"{method} {path}: {status} {_message(response)}")
-                continue
+                raise NeonError(f"Neon API {method} {path}: {status} {_message(response)}", transient=True)
             if status == 401:
                 raise NeonError("Neon rejected the API key (401); check NEON_API_KEY")
             if status == 404:
@@ -146,12 +141,8 @@ class NeonBranches:
             if status >= 400:
                 raise NeonError(f"Neon API {method} {path}: {status} {_message(response)}")
             return response.json() if response.content else {}
-        raise AssertionError("unreachable")
 
-    def _pause(self, attempt: int, why: str) -> None:
-        delay = min(self.poll_interval * 2**attempt, 30.0) * random.uniform(0.5, 1.0)
-        log.warning("%s; retrying in %.1fs", why, delay)
-        time.sleep(delay)
+        return retrying(attempt, what=f"the Neon API call {method} {path}")
 
     def _wait(self, operations: list[dict[str, Any]]) -> None:
         """Poll every operation until it is done (or the deadline passes)."""
@@ -218,6 +209,7 @@ class NeonBranches:
     def create(
         self, name: str, parent: str | None = None, *, at: str | None = None, expires_at: datetime | None = None
     ) -> Branch:
+        _check_name(name)
         branches = self._branches()
         if any(b.get("name") == name for b in branches):
             raise InputError(f"branch {name!r} already exists")
@@ -279,6 +271,8 @@ class NeonBranches:
         """The target becomes the source branch's head, or its own (or the source's) state at
         `timestamp`; its previous state is kept under preserve_under_name when given (Neon makes
         that branch the target's parent, and moves the target's children under it)."""
+        if preserve_under_name:
+            _check_name(preserve_under_name)
         branches = self._branches()
         target_raw = self._by_name(target, branches)
         source_id = self._by_name(source_branch, branches)["id"] if source_branch else target_raw["id"]
@@ -335,6 +329,14 @@ class NeonBranches:
                 f"the compute of branch {name} answered its first connection after {took:.1f}s (cold start)"
             )
         return uri
+
+
+def _check_name(name: str) -> str:
+    """A branch name as Neon's definition allows it (at most 256 characters), printable: it is shown
+    on one line in reports and errors. It travels as JSON, never as SQL."""
+    if not 0 < len(name) <= 256 or not name.isprintable():
+        raise InputError(f"invalid Neon branch name {name[:80]!r}: 1 to 256 printable characters")
+    return name
 
 
 def _when(text: str | None) -> datetime | None:
