@@ -16,6 +16,7 @@ from tasks.branching.local import LocalBranches
 from tasks.errors import InputError
 from tests.conftest import artifact_keys
 from tests.drill import run_drill
+from tests.faults import branches_of
 
 
 def one(url: str, query: str):
@@ -139,6 +140,6 @@ def test_disaster_recovery_drill(flow_env: dict[str, str], tmp_path: Path) -> No
         env,
         tmp_path,
         "local",
-        lambda: [b.name for b in LocalBranches(url).list() if "-backup-" in b.name],
+        lambda: [name for name in branches_of(url) if "-backup-" in name],
         LocalBranches(url).url,
     )
