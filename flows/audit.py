@@ -8,15 +8,19 @@ The story of a run:
    RUN_ID` puts them back) and check again;
 4. report: the `audit-checks` table artifact, `audit-report`, and `runs/<run_id>/audit.json`.
 
-A failing check fails the run and the command exits 1 naming it. `python -m flows.audit --help`.
+A failing check fails the run and the command exits 1 naming it. `python -m flows.audit --help`
+(flows/commands/audit.py).
 """
 
 from __future__ import annotations
 
-import sys
+if __name__ == "__main__":  # the command line, which answers --help without importing Prefect
+    from flows.commands import audit as command
+
+    command.run()
+
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -24,12 +28,12 @@ from prefect.artifacts import create_table_artifact
 from prefect.states import State
 
 from flows import params as P
-from flows.outcome import closing_lines, publish, user_error
+from flows.outcome import publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks import audit as checks
 from tasks.db import Session, mask_url
-from tasks.errors import InputError, UserFacingError, VerificationFailed
+from tasks.errors import UserFacingError, VerificationFailed
 from tasks.runs import finish, open_run
 
 run_checks = db_task(checks.run_checks, "run-checks")
@@ -37,18 +41,14 @@ fix_orphans = db_task(checks.fix_orphans, "fix-orphans")
 
 
 @flow(name="audit", persist_result=True)
-def audit(
-    source: str | None = P.described(
-        None, "The Phase 1 file to compare counts and checksums with (path on the worker)"
-    ),
-    fix: bool = P.described(False, "Move orphan rows to quarantine (undoable), then check again"),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.Audit)
+def audit(**params: Any) -> State:
     """Run the post-migration checks (and, with `fix`, quarantine orphans); fails when any check does."""
+    p = P.of(P.Audit, params)
+    source, fix, report_dir = p.source, p.fix, p.report_dir
     started = time.monotonic()
     try:
-        url = resolve_database_url(database_secret)
+        url = resolve_database_url(p.database_secret)
         with Session(url) as session:  # each step a unit: a lost session is replaced, the step rerun
             run_id = session.run(
                 "audit:start", open_run, "audit", {"source": source, "fix_orphans": fix}, run_id=str(uuid.uuid4())
@@ -93,14 +93,13 @@ def audit(
 
 
 @flow(name="audit-undo-fix", persist_result=True)
-def audit_undo_fix(
-    run_id: str = P.described(..., "The audit run whose --fix-orphans to undo"),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.AuditUndoFix)
+def audit_undo_fix(**params: Any) -> State:
     """Put back the rows an audit's --fix-orphans moved to quarantine."""
+    p = P.of(P.AuditUndoFix, params)
+    run_id, report_dir = p.run_id, p.report_dir
     try:
-        url = resolve_database_url(database_secret)
+        url = resolve_database_url(p.database_secret)
         with Session(url) as session:
             restored = session.run("audit:undo-fix", checks.undo_fix, run_id)
     except UserFacingError as exc:
@@ -123,64 +122,3 @@ def audit_undo_fix(
         exit_code=0,
         message=report["notes"][0],
     )
-
-
-def _summary(outcome: dict[str, Any]) -> str:
-    r = outcome["report_data"]
-    width = max(len(c["check"]) for c in r["checks"])
-    lines = [f"{'check':{width}}  status  count  detail"]
-    for c in r["checks"]:
-        sample = f" (e.g. {c['sample']})" if c["sample"] else ""
-        lines.append(f"{c['check']:{width}}  {c['status'].upper():6}  {c['count']:5}  {c['detail']}{sample}")
-    lines.append(f"audit {'FAILED: ' + ', '.join(r['failed']) if r['failed'] else 'passed'}")
-    return "\n".join(lines + closing_lines(outcome))
-
-
-def main(argv: list[str] | None = None) -> int:
-    from flows import cli
-
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["undo-fix"]:
-        args = cli.run_id_command("python -m flows.audit undo-fix", audit_undo_fix.__doc__, argv[1:])
-        if isinstance(args, int):
-            return args
-        return cli.run_flow(
-            lambda: audit_undo_fix(args.run_id, report_dir=args.report_dir, return_state=True),
-            as_json=args.json,
-            summary=lambda outcome: "\n".join(closing_lines(outcome)),
-        )
-    parser = cli.Parser(
-        prog="python -m flows.audit",
-        description="Check the migrated data: orphans, NOT VALID constraints, required NULLs, duplicates, "
-        "row schema, and (with --source) counts and checksums against the Phase 1 file.",
-        epilog="Exit codes: 0 every check passed, 1 a check failed (named), 2 bad input, 3 database unavailable. "
-        "Undo a --fix-orphans: python -m flows.audit undo-fix RUN_ID.",
-    )
-    parser.add_argument("--source", metavar="FILE", help="the Phase 1 file to compare the database with")
-    parser.add_argument(
-        "--fix-orphans",
-        action="store_true",
-        help="move orphan rows to quarantine (undoable), then check again",
-    )
-    cli.add_common(parser)
-    args = parser.parse_args(argv)
-    try:
-        cli.apply_database_url(args.database_url)
-        if args.source and not Path(args.source).is_file():
-            raise InputError(f"{args.source}: no such file")
-    except UserFacingError as exc:
-        return cli.fail(str(exc), exc.exit_code)
-    with cli.progress_bar(False):
-        return cli.run_flow(
-            lambda: audit(
-                source=args.source, fix=args.fix_orphans, report_dir=args.report_dir, return_state=True
-            ),
-            as_json=args.json,
-            summary=_summary,
-        )
-
-
-if __name__ == "__main__":
-    from flows import cli
-
-    cli.run_command(main)

@@ -10,13 +10,17 @@ The story of a run:
 5. report: rows done, rows/s, batches as `backfill-progress` while it runs, `backfill-report` and
    `runs/<run_id>/report.json` at the end.
 
-`python -m flows.backfill --help` for the command line.
+`python -m flows.backfill --help` for the command line (flows/commands/backfill.py).
 """
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the command line, which answers --help without importing Prefect
+    from flows.commands import backfill as command
+
+    command.run()
+
 import signal
-import sys
 import uuid
 from typing import Any
 
@@ -28,8 +32,8 @@ from flows import progress as progress_events
 from flows.outcome import interrupted, interruption, publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
-from tasks.backfill import BackfillSpec, Progress, Result, Settings, check, named, run_backfill
-from tasks.db import Session, database_url, mask_url
+from tasks.backfill import BackfillSpec, Progress, Result, Settings, named, run_backfill
+from tasks.db import Session, mask_url
 from tasks.errors import InputError, UserFacingError, first_line
 from tasks.runs import finish, open_run
 
@@ -46,38 +50,28 @@ def spec_for(name: str | None, table: str | None, column: str | None, value: str
     return BackfillSpec(table, column, value)
 
 
+def preflight(p: P.Backfill) -> tuple[BackfillSpec, Settings]:
+    """What the run will fill and how, checked before anything is written."""
+    spec = spec_for(p.name, p.table, p.column, p.value)
+    settings = Settings(
+        batch_size=p.batch_size,
+        target_seconds=p.target_batch_seconds,
+        pause=p.pause,
+        max_runtime=p.max_runtime,
+        lock_timeout=p.lock_timeout,
+    )
+    settings.check()
+    return spec, settings
+
+
 @flow(name="backfill", persist_result=True)
-def backfill(
-    name: str | None = P.described(
-        None, "A backfill a revision declares (tasks.priority, tasks.status); or give table/column/value"
-    ),
-    table: str | None = P.described(None, "Table to fill (checked against the catalog)"),
-    column: str | None = P.described(None, "Column to set where it IS NULL"),
-    value: str | None = P.described(
-        None, "The value, as PostgreSQL text for the column's type (e.g. {} for text[])"
-    ),
-    batch_size: int = P.described(2_000, "First batch size; it adapts from there", ge=1),
-    target_batch_seconds: float = P.described(0.05, "The batch size adapts to keep a batch near this", gt=0),
-    pause: float = P.described(0.0, "Seconds to sleep between batches", ge=0),
-    max_runtime: float | None = P.described(
-        None, "Stop cleanly after this many seconds; the next run resumes", gt=0
-    ),
-    lock_timeout: str = P.lock_timeout(),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.Backfill)
+def backfill(**params: Any) -> State:
     """Set a column to a value where it is NULL, in resumable batches; returns the outcome."""
+    p = P.of(P.Backfill, params)
     try:
-        spec = spec_for(name, table, column, value)
-        settings = Settings(
-            batch_size=batch_size,
-            target_seconds=target_batch_seconds,
-            pause=pause,
-            max_runtime=max_runtime,
-            lock_timeout=lock_timeout,
-        )
-        settings.check()
-        url = resolve_database_url(database_secret)
+        spec, settings = preflight(p)
+        url = resolve_database_url(p.database_secret)
         with Session(url) as session:  # its steps are units: a lost session is replaced, the step rerun
             run_id = session.run(
                 "backfill:open",
@@ -96,7 +90,7 @@ def backfill(
                 session.once("backfill:interrupted", finish, run_id, "interrupted", {}, error=why)
                 if signum is not None:
                     interrupted({"title": f"Backfill {spec.name}", "kind": "backfill", "run_id": run_id,
-                                 "notes": [f"{why}; the same command resumes it"]}, report_dir)  # fmt: skip
+                                 "notes": [f"{why}; the same command resumes it"]}, p.report_dir)  # fmt: skip
                 raise
             finally:
                 reporter.close()
@@ -107,7 +101,7 @@ def backfill(
     report = _report(run_id, spec, result, url)
     return publish(
         report,
-        report_dir,
+        p.report_dir,
         key="backfill-report",
         description=f"Backfill {spec.name}, run {run_id}",
         exit_code=0,
@@ -168,83 +162,3 @@ def _report(run_id: str, spec: BackfillSpec, result: Result, url: str) -> dict[s
         "timing": {"duration_s": round(p.elapsed, 3), "rows_per_s": round(p.rows_per_s, 1)},
         "notes": notes,
     }
-
-
-def _summary(outcome: dict[str, Any]) -> str:
-    r = outcome["report_data"]
-    c, t = r["counts"], r["timing"]
-    return (
-        f"backfill {r['backfill']['table']}.{r['backfill']['column']} {r['status']}: {c['rows_done']:,} rows in "
-        f"{c['batches']:,} batches, {t['duration_s']:.1f} s ({t['rows_per_s']:,.0f} rows/s), "
-        f"{c['rows_still_null']:,} still NULL\nreport: {outcome['report']}"
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    from flows import cli
-
-    parser = cli.Parser(
-        prog="python -m flows.backfill",
-        description="Set a column to a value where it IS NULL, in small resumable batches on a live table.",
-        epilog="Exit codes: 0 done (or paused at --max-runtime), 2 bad input or usage, 3 database unavailable or busy.",
-    )
-    parser.add_argument("name", nargs="?", help="a backfill a revision declares, e.g. tasks.priority or tasks.status")
-    parser.add_argument("--table", help="the table (schema-qualified or in the search path)")
-    parser.add_argument("--column", help="the column to fill where it is NULL")
-    parser.add_argument("--value", help="the value, as PostgreSQL text for the column's type (e.g. '{}')")
-    parser.add_argument(
-        "--batch-size", type=int, default=2_000, metavar="N", help="first batch size (default 2000)"
-    )
-    parser.add_argument(
-        "--target-batch-seconds",
-        type=float,
-        default=0.05,
-        metavar="S",
-        help="the batch size adapts to keep a batch near this duration (default 0.05)",
-    )
-    parser.add_argument("--pause", type=float, default=0.0, metavar="S", help="sleep between batches")
-    parser.add_argument(
-        "--max-runtime",
-        type=float,
-        metavar="S",
-        help="stop cleanly after this many seconds; the next run resumes",
-    )
-    parser.add_argument("--lock-timeout", default="2s", help="lock_timeout of every batch (default 2s)")
-    cli.add_common(parser)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        cli.apply_database_url(args.database_url)
-        spec = spec_for(args.name, args.table, args.column, args.value)
-        Settings(
-            batch_size=args.batch_size,
-            pause=args.pause,
-            max_runtime=args.max_runtime,
-            lock_timeout=args.lock_timeout,
-        ).check()
-        check(database_url(), spec)  # bad names exit here, before the orchestrator is involved
-    except UserFacingError as exc:
-        return cli.fail(str(exc), exc.exit_code)
-    with cli.progress_bar(not args.json):
-        return cli.run_flow(
-            lambda: backfill(
-                name=args.name,
-                table=args.table,
-                column=args.column,
-                value=args.value,
-                batch_size=args.batch_size,
-                target_batch_seconds=args.target_batch_seconds,
-                pause=args.pause,
-                max_runtime=args.max_runtime,
-                lock_timeout=args.lock_timeout,
-                report_dir=args.report_dir,
-                return_state=True,
-            ),
-            as_json=args.json,
-            summary=_summary,
-        )
-
-
-if __name__ == "__main__":
-    from flows import cli
-
-    cli.run_command(main)

@@ -13,25 +13,26 @@
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
+if __name__ == "__main__":  # the command line, which answers --help without importing Prefect
+    from flows.commands import branches as command
+
+    command.run()
+
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.states import State
 
 from flows import params as P
-from flows.outcome import closing_lines, publish, user_error
+from flows.outcome import publish, user_error
 from flows.settings import database_override, resolve_database_url
 from tasks.branching import Branch, BranchProvider, provider
 from tasks.branching.base import expiry
 from tasks.db import mask_url
-from tasks.errors import InputError, UserFacingError, VerificationFailed
+from tasks.errors import UserFacingError, VerificationFailed
 
 
 def _report(kind: str, title: str, status: str, url: str, **extra: Any) -> dict[str, Any]:
@@ -49,16 +50,12 @@ def _notes(branches: BranchProvider) -> list[str]:
     return list(getattr(branches, "notes", []))
 
 
-def _branch_op(
-    branch_provider: str | None,
-    report_dir: str,
-    database_secret: str | None,
-    act: Callable[[BranchProvider], tuple[str, str, Branch | None]],
-) -> State:
+def _branch_op(p: P.BranchRun, act: Callable[[BranchProvider], tuple[str, str, Branch | None]]) -> State:
     """Resolve the provider, do one branch operation, report it: act() returns (title, status, branch)."""
+    report_dir = p.report_dir
     try:
-        url = resolve_database_url(database_secret)
-        branches = provider(branch_provider, url)
+        url = resolve_database_url(p.database_secret)
+        branches = provider(p.branch_provider, url)
         title, status, made = act(branches)
     except UserFacingError as exc:
         return user_error(exc)
@@ -70,71 +67,50 @@ def _branch_op(
 
 
 @flow(name="branch-create", persist_result=True)
-def branch_create(
-    name: str = P.described(..., "Name of the new branch"),
-    parent: str | None = P.described(None, "Branch to copy (default: main)"),
-    at: str | None = P.described(None, "Timestamp or LSN of the parent to branch at (Neon only)"),
-    expires_in: str | None = P.described(None, "Delete the branch after this long: 7d, 12h, 30m, 2w"),
-    branch_provider: P.Provider | None = P.branch_provider(),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.BranchCreate)
+def branch_create(**params: Any) -> State:
     """Create branch `name` from `parent` (default main), optionally at a timestamp or LSN (Neon)."""
+    p = P.of(P.BranchCreate, params)
+    name, parent, at, expires_in = p.name, p.parent, p.at, p.expires_in
 
     def act(branches: BranchProvider) -> tuple[str, str, Branch | None]:
         made = branches.create(name, parent or branches.main, at=at, expires_at=expiry(expires_in))
         return f"Branch {name} created", "created", made
 
-    return _branch_op(branch_provider, report_dir, database_secret, act)
+    return _branch_op(p, act)
 
 
 @flow(name="branch-delete", persist_result=True)
-def branch_delete(
-    name: str = P.described(..., "The branch to delete (never main)"),
-    branch_provider: P.Provider | None = P.branch_provider(),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.BranchDelete)
+def branch_delete(**params: Any) -> State:
     """Delete branch `name` (never main)."""
+    p = P.of(P.BranchDelete, params)
+    name = p.name
 
     def act(branches: BranchProvider) -> tuple[str, str, Branch | None]:
         branches.delete(name)
         return f"Branch {name} deleted", "deleted", None
 
-    return _branch_op(branch_provider, report_dir, database_secret, act)
+    return _branch_op(p, act)
 
 
 @flow(name="branch-reset", persist_result=True)
-def branch_reset(
-    name: str = P.described("staging", "The branch to make a fresh copy of its parent"),
-    branch_provider: P.Provider | None = P.branch_provider(),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.BranchReset)
+def branch_reset(**params: Any) -> State:
     """Make branch `name` a fresh copy of its parent (the weekly staging refresh from main)."""
+    p = P.of(P.BranchReset, params)
+    name = p.name
 
     def act(branches: BranchProvider) -> tuple[str, str, Branch | None]:
         made = branches.reset(name)
         return f"Branch {name} reset from {made.parent}", "reset", made
 
-    return _branch_op(branch_provider, report_dir, database_secret, act)
+    return _branch_op(p, act)
 
 
 @flow(name="rehearse", persist_result=True)
-def rehearse(
-    what: Literal["schema", "phase1"] = P.described(
-        "schema", "What to rehearse: the schema upgrade or the Phase 1 migration"
-    ),
-    target: str = P.described("head", "Schema revision to rehearse"),
-    source: str | None = P.described(None, "The Phase 1 file, for a phase1 rehearsal (path on the worker)"),
-    keep: bool = P.described(False, "Keep the branch even when the rehearsal passes"),
-    expires_in: str | None = P.described(
-        None, "Give the branch an expiry (7d, 12h…), so a kept one goes away on its own"
-    ),
-    branch_provider: P.Provider | None = P.branch_provider(),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.Rehearse)
+def rehearse(**params: Any) -> State:
     """Rehearse a migration on a fresh branch of main, audit the result, and report."""
     from flows.audit import audit
     from flows.phase1 import phase1_migration
@@ -142,12 +118,12 @@ def rehearse(
 
     logger = get_run_logger()
     try:
-        if what == "phase1" and not source:
-            raise InputError("a Phase 1 rehearsal needs the source file (--source)")
-        url = resolve_database_url(database_secret)
-        branches = provider(branch_provider, url)
+        p = P.of(P.Rehearse, params)  # a phase1 rehearsal has its source
+        what, target, source, keep, report_dir = p.what, p.target, p.source, p.keep, p.report_dir
+        url = resolve_database_url(p.database_secret)
+        branches = provider(p.branch_provider, url)
         name = f"{branches.main}-rehearsal-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-        made = branches.create(name, branches.main, expires_at=expiry(expires_in))
+        made = branches.create(name, branches.main, expires_at=expiry(p.expires_in))
         branch_url = branches.url(name)
     except UserFacingError as exc:
         return user_error(exc)
@@ -202,144 +178,3 @@ def _outcome(state: State) -> dict[str, Any]:
     data = state.result(raise_on_failure=False)
     report = data.get("report") if isinstance(data, dict) else None
     return {"status": state.type.value, "message": state.message or "", "report": report or ""}
-
-
-def _summary(outcome: dict[str, Any]) -> str:
-    r = outcome["report_data"]
-    lines = [f"{r['title']}: {r['status']}"]
-    if r.get("branch"):
-        b = r["branch"]
-        expires = f", expires {b['expires_at']}" if b.get("expires_at") else ""
-        lines.append(f"  branch {b['name']} (parent {b['parent']}, created {b['created_at']}{expires})")
-    lines += [
-        f"  {s['step']}: {s['status']} {s['message']} {s['report']}".rstrip() for s in r.get("steps", [])
-    ]
-    return "\n".join(lines + closing_lines(outcome))
-
-
-def write_env_file(path: Path, uri: str) -> None:
-    """Set DATABASE_URL in a dotenv file (other lines kept), readable by its owner only."""
-    if "'" in uri or "\n" in uri:
-        raise InputError("the connection URI cannot be written as one quoted dotenv line")
-    lines = path.read_text().splitlines() if path.exists() else []
-    lines = [line for line in lines if not line.startswith(("DATABASE_URL=", "export DATABASE_URL="))]
-    lines.append(f"DATABASE_URL='{uri}'")  # quoted: the URI's & and ? are shell syntax
-    fd, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-    with os.fdopen(fd, "w") as out:
-        out.write("\n".join(lines) + "\n")
-    os.replace(staged, path)
-
-
-def _connection_string(args: Any, branches: BranchProvider) -> int:
-    import json
-
-    uri = branches.connection_uri(args.name, pooled=args.pooled, database=args.database, role=args.role)
-    if args.env_file:
-        write_env_file(Path(args.env_file), uri)
-        print(f"DATABASE_URL of branch {args.name} written to {args.env_file}", file=sys.stderr)
-    shown = uri if args.reveal else mask_url(uri)
-    if args.json:
-        print(json.dumps({"branch": args.name, "uri": shown, "pooled": args.pooled, "env_file": args.env_file}))
-    else:
-        print(shown)
-    if args.pooled:
-        print(
-            "note: pooled is for the application; migrations need the direct URI (without --pooled)",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    import json
-
-    from flows import cli
-
-    parser = cli.Parser(
-        prog="python -m flows.branches",
-        description="Branches of the main database (--database-url names main): create, list, delete, reset, "
-        "rehearse, connection-string.",
-        epilog="Exit codes: 0 done, 1 rehearsal failed (the branch is kept), 2 bad input, 3 database or API unavailable.",
-    )
-    commands = cli.subcommands(parser)
-    sub = {
-        name: commands.add_parser(name, help=text, description=text)
-        for name, text in (
-            ("create", "create a branch of main (or of --parent)"),
-            ("list", "list the branches"),
-            ("delete", "delete a branch"),
-            ("reset", "make a branch a fresh copy of its parent (e.g. refresh staging from main)"),
-            ("rehearse", "rehearse a migration on a throwaway branch of main, then audit it"),
-            ("connection-string", "print a branch's connection URI, or write it to an env file"),
-        )
-    }
-    for name in ("create", "delete", "reset", "connection-string"):
-        sub[name].add_argument("name")
-    sub["create"].add_argument("--parent", help="the branch to copy (default: main)")
-    sub["create"].add_argument("--at", help="a timestamp or LSN of the parent to branch at (Neon only)")
-    for name in ("create", "rehearse"):
-        sub[name].add_argument(
-            "--expires-in", metavar="DURATION", help="delete the branch after 7d, 12h, 30m, 2w (Neon's expires_at)"
-        )
-    cs = sub["connection-string"]
-    cs.add_argument("--pooled", action="store_true", help="the pooler's URI (Neon; not for migrations)")
-    cs.add_argument("--database", metavar="D", help="database name (Neon; default $NEON_DATABASE or neondb)")
-    cs.add_argument("--role", metavar="R", help="role name (default $NEON_ROLE or neondb_owner on Neon)")
-    cs.add_argument("--reveal", action="store_true", help="print the password instead of ***")
-    cs.add_argument("--env-file", metavar="PATH", help="write DATABASE_URL=… into this file, e.g. .env.dev")
-    sub["rehearse"].add_argument("what", nargs="?", choices=["schema", "phase1"], default="schema")
-    sub["rehearse"].add_argument(
-        "--target", default="head", help="schema revision to rehearse (default head)"
-    )
-    sub["rehearse"].add_argument("--source", help="the Phase 1 file, for a phase1 rehearsal")
-    sub["rehearse"].add_argument(
-        "--keep", action="store_true", help="keep the branch even when the rehearsal passes"
-    )
-    for p in sub.values():
-        cli.add_provider(p)
-        cli.add_common(p)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        cli.apply_database_url(args.database_url)
-        if args.command in ("list", "connection-string"):
-            # on Neon no local database is needed (nor the embedded server started) to ask the API
-            branches = provider(args.provider, os.environ.get("DATABASE_URL"))
-            if args.command == "connection-string":
-                return _connection_string(args, branches)
-            rows = [b.describe() for b in branches.list()]
-            for note in _notes(branches):
-                print(f"note: {note}", file=sys.stderr)
-            if args.json:
-                print(json.dumps(rows, indent=2))
-            else:
-                print(f"main: {branches.main}")
-                for b in rows:
-                    line = f"  {b['name']:40} parent {b['parent'] or '-':20} created {b['created_at'] or '-'}"
-                    print(line + (f" expires {b['expires_at']}" if b["expires_at"] else ""))
-            return 0
-    except UserFacingError as exc:
-        return cli.fail(str(exc), exc.exit_code)
-    common = {"branch_provider": args.provider, "report_dir": args.report_dir, "return_state": True}
-    calls = {
-        "create": lambda: branch_create(
-            args.name, parent=args.parent, at=args.at, expires_in=args.expires_in, **common
-        ),
-        "delete": lambda: branch_delete(args.name, **common),
-        "reset": lambda: branch_reset(args.name, **common),
-        "rehearse": lambda: rehearse(
-            what=args.what,
-            target=args.target,
-            source=args.source,
-            keep=args.keep,
-            expires_in=args.expires_in,
-            **common,
-        ),
-    }
-    with cli.progress_bar(not args.json):
-        return cli.run_flow(calls[args.command], as_json=args.json, summary=_summary)
-
-
-if __name__ == "__main__":
-    from flows import cli
-
-    cli.run_command(main)

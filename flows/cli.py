@@ -18,11 +18,18 @@ import os
 import signal
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from types import UnionType
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin
+
+from pydantic import ValidationError
 
 from flows import orchestrator, progress
+from flows import params as P
+from flows.params import Parameters
 from tasks.db import normalize_url, redact
 from tasks.errors import Interrupted, UserFacingError, first_line
 
@@ -35,12 +42,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server under .data/postgres). "
-        "It is handed to the flow through the environment, never as a stored flow parameter.",
-    )
+    _add_database_url(parser)
     parser.add_argument(
         "--report-dir",
         default="runs",
@@ -50,6 +52,15 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--json", action="store_true", help="print the report as JSON on stdout (for scripts)"
+    )
+
+
+def _add_database_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL URL (default: $DATABASE_URL, else the embedded server under .data/postgres). "
+        "It is handed to the flow through the environment, never as a stored flow parameter.",
     )
 
 
@@ -84,6 +95,10 @@ def add_provider(parser: argparse.ArgumentParser) -> None:
         choices=["local", "neon"],
         help="branch provider (default: $BRANCH_PROVIDER, else local)",
     )
+    _add_template_copy(parser)
+
+
+def _add_template_copy(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template-copy",
         nargs=0,
@@ -92,6 +107,129 @@ def add_provider(parser: argparse.ArgumentParser) -> None:
         help="local branches and checkpoints: copy with CREATE DATABASE ... TEMPLATE, faster but it ends "
         "every other session on the database (for quiet moments; default: an online copy)",
     )
+
+
+# The flags whose names are not their parameter's, and the checks a flag makes on this machine
+# before a flow starts (said here once for every command line). A deployment's database_secret has
+# no flag: on the command line the database is --database-url.
+FLAGS = {
+    "branch_provider": "--provider",
+    "lock_wait_seconds": "--lock-wait",
+    "fix": "--fix-orphans",
+    "field_map": "--map",
+    "mapping_file": "--mapping",
+}
+CHECKS: dict[str, Callable[[str], Any]] = {"report_dir": report_dir}
+NOT_ON_THE_COMMAND_LINE = {"database_secret", "shard", "shard_deployment"}  # the last two: set by --shards
+
+
+def flag(name: str) -> str:
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def add_parameters(
+    parser: argparse.ArgumentParser, model: type[Parameters], *, positional: tuple[str, ...] = ()
+) -> None:
+    """The command line of a flow, built from its parameter model (flows/params.py): one flag per
+    field with its type, choices, default and help, `positional` ones as arguments. A boolean that
+    defaults to true is turned off with `--no-…`. The bounds are the model's, checked by
+    `parameters()`. A branch provider brings --template-copy with it; a report dir, --json."""
+    for name, info in P.fields(model):
+        if name in NOT_ON_THE_COMMAND_LINE:
+            continue
+        kind, optional = _kind(info.annotation)
+        kind = CHECKS.get(name, kind)
+        default = None if info.is_required() else info.default
+        help_text = (info.description or "").replace("%", "%%")
+        if default not in (None, False, True):
+            help_text += f" (default: {default})"
+        choices = get_args(kind) if get_origin(kind) is Literal else None
+        if name in positional:
+            parser.add_argument(name, type=None if choices else kind, choices=choices, default=default,
+                                nargs=None if info.is_required() else "?", help=help_text)  # fmt: skip
+        elif get_origin(kind) is list:
+            parser.add_argument(flag(name), dest=name, action="append", metavar=name.split("_")[-1].upper(),
+                                help=help_text + " (repeatable)")  # fmt: skip
+        elif kind is bool:
+            if default:
+                off = f"turn off: {help_text[:1].lower()}{help_text[1:]}"
+                parser.add_argument(f"--no-{name.replace('_', '-')}", dest=name, action="store_false", help=off)
+            else:
+                parser.add_argument(flag(name), dest=name, action="store_true", help=help_text)
+        else:
+            parser.add_argument(flag(name), dest=name, type=None if choices else kind, choices=choices,
+                                default=default, metavar=None if choices else name.split("_")[-1].upper(),
+                                help=help_text)  # fmt: skip
+    if "branch_provider" in model.model_fields:
+        _add_template_copy(parser)
+    if "database_secret" in model.model_fields:
+        _add_database_url(parser)
+    if "report_dir" in model.model_fields:
+        parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout (for scripts)")
+
+
+def _kind(annotation: Any) -> tuple[Any, bool]:
+    """(the type a flag converts to, whether None is allowed) of a field's annotation."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return args[0], True
+    return annotation, False
+
+
+def parameters(parser: argparse.ArgumentParser, model: type[P.ParametersT], args: argparse.Namespace) -> P.ParametersT:
+    """The flow's parameters from the parsed command line, validated by the model (a bound broken
+    is a usage error: one line, exit 2)."""
+    values = {name: getattr(args, name) for name in model.model_fields if hasattr(args, name)}
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = f"{flag(str(first['loc'][0]))}: " if first["loc"] else ""
+        parser.error(where + first["msg"].removeprefix("Value error, "))
+        raise  # parser.error exits
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command of a flow's command line: the flow's parameter model (flows/params.py; None for a
+    command that only reads), which parameters are positional, its help, and flags of its own."""
+
+    model: type[Parameters] | None
+    help: str
+    positional: tuple[str, ...] = ()
+    extra: Callable[[argparse.ArgumentParser], None] | None = None
+
+    def build(self, parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        if self.model is not None:
+            add_parameters(parser, self.model, positional=self.positional)
+        if self.extra is not None:
+            self.extra(parser)
+        return parser
+
+
+def parse(
+    prog: str, description: str, epilog: str, commands: dict[str | None, Command], argv: list[str] | None
+) -> tuple[str | None, Parameters | None, argparse.Namespace]:
+    """The one way every flow's command line is parsed. `commands` by name; the one named None is
+    what runs when argv names none of the others (`python -m flows.audit --source F` beside
+    `python -m flows.audit undo-fix RUN_ID`). Returns (command, its validated parameters, the flags)."""
+    argv = sys.argv[1:] if argv is None else argv
+    named = {k: v for k, v in commands.items() if k is not None}
+    formatter = argparse.RawDescriptionHelpFormatter
+    if None in commands and not (argv and argv[0] in named):
+        lines = [epilog, *(f"{prog} {' '.join([k, *(a.upper() for a in c.positional)])}: {c.help}" for k, c in named.items())]
+        text = "\n".join(textwrap.fill(line, 100, subsequent_indent="    ") for line in lines)
+        parser = commands[None].build(Parser(prog=prog, description=description, epilog=text,
+                                             formatter_class=formatter))  # fmt: skip
+        name, args = None, parser.parse_args(argv)
+    else:
+        top = Parser(prog=prog, description=description, epilog=epilog, formatter_class=formatter)
+        subs = subcommands(top)
+        parsers = {k: c.build(subs.add_parser(k, help=c.help, description=c.help)) for k, c in named.items()}
+        args = top.parse_args(argv)
+        name, parser = args.command, parsers[args.command]
+    model = commands[name].model
+    return name, None if model is None else parameters(parser, model, args), args
 
 
 def run_id_command(

@@ -22,10 +22,13 @@ embedded PostgreSQL.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the command line, which answers --help without importing Prefect
+    from flows.commands import phase1 as command
+
+    command.run()
+
 import hashlib
-import json
 import signal
-import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -40,7 +43,7 @@ from prefect.states import State
 from flows import params as P
 from flows import progress
 from flows.checkpoint import take_checkpoint
-from flows.outcome import closing_lines, interrupted, interruption, publish, user_error
+from flows.outcome import interrupted, interruption, publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
 from tasks import report as reports
@@ -56,7 +59,6 @@ from tasks.errors import (
 )
 from tasks.files import RunFile, precheck_files
 from tasks.inference import describe
-from tasks.inference import lines as inference_lines
 from tasks.load import LoadSummary, load
 from tasks.mapping import FieldMapping, read_owner_map
 from tasks.rollback import rollback_run
@@ -72,13 +74,12 @@ from tasks.runs import (
     start_or_resume,
     transform_context,
 )
-from tasks.source import ReadOptions, SourceInfo, precheck_once, quick_check
+from tasks.source import ReadOptions, SourceInfo, precheck_once
 from tasks.sources import resolve, shard
 from tasks.transform import TransformContext
 from tasks.verify import Verification, find_mismatches, verify_run
 
 KIND = "phase1"
-DEFAULT_USER = "phase1-migration@example.com"
 FILES_SHOWN = 1000  # rows of the per-file table in the Prefect artifact (the report has them all)
 
 
@@ -164,129 +165,57 @@ class Job:
         return replace(self, files=files)
 
 
-def prepare(
-    source: str | None,
-    *,
-    manifest: str | None = None,
-    owner_from_path: str | None = None,
-    field_map: list[str] | None = None,
-    mapping_file: str | None = None,
-    strict: bool = False,
-    lenient_json: bool = False,
-    salvage: bool = False,
-    owner_map: str | None = None,
-    source_name: str = "phase1",
-    default_user_email: str = DEFAULT_USER,
-    chunk_size: int = 10_000,
-    part: tuple[int, int] | None = None,
-) -> Job:
+def prepare(source: str | None, **options: Any) -> Job:
+    """prepare_job() of the file(s) read with `options`, the reading parameters of the Phase 1 flow
+    (P.Phase1; their defaults are its)."""
+    return prepare_job(P.of(P.Phase1, {"source": source, **options}))
+
+
+def prepare_job(p: P.Phase1, part: tuple[int, int] | None = None) -> Job:
     """Everything a run needs before it writes: the files (part: shard i of n), the mapping, the
     owners, every file checked."""
-    if chunk_size < 1:
-        raise InputError("chunk_size must be at least 1")
-    mapping = FieldMapping.build(field_map or [], mapping_file, strict)
-    options = ReadOptions(lenient=lenient_json, salvage=salvage)
-    owners = read_owner_map(owner_map)
-    sources = resolve(source, manifest=manifest, owner_from_path=owner_from_path, source_name=source_name)
+    mapping = FieldMapping.build(p.field_map or [], p.mapping_file, p.strict)
+    options = ReadOptions(lenient=p.lenient_json, salvage=p.salvage)
+    owners = read_owner_map(p.owner_map)
+    sources = resolve(p.source, manifest=p.manifest, owner_from_path=p.owner_from_path, source_name=p.source_name)
     if part is not None:
         sources = shard(sources, *part)
     single = (
-        part is None and manifest is None and len(sources) == 1 and sources[0].legacy_source == source_name
+        part is None and p.manifest is None and len(sources) == 1 and sources[0].legacy_source == p.source_name
     )
     if single:
         files = [RunFile(0, sources[0], precheck_once(sources[0].path, mapping, options))]
     else:
         files = precheck_files(sources, mapping, options)
-    origin = manifest or source or ""
-    return Job(files, single, mapping, options, owners, source_name, default_user_email, chunk_size, origin)
+    origin = p.manifest or p.source or ""
+    return Job(files, single, mapping, options, owners, p.source_name, p.default_user_email, p.chunk_size, origin)
 
 
-prepare_source = task(prepare, name="precheck-source", cache_policy=NONE, persist_result=False)
+prepare_source = task(prepare_job, name="precheck-source", cache_policy=NONE, persist_result=False)
 
 
 @flow(name="phase1-migration", persist_result=True)
-def phase1_migration(
-    source: str | None = P.described(
-        "cli/tasks.json",
-        "The Phase 1 tasks.json, a directory of them, or a glob (uploads/**/tasks.json), on the worker",
-    ),
-    manifest: str | None = P.described(
-        None, "CSV of path,email: the files and their owners (instead of source)"
-    ),
-    owner_from_path: str | None = P.described(
-        None, "Where a path names its owner, e.g. uploads/{email}/tasks.json"
-    ),
-    source_name: str = P.described(
-        "phase1", "Names the legacy source; with the legacy id it makes each row's uuid5"
-    ),
-    chunk_size: int = P.described(10_000, "Records per COPY and per checkpoint", ge=1),
-    default_user_email: str = P.described(
-        DEFAULT_USER, "Owner of records that name none (created if missing)"
-    ),
-    owner_map: str | None = P.described(
-        None, "CSV of legacy_id,email owners per task, as a path on the worker"
-    ),
-    field_map: list[str] | None = P.described(None, "SOURCE=TARGET field mappings (like --map)"),
-    mapping_file: str | None = P.described(
-        None, "YAML mapping file (records, fields, dates, vocabulary), as a path on the worker"
-    ),
-    strict: bool = P.described(False, "No inference: the {tasks: [...]} shape, exact keys, no conversions"),
-    lenient_json: bool = P.described(False, "Accept // and /* */ comments and trailing commas"),
-    salvage: bool = P.described(False, "A truncated file: load the records before the cut"),
-    propagate_deletes: bool = P.described(
-        False, "Delete the rows of records gone from their file (only rows the application left alone)"
-    ),
-    cutover: bool = P.described(False, "The last sync: close the sources, so later runs on them are refused"),
-    shards: int = P.described(
-        0,
-        "Split the files into this many shards, each a flow run of shard_deployment (0: all in this run)",
-        ge=0,
-    ),
-    shard: int | None = P.described(None, "Which shard this run is (set by the run that split them)", ge=0),
-    shard_deployment: str = P.described(
-        "phase1-migration/phase1-shard", "The deployment each shard runs as (on the migrations work pool)"
-    ),
-    dry_run: bool = P.described(False, "Validate, transform and report without writing anything"),
-    report_dir: str = P.report_dir(),
-    workers: int = P.described(2, "Parallel COPY connections", ge=1),
-    lock_wait_seconds: float = P.described(0.0, "Seconds to wait for another migration run to finish", ge=0),
-    checkpoint: bool = P.checkpoint(),
-    branch_provider: P.Provider | None = P.branch_provider(),
-    database_secret: str | None = P.database_secret(),
-) -> dict[str, Any] | State:
+@P.takes(P.Phase1)
+def phase1_migration(**params: Any) -> dict[str, Any] | State:
     """Migrate Phase 1 files; returns the outcome (exit_code, run_id, report path, counts)."""
     started = time.monotonic()
     phases = Phases()
     try:
-        if workers < 1:
-            raise InputError("workers must be at least 1")
+        p = P.of(P.Phase1, params)
+        shards, shard, report_dir = p.shards, p.shard, p.report_dir
         if shards and shard is None:
             from flows.shards import fan_out
 
-            return fan_out(shards, shard_deployment, report_dir, started)
+            return fan_out(shards, p.shard_deployment, report_dir, started)
         part = (shard, shards) if shard is not None else None
-        job = prepare_source(
-            source,
-            manifest=manifest,
-            owner_from_path=owner_from_path,
-            field_map=field_map,
-            mapping_file=mapping_file,
-            strict=strict,
-            lenient_json=lenient_json,
-            salvage=salvage,
-            owner_map=owner_map,
-            source_name=source_name,
-            default_user_email=default_user_email,
-            chunk_size=chunk_size,
-            part=part,
-        )
+        job = prepare_source(p, part)
         phases.mark("precheck")
-        if dry_run:
+        if p.dry_run:
             return _dry_run(job, report_dir, started, phases)
-        url = resolve_database_url(database_secret)
-        sync = Sync(propagate_deletes, cutover, part)
+        url = resolve_database_url(p.database_secret)
+        sync = Sync(p.propagate_deletes, p.cutover, part)
         return _migrate(
-            job, url, report_dir, workers, lock_wait_seconds, started, (checkpoint, branch_provider), sync, phases
+            job, url, report_dir, p.workers, p.lock_wait_seconds, started, (p.checkpoint, p.branch_provider), sync, phases
         )
     except UserFacingError as exc:
         return user_error(exc)
@@ -499,7 +428,7 @@ def _dry_run(job: Job, report_dir: str, started: float, phases: Phases) -> dict[
         summary = dry_load(job, run_id, reporter)
     finally:
         reporter.close()
-    counts = _dry_counts(summary, job)
+    counts = dry_counts(summary, job)
     verification = Verification(counts["records_read"] == sum(list(counts.values())[1:]), counts, "", "")
     run = Run(run_id, datetime.now(UTC), job.chunk_size, False)
     report = _report(job, None, run, summary, verification, "dry_run", (None, None), started, None, phases)
@@ -516,7 +445,7 @@ def dry_load(job: Job, run_id: str, on_progress: Any = None) -> LoadSummary:
     return load(None, job.files, ctx, run_id=run_id, chunk_size=job.chunk_size, on_progress=on_progress)
 
 
-def _dry_counts(summary: LoadSummary, job: Job) -> dict[str, int]:
+def dry_counts(summary: LoadSummary, job: Job) -> dict[str, int]:
     return {
         "records_read": job.records,
         "inserted": summary.inserted,
@@ -678,17 +607,15 @@ def _publish(report: dict[str, Any], report_dir: str, summary: LoadSummary, job:
 
 
 @flow(name="phase1-rollback", persist_result=True)
-def phase1_rollback(
-    run_id: str = P.described(..., "The Phase 1 run to undo (its id is in the run's report)"),
-    report_dir: str = P.report_dir(),
-    force: bool = P.described(False, "Remove the rows even if the application changed them since"),
-    database_secret: str | None = P.database_secret(),
-) -> dict[str, Any] | State:
+@P.takes(P.Phase1Rollback)
+def phase1_rollback(**params: Any) -> dict[str, Any] | State:
     """Remove exactly the rows a Phase 1 run inserted (and the users it created that nothing else
     uses), verify that none is left, and report."""
+    p = P.of(P.Phase1Rollback, params)
+    run_id, report_dir = p.run_id, p.report_dir
     try:
-        url = resolve_database_url(database_secret)
-        result = rollback_run(url, run_id, force=force)
+        url = resolve_database_url(p.database_secret)
+        result = rollback_run(url, run_id, force=p.force)
     except UserFacingError as exc:
         return user_error(exc)
     result["database"] = mask_url(url)
@@ -702,297 +629,3 @@ def phase1_rollback(
         exit_code=0 if ok else VerificationFailed.exit_code,
         message=f"run {run_id} rolled back" if ok else "rollback verification failed",
     )
-
-
-def _summary(outcome: dict[str, Any]) -> str:
-    r = outcome["report_data"]
-    if r["kind"] == "phase1-rollback":
-        c = r["counts"]
-        return (
-            f"run {r['run_id']} rolled back: {c['tasks_removed']:,} tasks, {c['users_removed']} users, "
-            f"{c['quarantine_removed']:,} quarantined records removed\nreport: {outcome['report']}"
-        )
-    c, v, t = r["counts"], r["verification"], r["timing"]
-    lines = [
-        f"run {r['run_id']} {r['status']} in {t['duration_s']:.1f} s ({t['rows_per_s']:,.0f} records/s)"
-        + (" (resumed)" if r["resumed"] else ""),
-        f"records read {c['records_read']:,} = inserted {c['inserted']:,} + updated {c['updated']:,} + unchanged "
-        f"{c['unchanged']:,} + conflicts {c['conflicts']:,} + duplicates {c['duplicates']:,} + quarantined {c['quarantined']:,}",
-    ]
-    if c.get("disappeared"):
-        lines.append(f"disappeared from their files: {c['disappeared']:,} ({c.get('deleted', 0):,} deleted)")
-    files = r.get("files") or []
-    if len(files) > 1 or r["source"].get("files"):
-        refused = [f for f in files if f["status"] != "loaded"]
-        lines.append(f"files: {len(files):,}, loaded {len(files) - len(refused):,}, refused {len(refused):,}")
-        lines += [f"  refused: {f['error']}" for f in refused[:10]]
-        if len(refused) > 10:
-            lines.append(f"  … {len(refused) - 10:,} more refused files in the report")
-    if r["quarantine"]["top_reasons"]:
-        lines.append(
-            "most common quarantine reasons: "
-            + "; ".join(f"{why} ({n})" for why, n in r["quarantine"]["top_reasons"][:3])
-        )
-    if not r.get("dry_run"):
-        verdict = "match" if v["ok"] else "DO NOT MATCH"
-        lines.append(f"checksums {verdict}: source {v['source_checksum']}, database {v['database_checksum']}")
-    lines += [
-        f"  position {m['position']} (id {m['legacy_id']}): {m['problem']}"
-        for m in v.get("mismatches", [])[:10]
-    ]
-    if r.get("checkpoint"):
-        lines.append(f"checkpoint branch: {r['checkpoint']['name']}")
-    account = inference_lines(r["inference"], c["records_read"])
-    lines += [f"how the file was read: {account[0]}", *account[1:SUMMARY_RULES]]
-    if len(account) > SUMMARY_RULES:
-        lines.append(f"  … {len(account) - SUMMARY_RULES} more lines in the report")
-    return "\n".join(lines + closing_lines(outcome))
-
-
-SUMMARY_RULES = 12  # lines of the inference account a run's summary prints (the report has all)
-
-
-def _read_flags(parser: Any) -> None:
-    """The flags that decide how a file is read: the same for a migration and for inspect."""
-    parser.add_argument(
-        "--source",
-        default="cli/tasks.json",
-        help="the Phase 1 file, a directory of them, or a glob such as 'uploads/**/tasks.json' (default: cli/tasks.json)",
-    )
-    parser.add_argument(
-        "--map",
-        action="append",
-        default=[],
-        metavar="SOURCE=TARGET",
-        dest="field_map",
-        help="map a source key to a field (id, title, description, completed, status, created_at, updated_at, "
-        "owner, priority, tags, completed_at, due_date, legacy_extra), or name where the records are "
-        "(KEY or KEY.KEY=tasks); repeatable, wins over the mapping file and the built-in table",
-    )
-    parser.add_argument(
-        "--mapping",
-        metavar="FILE",
-        dest="mapping_file",
-        help="YAML mapping file: records (where), fields (key: target), dates (day-first|month-first), "
-        "vocabulary (extends the built-in table: aliases, statuses, booleans, time_formats, ...)",
-    )
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="no inference: {tasks: [...]} or a bare list, exact keys, integer ids, booleans, ISO 8601 times; "
-        "a record that would need a default is quarantined",
-    )
-    parser.add_argument(
-        "--lenient-json", action="store_true", help="accept // and /* */ comments and trailing commas"
-    )
-    parser.add_argument(
-        "--salvage",
-        action="store_true",
-        help="a truncated file: load the records before the cut and quarantine the cut one",
-    )
-    parser.add_argument(
-        "--chunk-size",
-        type=int,
-        default=10_000,
-        metavar="N",
-        help="records per COPY and per checkpoint (default: 10000)",
-    )
-
-
-def _inspect(argv: list[str]) -> int:
-    """`inspect`: what the file holds and how it would be read, before anything is written; no
-    database and no Prefect server are involved."""
-    from flows import cli
-
-    parser = cli.Parser(
-        prog="python -m flows.phase1 inspect",
-        description="Show how a Phase 1 file would be read: where its records are, which key gives "
-        "which field, the value conversions and defaults, with how many records each covers, and what "
-        "would be quarantined. Nothing is written.",
-    )
-    _read_flags(parser)
-    parser.add_argument("--json", action="store_true", help="print the account as JSON (for scripts)")
-    args = parser.parse_args(argv)
-    try:
-        job = prepare(
-            args.source,
-            field_map=args.field_map,
-            mapping_file=args.mapping_file,
-            strict=args.strict,
-            lenient_json=args.lenient_json,
-            salvage=args.salvage,
-            chunk_size=args.chunk_size,
-        )
-        summary = dry_load(job, "00000000-0000-4000-8000-000000000000")
-    except UserFacingError as exc:
-        return cli.fail(str(exc), exc.exit_code)
-    found = account(job, summary)
-    found["counts"] = _dry_counts(summary, job)
-    if args.json:
-        print(json.dumps(found, indent=2, default=str))
-        return 0
-    c = found["counts"]
-    print(f"{job.origin}:" if not job.single else f"{job.files[0].source.path}:")
-    print("\n".join(inference_lines(found, job.records)))
-    for f in job.refused:
-        print(f"refused: {f.error}")
-    print(
-        f"would insert {c['inserted']:,}, count {c['duplicates']:,} as duplicates and quarantine "
-        f"{c['quarantined']:,} of {c['records_read']:,} records"
-    )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from flows import cli, orchestrator
-
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["inspect"]:
-        return _inspect(argv[1:])
-    if argv[:1] == ["rollback"]:
-        args = cli.run_id_command(
-            "python -m flows.phase1 rollback",
-            phase1_rollback.__doc__,
-            argv[1:],
-            flags={"--force": "remove the rows even if the application changed them since"},
-        )
-        if isinstance(args, int):
-            return args
-        return cli.run_flow(
-            lambda: phase1_rollback(
-                args.run_id, report_dir=args.report_dir, force=args.force, return_state=True
-            ),
-            as_json=args.json,
-            summary=_summary,
-        )
-    parser = cli.Parser(
-        prog="python -m flows.phase1",
-        description="Migrate a Phase 1 tasks.json into the Phase 2 PostgreSQL schema, losing nothing.",
-        epilog="See how a file would be read first: python -m flows.phase1 inspect --source FILE. "
-        "Undo a run: python -m flows.phase1 rollback RUN_ID. "
-        "Exit codes: 0 done and verified, 1 verification failed, 2 bad input or usage, 3 database unavailable or busy, "
-        "4 done and verified but some files were refused whole (the report names them and why).",
-    )
-    _read_flags(parser)
-    parser.add_argument(
-        "--manifest", metavar="CSV", help="CSV with path,email columns: the files to migrate and their owners"
-    )
-    parser.add_argument(
-        "--owner-from-path",
-        metavar="PATTERN",
-        help="where a file's path names its owner, e.g. 'uploads/{email}/tasks.json'",
-    )
-    parser.add_argument(
-        "--propagate-deletes",
-        action="store_true",
-        help="on a re-sync, delete the rows of records gone from their file (only rows the application left alone)",
-    )
-    parser.add_argument(
-        "--cutover",
-        action="store_true",
-        help="the last sync: close the sources, so later runs on them are refused",
-    )
-    parser.add_argument(
-        "--shards",
-        type=int,
-        default=0,
-        metavar="N",
-        help="split the files into N shards, each a flow run of the phase1-shard deployment on the migrations "
-        "work pool, so workers on any number of machines take them (needs PREFECT_API_URL; default: 0, one run)",
-    )
-    parser.add_argument(
-        "--source-name",
-        default="phase1",
-        help="names the legacy source; with the legacy id it makes the row's uuid5 key (default: phase1)",
-    )
-    parser.add_argument(
-        "--default-user-email",
-        default=DEFAULT_USER,
-        metavar="E",
-        help=f"owner of records that name none, created if missing (default: {DEFAULT_USER})",
-    )
-    parser.add_argument(
-        "--owner-map",
-        metavar="CSV",
-        help="CSV with legacy_id,email columns: owners per task (wins over the record's own owner)",
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="validate, transform and report without writing anything"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=2, metavar="N", help="parallel COPY connections (default: 2)"
-    )
-    parser.add_argument(
-        "--lock-wait",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="seconds to wait for another run to finish before giving up (default: 0)",
-    )
-    parser.add_argument(
-        "--no-checkpoint",
-        action="store_true",
-        help="skip the checkpoint branch <db>-backup-<UTC time> taken before writing",
-    )
-    cli.add_provider(parser)
-    cli.add_common(parser)
-    args = parser.parse_args(argv)
-    if args.chunk_size < 1 or args.workers < 1:
-        return cli.fail("--chunk-size and --workers must be at least 1")
-    read = {
-        "field_map": args.field_map,
-        "mapping_file": args.mapping_file,
-        "strict": args.strict,
-        "lenient_json": args.lenient_json,
-        "salvage": args.salvage,
-    }
-    files = {"manifest": args.manifest, "owner_from_path": args.owner_from_path}
-    try:  # bad input exits here, before the orchestrator is involved
-        cli.apply_database_url(args.database_url)
-        FieldMapping.build(args.field_map, args.mapping_file, args.strict)
-        read_owner_map(args.owner_map)
-        sources = resolve(args.source, **files, source_name=args.source_name)
-        one = args.manifest is None and len(sources) == 1 and sources[0].legacy_source == args.source_name
-        if one:
-            quick_check(args.source)
-    except UserFacingError as exc:
-        return cli.fail(str(exc), exc.exit_code)
-    server = orchestrator.start()  # boots while the whole file is checked
-    if one:  # a single file is checked whole here; the files of a run are, each, by the flow
-        try:
-            prepare(args.source, **read, owner_map=args.owner_map, chunk_size=args.chunk_size)
-        except UserFacingError as exc:
-            if server is not None:
-                server.stop()
-            return cli.fail(str(exc), exc.exit_code)
-    with cli.progress_bar(not args.json):
-        return cli.run_flow(
-            lambda: phase1_migration(
-                source=args.source,
-                **files,
-                propagate_deletes=args.propagate_deletes,
-                cutover=args.cutover,
-                shards=args.shards,
-                source_name=args.source_name,
-                chunk_size=args.chunk_size,
-                default_user_email=args.default_user_email,
-                owner_map=args.owner_map,
-                **read,
-                dry_run=args.dry_run,
-                report_dir=args.report_dir,
-                workers=args.workers,
-                lock_wait_seconds=args.lock_wait,
-                checkpoint=not args.no_checkpoint,
-                branch_provider=args.provider,
-                return_state=True,
-            ),
-            as_json=args.json,
-            summary=_summary,
-            server=server,
-        )
-
-
-if __name__ == "__main__":
-    from flows import cli
-
-    cli.run_command(main)

@@ -13,7 +13,11 @@ Undoing one Phase 1 run precisely is `python -m flows.phase1 rollback RUN_ID`.
 
 from __future__ import annotations
 
-import sys
+if __name__ == "__main__":  # the command line, which answers --help without importing Prefect
+    from flows.commands import rollback as command
+
+    command.run()
+
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +26,7 @@ from prefect import flow
 from prefect.states import Failed, State
 
 from flows import params as P
-from flows.outcome import closing_lines, publish, user_error
+from flows.outcome import publish, user_error
 from flows.settings import resolve_database_url
 from tasks import schema
 from tasks.branching import provider
@@ -80,18 +84,15 @@ def _publish(report: dict[str, Any], report_dir: str) -> State:
 
 
 @flow(name="rollback-downgrade", persist_result=True)
-def rollback_downgrade(
-    to: str = P.described(..., "A revision id (e.g. 0004), or a number N: that many revisions back"),
-    allow_data_loss: bool = P.described(False, "Allow a downgrade that drops data (checkpointed first)"),
-    branch_provider: P.Provider | None = P.branch_provider(),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.RollbackDowngrade)
+def rollback_downgrade(**params: Any) -> State:
     """Downgrade to a revision (or N steps back) and verify against a checkpoint taken first."""
+    p = P.of(P.RollbackDowngrade, params)
+    to, allow_data_loss, branch_provider, report_dir = p.to, p.allow_data_loss, p.branch_provider, p.report_dir
     from flows.schema import schema_downgrade
 
     try:
-        url = resolve_database_url(database_secret)
+        url = resolve_database_url(p.database_secret)
         before = schema.current_revision(url)
         target = steps_back(before, to)
     except UserFacingError as exc:
@@ -135,18 +136,13 @@ def rollback_downgrade(
 
 
 @flow(name="rollback-restore", persist_result=True)
-def rollback_restore(
-    from_branch: str | None = P.described(None, "The branch whose content main becomes"),
-    timestamp: str | None = P.described(None, "ISO 8601 point in time of main to restore (Neon only)"),
-    branch_provider: P.Provider | None = P.branch_provider(),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.RollbackRestore)
+def rollback_restore(**params: Any) -> State:
     """Make main the content of a branch (or, on Neon, of its own past at a timestamp) and verify."""
     try:
-        if bool(from_branch) == bool(timestamp):
-            raise InputError("restore needs exactly one of --from-branch NAME or --timestamp T")
-        url = resolve_database_url(database_secret)
+        p = P.of(P.RollbackRestore, params)  # exactly one of from_branch and timestamp
+        from_branch, timestamp, branch_provider, report_dir = p.from_branch, p.timestamp, p.branch_provider, p.report_dir
+        url = resolve_database_url(p.database_secret)
         branches = provider(branch_provider, url)
         branches.check_main(url)
         main = branches.main
@@ -189,62 +185,3 @@ def rollback_restore(
         + list(getattr(branches, "notes", [])),
     }
     return _publish(report, report_dir)
-
-
-def _summary(outcome: dict[str, Any]) -> str:
-    r = outcome["report_data"]
-    lines = [f"{r['title']}: {r['status']}"]
-    return "\n".join(lines + closing_lines(outcome))
-
-
-def main(argv: list[str] | None = None) -> int:
-    from flows import cli
-
-    parser = cli.Parser(
-        prog="python -m flows.rollback",
-        description="Roll the database back (schema downgrade) or restore it from a branch or a point in time, verified.",
-        epilog="Exit codes: 0 done and verified, 1 verification failed, 2 bad input, 3 database or API unavailable.",
-    )
-    commands = cli.subcommands(parser)
-    down = commands.add_parser(
-        "downgrade",
-        help="downgrade to REVISION, or STEPS revisions back",
-        description="downgrade to REVISION, or STEPS revisions back, verified against a checkpoint",
-    )
-    down.add_argument("to", metavar="STEPS|REVISION")
-    down.add_argument("--allow-data-loss", action="store_true", help="allow a downgrade that drops data")
-    restore = commands.add_parser(
-        "restore",
-        help="main becomes a branch's content, or its own past (Neon)",
-        description="main becomes a branch's content, or its own past at --timestamp (Neon)",
-    )
-    restore.add_argument("--from-branch", metavar="NAME")
-    restore.add_argument("--timestamp", metavar="T", help="ISO 8601, e.g. 2026-11-24T01:00:00Z (Neon only)")
-    for p in (down, restore):
-        cli.add_provider(p)
-        cli.add_common(p)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        cli.apply_database_url(args.database_url)
-        if args.command == "restore" and bool(args.from_branch) == bool(args.timestamp):
-            raise InputError("restore needs exactly one of --from-branch NAME or --timestamp T")
-    except UserFacingError as exc:
-        return cli.fail(str(exc), exc.exit_code)
-    common = {"branch_provider": args.provider, "report_dir": args.report_dir, "return_state": True}
-    if args.command == "downgrade":
-        call = lambda: rollback_downgrade(args.to, allow_data_loss=args.allow_data_loss, **common)  # noqa: E731
-    else:
-        call = lambda: rollback_restore(from_branch=args.from_branch, timestamp=args.timestamp, **common)  # noqa: E731
-    from flows.schema import _summary as schema_summary
-
-    def summary(outcome: dict[str, Any]) -> str:
-        return (_summary if outcome["report_data"]["kind"] == "rollback" else schema_summary)(outcome)
-
-    with cli.progress_bar(not args.json):
-        return cli.run_flow(call, as_json=args.json, summary=summary)
-
-
-if __name__ == "__main__":
-    from flows import cli
-
-    cli.run_command(main)

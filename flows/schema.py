@@ -16,13 +16,17 @@ The story of a run (migrations/ops has what each operation does in each phase):
 4. check (invalid indexes, NOT VALID constraints, at a completed head the models against the
    schema) and report: `schema-report` and `runs/<run_id>/report.json`.
 
-Exit codes follow the exception's type (tasks/errors.py). `python -m flows.schema --help`.
+Exit codes follow the exception's type (tasks/errors.py). `python -m flows.schema --help` (flows/commands/schema.py).
 """
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the command line, which answers --help without importing Prefect
+    from flows.commands import schema as command
+
+    command.run()
+
 import signal
-import sys
 import time
 from typing import Any
 
@@ -33,11 +37,11 @@ from prefect.states import State
 from flows import params as P
 from flows.backfill import BatchReporter
 from flows.checkpoint import take_checkpoint
-from flows.outcome import closing_lines, interrupted, interruption, publish, user_error
+from flows.outcome import interrupted, interruption, publish, user_error
 from flows.settings import resolve_database_url
 from tasks import privileges, schema
 from tasks.audit import snapshot
-from tasks.db import Session, check_duration, mask_url, refuse_pooler
+from tasks.db import Session, mask_url, refuse_pooler
 from tasks.errors import InputError, UserFacingError, VerificationFailed
 from tasks.schema_runs import Journal
 
@@ -55,36 +59,21 @@ def run_action(url: str, action: schema.Action, lock_timeout: str, statement_tim
 
 
 @flow(name="schema-upgrade", persist_result=True)
-def schema_upgrade(
-    target: str = P.described("head", "Revision to reach (head, or an id such as 0009)"),
-    complete: bool = P.described(False, "Complete the target too: every application instance runs it"),
-    checkpoint: bool = P.checkpoint(),
-    branch_provider: P.Provider | None = P.branch_provider(),
-    lock_timeout: str = P.lock_timeout(),
-    statement_timeout: str = P.described("15min", "statement_timeout of every statement"),
-    lock_wait_seconds: float = P.described(30.0, "Seconds to wait for another migration run to finish", ge=0),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.SchemaUpgrade)
+def schema_upgrade(**params: Any) -> State:
     """Start (and backfill) each revision up to `target`; the target stays live beside the previous
     version until `complete`."""
+    p = P.of(P.SchemaUpgrade, params)
 
     def plan(url: str, current: str | None, live: str | None) -> tuple[list[schema.Action], str | None]:
-        return schema.plan_upgrade(current, live, schema.resolve(target), complete)
+        return schema.plan_upgrade(current, live, schema.resolve(p.target), p.complete)
 
-    return _run("upgrade", target, plan, locals())
+    return _run("upgrade", p.target, plan, p)
 
 
 @flow(name="schema-complete", persist_result=True)
-def schema_complete(
-    checkpoint: bool = P.checkpoint(),
-    branch_provider: P.Provider | None = P.branch_provider(),
-    lock_timeout: str = P.lock_timeout(),
-    statement_timeout: str = P.described("15min", "statement_timeout of every statement"),
-    lock_wait_seconds: float = P.described(30.0, "Seconds to wait for another migration run to finish", ge=0),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.SchemaRun)
+def schema_complete(**params: Any) -> State:
     """Complete the revision rolling out: the previous version's schema and columns go."""
 
     def plan(url: str, current: str | None, live: str | None) -> tuple[list[schema.Action], str | None]:
@@ -93,19 +82,12 @@ def schema_complete(
         s = schema.step(live)
         return [*(schema.Action(s, "backfill", b) for b in s.backfills), schema.Action(s, "complete")], None
 
-    return _run("complete", "live", plan, locals())
+    return _run("complete", "live", plan, P.of(P.SchemaRun, params))
 
 
 @flow(name="schema-rollback", persist_result=True)
-def schema_rollback(
-    checkpoint: bool = P.checkpoint(),
-    branch_provider: P.Provider | None = P.branch_provider(),
-    lock_timeout: str = P.lock_timeout(),
-    statement_timeout: str = P.described("15min", "statement_timeout of every statement"),
-    lock_wait_seconds: float = P.described(30.0, "Seconds to wait for another migration run to finish", ge=0),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.SchemaRun)
+def schema_rollback(**params: Any) -> State:
     """Undo the start of the revision rolling out (before complete), leaving no trace of it."""
 
     def plan(url: str, current: str | None, live: str | None) -> tuple[list[schema.Action], str | None]:
@@ -116,48 +98,37 @@ def schema_rollback(
             )
         return [schema.Action(schema.step(live), "rollback")], None
 
-    return _run("rollback", "live", plan, locals())
+    return _run("rollback", "live", plan, P.of(P.SchemaRun, params))
 
 
 @flow(name="schema-downgrade", persist_result=True)
-def schema_downgrade(
-    target: str = P.described(..., "Revision to go back to (an id such as 0004, or base)"),
-    allow_data_loss: bool = P.described(
-        False, "Run a downgrade that drops data (a checkpoint is taken first)"
-    ),
-    checkpoint: bool = P.checkpoint(),
-    branch_provider: P.Provider | None = P.branch_provider(),
-    lock_timeout: str = P.lock_timeout(),
-    statement_timeout: str = P.described("15min", "statement_timeout of every statement"),
-    lock_wait_seconds: float = P.described(30.0, "Seconds to wait for another migration run to finish", ge=0),
-    report_dir: str = P.report_dir(),
-    database_secret: str | None = P.database_secret(),
-) -> State:
+@P.takes(P.SchemaDowngrade)
+def schema_downgrade(**params: Any) -> State:
     """Downgrade completed revisions to `target`; refuses a data-losing one without allow_data_loss."""
+    p = P.of(P.SchemaDowngrade, params)
 
     def plan(url: str, current: str | None, live: str | None) -> tuple[list[schema.Action], str | None]:
         if live is not None:
             raise InputError(f"{live} is rolling out: roll it back (python -m flows.schema rollback) first")
-        way, steps = schema.path(current, schema.resolve(target))
+        way, steps = schema.path(current, schema.resolve(p.target))
         if steps and way != "down":
-            raise InputError(f"the database is at {current or 'base'}; reaching {target} is an upgrade")
+            raise InputError(f"the database is at {current or 'base'}; reaching {p.target} is an upgrade")
         losing = [s for s in steps if s.downgrade_loses]
-        if losing and not allow_data_loss:
+        if losing and not p.allow_data_loss:
             lost = "; ".join(f"{s.revision} {s.downgrade_loses}" for s in losing)
             raise InputError(
-                f"downgrading to {target} loses data ({lost}); run again with --allow-data-loss "
+                f"downgrading to {p.target} loses data ({lost}); run again with --allow-data-loss "
                 "(a checkpoint branch is taken first)"
             )
         return [schema.Action(s, "downgrade") for s in steps], None
 
-    return _run("downgrade", target, plan, locals(), force_checkpoint=allow_data_loss)
+    return _run("downgrade", p.target, plan, p, force_checkpoint=p.allow_data_loss)
 
 
-def _run(kind: str, target: str, plan: Any, options: dict[str, Any], force_checkpoint: bool = False) -> State:
+def _run(kind: str, target: str, plan: Any, p: P.SchemaRun, force_checkpoint: bool = False) -> State:
     started = time.monotonic()
+    options = p.model_dump()  # validated: the durations are durations
     try:
-        check_duration("lock_timeout", options["lock_timeout"])
-        check_duration("statement_timeout", options["statement_timeout"])
         url = resolve_database_url(options["database_secret"])
         with Session(url) as check:  # a pooled URL is named before anything is planned
             check.run("schema:check", refuse_pooler)
@@ -203,7 +174,7 @@ def _run(kind: str, target: str, plan: Any, options: dict[str, Any], force_check
         "schema": {"before": before, "after": after, "live": live_after, "target": target},
         "checkpoint": branch,
         "steps": [_row(i, a, len(done), failure) for i, a in enumerate(actions)],
-        "sql": [{"revision": a.label, "sql": _sql(a)} for a in actions if a.verb != "backfill"],
+        "sql": [{"revision": a.label, "sql": step_sql(a)} for a in actions if a.verb != "backfill"],
         "integrity": {"before": pre, "after": post},
         "verification": {"ok": not problems and failure is None, "problems": problems},
         "timing": {"duration_s": round(time.monotonic() - started, 3)},
@@ -296,166 +267,10 @@ def _row(i: int, a: schema.Action, done: int, failure: UserFacingError | None) -
     return {"action": a.label, "revision": a.step.revision, "status": status, "doc": a.step.title}
 
 
-def _sql(a: schema.Action) -> str:
+def step_sql(a: schema.Action) -> str:
     s = a.step
     if a.verb == "downgrade":
         return schema.offline_sql(s.revision, s.down_revision, "down")
     if not s.online:
         return schema.offline_sql(s.down_revision, s.revision)
     return schema.phase_sql(s, a.verb)
-
-
-def _summary(outcome: dict[str, Any]) -> str:
-    r = outcome["report_data"]
-    at = r["schema"]
-    live = f", {at['live']} live beside the previous version" if at.get("live") else ""
-    lines = [
-        f"{r['title']}: {r['status']} ({at['before'] or 'base'} -> {at['after'] or 'base'}{live}, "
-        f"{r['timing']['duration_s']:.1f} s)"
-    ]
-    lines += [f"  {s['action']:28} {s['status']:8} {s['doc']}" for s in r["steps"]]
-    if r.get("checkpoint"):
-        lines.append(f"checkpoint branch: {r['checkpoint']['name']}")
-    return "\n".join(lines + closing_lines(outcome))
-
-
-def status(url: str) -> dict[str, Any]:
-    current, live = schema.current_revision(url), schema.live_versions(url)
-    _, pending = schema.path(current, schema.head_revision())
-    return {
-        "database": mask_url(url),
-        "current": current,
-        "head": schema.head_revision(),
-        "versions": [
-            {"revision": r, "state": state, "search_path": schema.search_path(r)} for r, state in live.items()
-        ],
-        "pending": [
-            {
-                "revision": s.revision,
-                "breaking": s.breaking,
-                "backfills": [b.name for b in s.backfills],
-                "doc": s.title,
-            }
-            for s in pending
-        ],
-    }
-
-
-def _print_status(info: dict[str, Any]) -> None:
-    print(f"database {info['database']}: at {info['current'] or 'base'}, head is {info['head']}")
-    for v in info["versions"]:
-        state = "rolling out (complete or rollback)" if v["state"] == "started" else "live"
-        print(f"  version {v['revision']} {state}: search_path={v['search_path']}")
-    for p in info["pending"]:
-        extra = f" (backfills: {', '.join(p['backfills'])})" if p["backfills"] else ""
-        print(f"  pending {p['revision']} {'breaking' if p['breaking'] else 'additive':8} {p['doc']}{extra}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    import json
-
-    from flows import cli
-    from tasks.db import database_url
-
-    parser = cli.Parser(
-        prog="python -m flows.schema",
-        description="Roll schema revisions out without downtime: old and new application versions side by side.",
-        epilog="Exit codes: 0 done, 1 a step or check failed (what it did was undone), 2 bad input or a step that "
-        "must wait (rows still NULL, another revision rolling out), 3 database unavailable, busy, or a lock "
-        "timeout outlasted the retries.",
-    )
-    commands = cli.subcommands(parser)
-    sub = commands.add_parser(
-        "search-path", help="the search_path an application built against REVISION sets"
-    )
-    sub.add_argument("revision", nargs="?", default="head")
-    sub = commands.add_parser("status", help="where the database stands, the live versions, what is pending")
-    cli.add_common(sub)
-    sub = commands.add_parser(
-        "sql", help="the SQL from the current revision to TARGET (start, backfill, complete)"
-    )
-    sub.add_argument("target", nargs="?", default="head")
-    cli.add_common(sub)
-    texts = {
-        "upgrade": "start and backfill each revision up to TARGET (default head)",
-        "complete": "complete the revision rolling out, once every application instance runs it",
-        "rollback": "undo the start of the revision rolling out, leaving no trace of it",
-        "downgrade": "downgrade completed revisions to TARGET",
-    }
-    for name, text in texts.items():
-        sub = commands.add_parser(name, help=text, description=text)
-        if name == "upgrade":
-            sub.add_argument("target", nargs="?", default="head")
-            sub.add_argument("--complete", action="store_true", help="complete the target too")
-        if name == "downgrade":
-            sub.add_argument("target")
-            sub.add_argument(
-                "--allow-data-loss",
-                action="store_true",
-                help="run a downgrade that drops data its revisions cannot give back (after a checkpoint)",
-            )
-        sub.add_argument(
-            "--no-checkpoint", action="store_true", help="skip the checkpoint branch taken before writing"
-        )
-        cli.add_provider(sub)
-        sub.add_argument("--lock-timeout", default="2s", help="lock_timeout of every statement (default 2s)")
-        sub.add_argument("--statement-timeout", default="15min", help="statement_timeout (default 15min)")
-        sub.add_argument(
-            "--lock-wait",
-            type=float,
-            default=30.0,
-            metavar="S",
-            help="seconds to wait for another migration run to finish (default 30)",
-        )
-        cli.add_common(sub)
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        if args.command == "search-path":
-            print(schema.search_path(schema.resolve(args.revision)))
-            return 0
-        cli.apply_database_url(args.database_url)
-        if args.command in ("status", "sql"):
-            url = database_url()
-            info = status(url)
-            if args.command == "sql":
-                actions, _ = schema.plan_upgrade(
-                    info["current"], schema.pending(url), schema.resolve(args.target), True
-                )
-                text = "".join(f"-- {a.label}\n{_sql(a)}" for a in actions if a.verb != "backfill")
-                print(text or f"-- nothing to do: the database is at {info['current']}")
-            elif args.json:
-                print(json.dumps(info, indent=2))
-            else:
-                _print_status(info)
-            return 0
-        check_duration("--lock-timeout", args.lock_timeout)
-        check_duration("--statement-timeout", args.statement_timeout)
-        if args.command in ("upgrade", "downgrade"):
-            schema.resolve(args.target)
-    except UserFacingError as exc:
-        return cli.fail(str(exc), exc.exit_code)
-    common = {
-        "checkpoint": not args.no_checkpoint,
-        "branch_provider": args.provider,
-        "lock_timeout": args.lock_timeout,
-        "statement_timeout": args.statement_timeout,
-        "lock_wait_seconds": args.lock_wait,
-        "report_dir": args.report_dir,
-        "return_state": True,
-    }
-    calls = {
-        "upgrade": lambda: schema_upgrade(target=args.target, complete=args.complete, **common),
-        "complete": lambda: schema_complete(**common),
-        "rollback": lambda: schema_rollback(**common),
-        "downgrade": lambda: schema_downgrade(
-            target=args.target, allow_data_loss=args.allow_data_loss, **common
-        ),
-    }
-    with cli.progress_bar(not args.json):
-        return cli.run_flow(calls[args.command], as_json=args.json, summary=_summary)
-
-
-if __name__ == "__main__":
-    from flows import cli
-
-    cli.run_command(main)

@@ -21,6 +21,7 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from prefect.states import State
 
+from flows import params as P
 from flows.checkpoint import take_checkpoint
 from flows.outcome import publish
 from flows.settings import resolve_database_url
@@ -39,21 +40,22 @@ def fan_out(shards: int, deployment: str, report_dir: str, started: float) -> St
     """Run the files of this flow run's parameters as `shards` flow runs of `deployment`."""
     logger = get_run_logger()
     params = dict(flow_run.parameters)
+    p = P.of(P.Phase1, params)
     sources = resolve(
-        params.get("source"),
-        manifest=params.get("manifest"),
-        owner_from_path=params.get("owner_from_path"),
-        source_name=params.get("source_name", "phase1"),
+        p.source,
+        manifest=p.manifest,
+        owner_from_path=p.owner_from_path,
+        source_name=p.source_name,
     )
     sizes = [len(shard(sources, i, shards)) for i in range(shards)]
-    if params.get("dry_run"):
+    if p.dry_run:
         raise InputError("a dry run is not split into shards: run it without shards")
-    url = resolve_database_url(params.get("database_secret"))
+    url = resolve_database_url(p.database_secret)
     branch = None
-    if params.get("checkpoint", True):
-        branch, _ = take_checkpoint(url, params.get("branch_provider"), params.get("lock_wait_seconds", 0.0))
+    if p.checkpoint:
+        branch, _ = take_checkpoint(url, p.branch_provider, p.lock_wait_seconds)
     # the schema at head once, under the migration lock, before the shards share it
-    with Session(url, lock_wait=params.get("lock_wait_seconds", 0.0)) as control:
+    with Session(url, lock_wait=p.lock_wait_seconds) as control:
         control.run("phase1:lock", lambda _conn: None)
         before, after = schema.upgrade(url)
     runs = []
@@ -89,7 +91,7 @@ def fan_out(shards: int, deployment: str, report_dir: str, started: float) -> St
         "status": "completed" if not failed else "shards_failed",
         "resumed": False,
         "source": {
-            "path": params.get("manifest") or params.get("source"),
+            "path": p.manifest or p.source,
             "files": len(sources),
             "refused": refused,
         },

@@ -18,7 +18,7 @@ from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 
 from models import metadata
-from tasks.db import check_duration, database_url, sqlalchemy_url
+from tasks.db import LOCK_TIMEOUT, STATEMENT_TIMEOUT, check_duration, database_url, sqlalchemy_url
 
 config = context.config
 if config.config_file_name is not None and not (
@@ -31,8 +31,8 @@ target_metadata = metadata
 
 def _timeouts() -> str:
     x = context.get_x_argument(as_dictionary=True)
-    lock = config.attributes.get("lock_timeout") or x.get("lock_timeout") or "2s"
-    statement = config.attributes.get("statement_timeout") or x.get("statement_timeout") or "15min"
+    lock = config.attributes.get("lock_timeout") or x.get("lock_timeout") or LOCK_TIMEOUT
+    statement = config.attributes.get("statement_timeout") or x.get("statement_timeout") or STATEMENT_TIMEOUT
     check_duration("lock_timeout", lock)
     check_duration("statement_timeout", statement)
     return f"SET lock_timeout = '{lock}'; SET statement_timeout = '{statement}'"

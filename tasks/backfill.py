@@ -22,13 +22,16 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
-from migrations.ops import Backfill
-from tasks.db import Session, check_duration, connect
+from tasks.db import LOCK_TIMEOUT, Session, check_duration, connect
 from tasks.errors import InputError
+
+if TYPE_CHECKING:  # the engine's settings are read by command lines that must not load Alembic
+    from migrations.ops import Backfill
 
 
 @dataclass(frozen=True)
@@ -90,12 +93,11 @@ class Settings:
     target_seconds: float = 0.05
     pause: float = 0.0
     max_runtime: float | None = None
-    lock_timeout: str = "2s"
+    lock_timeout: str = LOCK_TIMEOUT
     statement_timeout: str = "60s"
 
     def check(self) -> None:
-        if self.batch_size < 1 or self.pause < 0 or (self.max_runtime is not None and self.max_runtime <= 0):
-            raise InputError("--batch-size must be at least 1, --pause and --max-runtime positive")
+        """The durations, before they reach SQL (the bounds of the numbers are the flow's parameters')."""
         check_duration("--lock-timeout", self.lock_timeout)
         check_duration("--statement-timeout", self.statement_timeout)
         self.min_batch = min(self.min_batch, self.batch_size)

@@ -18,12 +18,10 @@ compared, and each row inserted, updated, left unchanged, or a conflict.
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
@@ -190,51 +188,35 @@ def load(
         if on_progress:
             on_progress(done, total)
 
-    with prompt_handoffs(writer is not None):
-        try:
-            for chunk in prepared_chunks(files, ctx, chunk_size):
-                summary.keys_seen |= chunk.keys_seen
-                summary.naive_timestamps += chunk.naive_timestamps
-                summary.rules.update(chunk.rules)
-                summary.defaults.update(chunk.defaults)
-                summary.kept.update(chunk.kept)
-                if chunk.chunk_no in committed:
-                    summary.chunks_skipped += 1
+    try:
+        for chunk in prepared_chunks(files, ctx, chunk_size):
+            summary.keys_seen |= chunk.keys_seen
+            summary.naive_timestamps += chunk.naive_timestamps
+            summary.rules.update(chunk.rules)
+            summary.defaults.update(chunk.defaults)
+            summary.kept.update(chunk.kept)
+            if chunk.chunk_no in committed:
+                summary.chunks_skipped += 1
+                done += chunk.records
+            else:
+                owners = set(chunk.rows.owners)
+                user_ids = users.ids(owners)
+                rendered = render(chunk.rows, ctx.source_name, user_ids, run_id)
+                if writer is None:
+                    summary.add(_dry_result(chunk, rendered))
                     done += chunk.records
                 else:
-                    owners = set(chunk.rows.owners)
-                    user_ids = users.ids(owners)
-                    rendered = render(chunk.rows, ctx.source_name, user_ids, run_id)
-                    if writer is None:
-                        summary.add(_dry_result(chunk, rendered))
-                        done += chunk.records
-                    else:
-                        staged = bool(resync_sources) and not resync_sources.isdisjoint(
-                            files[no].source.legacy_source for no in chunk.files
-                        )
-                        writer.submit(ChunkJob(chunk, rendered, [user_ids[o] for o in owners], staged))
-                collect([] if writer is None else writer.drain())
-            collect([] if writer is None else writer.close())
-        finally:
-            if writer is not None:
-                writer.abort()
-            users.close()
-    return summary
-
-
-@contextmanager
-def prompt_handoffs(enabled: bool = True, interval: float = 0.0005) -> Iterator[None]:
-    """A short GIL switch interval while loading. A writer thread needs the GIL only for a moment
-    per 128 kB it hands to libpq, but with the default 5 ms interval it waits that long each time
-    behind the main thread's transforms, and PostgreSQL idles: loading 1M records took 8.6 s with
-    the default and 7.5 s with 0.5 ms, load() timed alone on two cores."""
-    old = sys.getswitchinterval()
-    if enabled:
-        sys.setswitchinterval(min(old, interval))
-    try:
-        yield
+                    staged = bool(resync_sources) and not resync_sources.isdisjoint(
+                        files[no].source.legacy_source for no in chunk.files
+                    )
+                    writer.submit(ChunkJob(chunk, rendered, [user_ids[o] for o in owners], staged))
+            collect([] if writer is None else writer.drain())
+        collect([] if writer is None else writer.close())
     finally:
-        sys.setswitchinterval(old)
+        if writer is not None:
+            writer.abort()
+        users.close()
+    return summary
 
 
 def committed_chunks(url: str, run_id: str) -> frozenset[int]:

@@ -29,7 +29,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, pool
 
 from migrations.ops import Backfill, OnlineOperation, declared, versions
-from tasks.db import PROJECT_ROOT, connect, retrying, sqlalchemy_url
+from tasks.db import LOCK_TIMEOUT, PROJECT_ROOT, STATEMENT_TIMEOUT, connect, retrying, sqlalchemy_url
 from tasks.errors import InputError, LockTimedOut, StepFailed, StepRefused, UserFacingError, first_line
 from tasks.privileges import PrivilegeMissing
 from tasks.retry import RetriesExhausted
@@ -228,7 +228,7 @@ def _alembic(url: str, verb: Callable[[Config], None], phase: str | None, **time
 
 def _timeouts(lock_timeout: str | None = None) -> str:
     """Session limits of a complete or rollback (checked durations, as the flow's options are)."""
-    return f"SET lock_timeout = '{lock_timeout or '2s'}'; SET statement_timeout = '15min'"
+    return f"SET lock_timeout = '{lock_timeout or LOCK_TIMEOUT}'; SET statement_timeout = '{STATEMENT_TIMEOUT}'"
 
 
 def _run_phase(url: str, s: Step, phase: str, lock_timeout: str | None = None) -> None:

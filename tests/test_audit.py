@@ -139,7 +139,7 @@ def test_audit_flow_fix_orphans_then_passes(flow_env: dict[str, str]) -> None:
 
 
 def test_audit_cli_prints_the_table_and_names_what_failed(flow_env: dict[str, str], capsys) -> None:
-    from flows.audit import main
+    from flows.commands.audit import main
 
     url = flow_env["db_url"]
     seed_tasks(url, 20)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from flows.branches import main
+from flows.commands.branches import main
 from tasks.branching.local import LocalBranches
 from tests import neon_double
 from tests.neon_double import NeonProject
@@ -91,12 +91,12 @@ def test_local_branches_expire(db_url: str) -> None:
 def test_create_with_an_expiry_on_neon(neon_project: NeonProject, neon_flow_env: dict) -> None:
     from flows.branches import branch_create
 
-    state = branch_create("dev", expires_in="7d", branch_provider="neon", report_dir=neon_flow_env["report_dir"], return_state=True)
+    state = branch_create(name="dev", expires_in="7d", branch_provider="neon", report_dir=neon_flow_env["report_dir"], return_state=True)
     assert state.is_completed(), state.message
     expires = neon_project.double.branch(neon_project.id, "dev").expires_at
     assert expires and timedelta(days=6, hours=23) < expires - datetime.now(UTC) <= timedelta(days=7)
     assert state.result()["report_data"]["branch"]["expires_at"] == expires.isoformat()
-    refused = branch_create("dev2", expires_in="soon", branch_provider="neon", report_dir=neon_flow_env["report_dir"], return_state=True)
+    refused = branch_create(name="dev2", expires_in="soon", branch_provider="neon", report_dir=neon_flow_env["report_dir"], return_state=True)
     outcome = refused.result(raise_on_failure=False)
     assert outcome["exit_code"] == 2 and "not a duration" in outcome["error"]
 

@@ -16,6 +16,7 @@ from tasks.branching.local import LocalBranches
 from tasks.errors import InputError
 from tests.conftest import artifact_keys
 from tests.drill import run_drill
+from tests.faults import branches_of
 
 
 def one(url: str, query: str):
@@ -114,17 +115,17 @@ def test_rollback_downgrade_is_verified_against_its_checkpoint(flow_env: dict[st
 
     url = flow_env["db_url"]
     seed_tasks(url, 300)
-    lossy = rollback_downgrade("4", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True)
+    lossy = rollback_downgrade(to="4", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True)
     # 0011 drops the re-sync bookkeeping, 0009 loses in_progress, 0008 legacy_key: consent given
     assert lossy.is_completed(), lossy.message
-    state = rollback_downgrade("2", report_dir=flow_env["report_dir"], return_state=True)
+    state = rollback_downgrade(to="2", report_dir=flow_env["report_dir"], return_state=True)
     assert state.is_completed(), state.message
     report = state.result()["report_data"]
     assert report["schema"]["after"] == "0005" and report["verification"]["ok"]
-    refused = rollback_downgrade("0004", report_dir=flow_env["report_dir"], return_state=True)
+    refused = rollback_downgrade(to="0004", report_dir=flow_env["report_dir"], return_state=True)
     assert refused.result(raise_on_failure=False)["exit_code"] == 2  # 0005 would drop priority
     lossy = rollback_downgrade(
-        "0004", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True
+        to="0004", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True
     )
     report = lossy.result()["report_data"]
     assert report["verification"]["ok"] and "tasks.priority" in report["notes"][0]
@@ -139,6 +140,6 @@ def test_disaster_recovery_drill(flow_env: dict[str, str], tmp_path: Path) -> No
         env,
         tmp_path,
         "local",
-        lambda: [b.name for b in LocalBranches(url).list() if "-backup-" in b.name],
+        lambda: [name for name in branches_of(url) if "-backup-" in name],
         LocalBranches(url).url,
     )

@@ -47,7 +47,7 @@ def cli_env(flow_env: dict[str, str]) -> dict[str, str]:
         (b'{"tasks": [{"id": 1}, // one\n {"id": 2}]}', [], "a comment, which JSON does not allow"),
         (b'{"tasks": []}', ["--mapping", "/nonexistent.yaml"], "no such file"),
         (b'{"tasks": []}', ["--map", "oops"], "SOURCE=TARGET"),
-        (b'{"tasks": []}', ["--chunk-size", "0"], "at least 1"),
+        (b'{"tasks": []}', ["--chunk-size", "0"], "--chunk-size: Input should be greater than or equal to 1"),
         (b'{"tasks": []}', ["--owner-map", "/nonexistent.csv"], "no such file"),
         (b'{"tasks": []}', ["--database-url", "mysql://x"], "not a PostgreSQL URL"),
         (b'{"tasks": []}', ["--no-such-flag"], "unrecognized arguments"),
@@ -159,7 +159,7 @@ def test_kill_9_midway_then_resume_loses_and_doubles_nothing(tmp_path: Path, cli
         (["tasks.nope"], "no backfill named 'tasks.nope'"),
         (["--table", "tasks; DROP TABLE users", "--column", "x", "--value", "1"], "no table"),
         (["--table", "tasks", "--column", "legacy_id", "--value", "abc"], "not a valid integer"),
-        (["--table", "tasks", "--column", "title", "--value", "x", "--pause", "-1"], "positive"),
+        (["--table", "tasks", "--column", "title", "--value", "x", "--pause", "-1"], "--pause: Input should be greater than or equal to 0"),
     ],
 )
 def test_backfill_bad_input_exits_2_with_one_line(cli_env: dict[str, str], args, expected) -> None:

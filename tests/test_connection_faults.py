@@ -138,7 +138,7 @@ def test_rollbacks_survive_their_sessions_ended(
                             return_state=True).result()  # fmt: skip
     fault = EndStep(pg_server, step).install(monkeypatch)
     if step == "phase1:rollback":
-        state = phase1_rollback(done["run_id"], report_dir=flow_env["report_dir"], return_state=True)
+        state = phase1_rollback(run_id=done["run_id"], report_dir=flow_env["report_dir"], return_state=True)
         assert state.is_completed(), state.message
         assert state.result()["report_data"]["counts"]["tasks_removed"] == RECORDS
     else:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -66,9 +68,14 @@ COMMANDS = [
 ]
 
 
+def command_main(module: str):  # type: ignore[no-untyped-def]
+    """The command line of flows/<flow>.py: flows/commands/<flow>.py."""
+    return importlib.import_module(f"flows.commands.{module.rsplit('.', 1)[-1]}").main
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_one_cli_feel_across_flows(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    main = importlib.import_module(command[0]).main
+    main = command_main(command[0])
     with pytest.raises(SystemExit) as done:
         main([*command[1:], "--help"])
     assert done.value.code == 0
@@ -79,3 +86,14 @@ def test_one_cli_feel_across_flows(command: list[str], capsys: pytest.CaptureFix
         main([*command[1:], "--no-such-flag"])
     err = capsys.readouterr().err
     assert bad.value.code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_answers_without_importing_prefect(command: list[str]) -> None:
+    """`--help` is built from the flow's parameters without loading Prefect (or starting anything)."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", *command, "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "usage:" in out.stdout, out.stderr[-500:]
+    loaded = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert not {m for m in loaded if m.split(".")[0] == "prefect"}, "Prefect was imported for --help"

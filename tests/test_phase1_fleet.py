@@ -162,7 +162,7 @@ def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(
     assert reason.startswith("conflict: the record changed in the file and its row changed in Phase 2")
     assert "edited in Phase 2" in reason  # both versions: the file's in raw, Phase 2's in the reason
     # the re-sync's rollback puts the updated row back as it was
-    rolled = phase1_rollback(out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
+    rolled = phase1_rollback(run_id=out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
     assert rolled.is_completed(), rolled.result(raise_on_failure=False)
     titles = dict(rows(url, "SELECT legacy_key, title FROM tasks"))
     assert titles["1"] == "task 1" and "7" not in titles

@@ -117,12 +117,12 @@ def test_rollback_leaves_the_database_exactly_as_before(flow_env: dict[str, str]
     before = table_checksums(url)
     _, out = migrate(flow_env, source=EXAMPLE)
     assert table_checksums(url) != before
-    state = phase1_rollback(out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
+    state = phase1_rollback(run_id=out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
     result = state.result(raise_on_failure=False)
     assert state.is_completed(), result
     assert result["counts"]["tasks_removed"] == 9 and result["counts"]["users_removed"] == 2
     assert table_checksums(url) == before
-    again = phase1_rollback(out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
+    again = phase1_rollback(run_id=out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
     assert again.is_failed() and again.result(raise_on_failure=False)["exit_code"] == 2
 
 
@@ -130,9 +130,9 @@ def test_rollback_refuses_when_the_application_changed_rows(flow_env: dict[str, 
     _, out = migrate(flow_env, source=EXAMPLE)
     with psycopg.connect(flow_env["db_url"], autocommit=True) as conn:
         conn.execute("UPDATE tasks SET title = 'edited', updated_at = now() WHERE legacy_id = 1")
-    state = phase1_rollback(out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
+    state = phase1_rollback(run_id=out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
     assert state.is_failed() and "changed after the run" in state.message
-    forced = phase1_rollback(out["run_id"], report_dir=flow_env["report_dir"], force=True, return_state=True)
+    forced = phase1_rollback(run_id=out["run_id"], report_dir=flow_env["report_dir"], force=True, return_state=True)
     assert forced.is_completed()
 
 

@@ -58,7 +58,7 @@ def test_upgrade_stops_at_a_breaking_revision_and_complete_finishes_it(flow_env:
     assert report["checkpoint"]["name"] in {b.name for b in LocalBranches(url).list()}
     assert artifact_keys(state.state_details.flow_run_id) == {"schema-report", "backfill-progress"}
 
-    done = schema_complete(report_dir=flow_env["report_dir"], return_state=True, checkpoint=False)
+    done = schema_complete(report_dir=flow_env["report_dir"], return_state=True)
     assert done.is_completed(), done.message
     assert schema.live_versions(url) == {"0009": "complete"}
     assert one(url, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'completed'") == 0
@@ -186,20 +186,18 @@ def test_both_application_versions_keep_writing_while_a_breaking_revision_rolls_
     flow_env: dict[str, str],
 ) -> None:
     """No write of either version fails, none waits longer than the lock timeout, and no row is
-    left without its status. The checkpoint is skipped: a local checkpoint ends other sessions on
-    the database (a Neon one does not)."""
+    left without its status: the default command, its checkpoint included (taken online: no session
+    of the application is ended; with --template-copy some would be)."""
     from flows.schema import schema_complete, schema_upgrade
 
     url = flow_env["db_url"]
     at(url, "0008", rows=30_000)
     old = Writers(url, 30_000, count=2, inserts=0.3, search_path=schema.search_path("0008")).start()
-    state = schema_upgrade(
-        report_dir=flow_env["report_dir"], return_state=True, checkpoint=False, target="0009"
-    )
+    state = schema_upgrade(report_dir=flow_env["report_dir"], return_state=True, target="0009")
     assert state.is_completed(), state.message
     new = Writers(url, 30_000, count=2, inserts=0.3, search_path=schema.search_path("0009")).start()
     old_writes = old.stop()  # every instance of the previous version is gone: now complete
-    done = schema_complete(report_dir=flow_env["report_dir"], return_state=True, checkpoint=False)
+    done = schema_complete(report_dir=flow_env["report_dir"], return_state=True)
     new_writes = new.stop()
     assert done.is_completed(), done.message
     for writes in (old_writes, new_writes):
@@ -210,7 +208,7 @@ def test_both_application_versions_keep_writing_while_a_breaking_revision_rolls_
 
 
 def test_status_sql_and_search_path_commands(flow_env: dict[str, str], capsys) -> None:
-    from flows.schema import main
+    from flows.commands.schema import main
 
     url = flow_env["db_url"]
     at(url, "0004")

@@ -55,8 +55,8 @@ def test_no_password_or_api_key_in_output_reports_or_prefects_database(
     interpreter per command would take minutes), recording on a Prefect server of its own."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows import audit, backfill, branches, phase1, rollback
-    from flows import schema as schema_flow
+    from flows.commands import audit, backfill, branches, phase1, rollback
+    from flows.commands import schema as schema_flow
 
     api, home = prefect_server
     secrets = {roles.PASSWORD, neon_project.double.password, neon_project.double.api_key}

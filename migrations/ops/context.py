@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 
+from tasks.db import LOCK_TIMEOUT
+
 PHASES = ("all", "start", "complete", "rollback", "downgrade")
 
 
@@ -93,6 +95,6 @@ class Context:
             if not self.single_transaction and not self.offline:
                 with suppress(Exception), self.operations.get_bind().engine.connect() as conn:
                     conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                    conn.exec_driver_sql("SET lock_timeout = '2s'")
+                    conn.exec_driver_sql(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
                     conn.exec_driver_sql(statement)
             raise

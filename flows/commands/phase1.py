@@ -1,0 +1,154 @@
+"""`python -m flows.phase1`: migrate Phase 1 tasks.json files into the Phase 2 schema, losing
+nothing; `inspect` shows how a file would be read (nothing is written, no database, no Prefect);
+`rollback RUN_ID` undoes one run."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flows import cli, orchestrator
+from flows import params as P
+
+DESCRIPTION = "Migrate a Phase 1 tasks.json into the Phase 2 PostgreSQL schema, losing nothing."
+EPILOG = (
+    "Exit codes: 0 done and verified, 1 verification failed, 2 bad input or usage, 3 database unavailable or "
+    "busy, 4 done and verified but some files were refused whole (the report names them and why)."
+)
+COMMANDS = {
+    None: cli.Command(P.Phase1, "migrate"),
+    "inspect": cli.Command(
+        P.Phase1Read,
+        "show how a Phase 1 file would be read: where its records are, which key gives which field, the value "
+        "conversions and defaults with how many records each covers, what would be quarantined; nothing is written",
+        extra=lambda p: p.add_argument("--json", action="store_true", help="print the account as JSON (for scripts)"),
+    ),
+    "rollback": cli.Command(P.Phase1Rollback, "remove exactly the rows a Phase 1 run inserted, verified", ("run_id",)),
+}
+SUMMARY_RULES = 12  # lines of the inference account a run's summary prints (the report has all)
+
+
+def main(argv: list[str] | None = None) -> int:
+    name, params, args = cli.parse("python -m flows.phase1", DESCRIPTION, EPILOG, COMMANDS, argv)
+    assert params is not None
+    if name == "inspect":
+        return _inspect(params, args.json)
+    from tasks.errors import UserFacingError
+
+    try:  # bad input exits here, before the orchestrator is involved
+        cli.apply_database_url(args.database_url)
+        one = isinstance(params, P.Phase1) and _precheck(params)
+    except UserFacingError as exc:
+        return cli.fail(str(exc), exc.exit_code)
+    server = orchestrator.start()  # boots while the whole file is checked
+    from flows import phase1
+
+    if one:  # a single file is checked whole here; the files of a run are, each, by the flow
+        try:
+            phase1.prepare_job(params)
+        except UserFacingError as exc:
+            if server is not None:
+                server.stop()
+            return cli.fail(str(exc), exc.exit_code)
+    flow = phase1.phase1_rollback if name == "rollback" else phase1.phase1_migration
+    with cli.progress_bar(not args.json):
+        return cli.run_flow(
+            lambda: flow(**params.model_dump(), return_state=True), as_json=args.json, summary=summary, server=server
+        )
+
+
+def _precheck(p: P.Phase1) -> bool:
+    """The quick checks of the input (the mapping, the owner map, which files, the first bytes of
+    one); whether the run is of a single file."""
+    from tasks.mapping import FieldMapping, read_owner_map
+    from tasks.source import quick_check
+    from tasks.sources import resolve
+
+    FieldMapping.build(p.field_map or [], p.mapping_file, p.strict)
+    read_owner_map(p.owner_map)
+    sources = resolve(p.source, manifest=p.manifest, owner_from_path=p.owner_from_path, source_name=p.source_name)
+    one = p.manifest is None and len(sources) == 1 and sources[0].legacy_source == p.source_name
+    if one and p.source:
+        quick_check(p.source)
+    return one
+
+
+def _inspect(p: P.Parameters, as_json: bool) -> int:
+    """`inspect`: what the file holds and how it would be read, before anything is written."""
+    from flows.phase1 import account, dry_load, prepare
+    from flows.phase1 import dry_counts as counts_of
+    from tasks.errors import UserFacingError
+    from tasks.inference import lines as inference_lines
+
+    try:
+        job = prepare(**p.model_dump())
+        summary = dry_load(job, "00000000-0000-4000-8000-000000000000")
+    except UserFacingError as exc:
+        return cli.fail(str(exc), exc.exit_code)
+    found = account(job, summary)
+    found["counts"] = counts_of(summary, job)
+    if as_json:
+        print(json.dumps(found, indent=2, default=str))
+        return 0
+    c = found["counts"]
+    print(f"{job.origin}:" if not job.single else f"{job.files[0].source.path}:")
+    print("\n".join(inference_lines(found, job.records)))
+    for f in job.refused:
+        print(f"refused: {f.error}")
+    print(
+        f"would insert {c['inserted']:,}, count {c['duplicates']:,} as duplicates and quarantine "
+        f"{c['quarantined']:,} of {c['records_read']:,} records"
+    )
+    return 0
+
+
+def summary(outcome: dict[str, Any]) -> str:
+    from flows.outcome import closing_lines
+    from tasks.inference import lines as inference_lines
+
+    r = outcome["report_data"]
+    if r["kind"] == "phase1-rollback":
+        c = r["counts"]
+        return (
+            f"run {r['run_id']} rolled back: {c['tasks_removed']:,} tasks, {c['users_removed']} users, "
+            f"{c['quarantine_removed']:,} quarantined records removed\nreport: {outcome['report']}"
+        )
+    c, v, t = r["counts"], r["verification"], r["timing"]
+    lines = [
+        f"run {r['run_id']} {r['status']} in {t['duration_s']:.1f} s ({t['rows_per_s']:,.0f} records/s)"
+        + (" (resumed)" if r["resumed"] else ""),
+        f"records read {c['records_read']:,} = inserted {c['inserted']:,} + updated {c['updated']:,} + unchanged "
+        f"{c['unchanged']:,} + conflicts {c['conflicts']:,} + duplicates {c['duplicates']:,} + quarantined {c['quarantined']:,}",
+    ]
+    if c.get("disappeared"):
+        lines.append(f"disappeared from their files: {c['disappeared']:,} ({c.get('deleted', 0):,} deleted)")
+    files = r.get("files") or []
+    if len(files) > 1 or r["source"].get("files"):
+        refused = [f for f in files if f["status"] != "loaded"]
+        lines.append(f"files: {len(files):,}, loaded {len(files) - len(refused):,}, refused {len(refused):,}")
+        lines += [f"  refused: {f['error']}" for f in refused[:10]]
+        if len(refused) > 10:
+            lines.append(f"  … {len(refused) - 10:,} more refused files in the report")
+    if r["quarantine"]["top_reasons"]:
+        lines.append(
+            "most common quarantine reasons: "
+            + "; ".join(f"{why} ({n})" for why, n in r["quarantine"]["top_reasons"][:3])
+        )
+    if not r.get("dry_run"):
+        verdict = "match" if v["ok"] else "DO NOT MATCH"
+        lines.append(f"checksums {verdict}: source {v['source_checksum']}, database {v['database_checksum']}")
+    lines += [
+        f"  position {m['position']} (id {m['legacy_id']}): {m['problem']}"
+        for m in v.get("mismatches", [])[:10]
+    ]
+    if r.get("checkpoint"):
+        lines.append(f"checkpoint branch: {r['checkpoint']['name']}")
+    account = inference_lines(r["inference"], c["records_read"])
+    lines += [f"how the file was read: {account[0]}", *account[1:SUMMARY_RULES]]
+    if len(account) > SUMMARY_RULES:
+        lines.append(f"  … {len(account) - SUMMARY_RULES} more lines in the report")
+    return "\n".join(lines + closing_lines(outcome))
+
+
+def run() -> None:
+    cli.run_command(main)
