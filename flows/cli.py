@@ -1,5 +1,6 @@
-"""What every flow's command line shares: the database and report flags, --json, the progress bar,
-running a flow and turning its outcome into an exit code (0 ok, 1 verification failed, 2 bad input,
+"""What every flow's command line shares: the parser built from the flow's parameter model
+(`add_parameters`, `parse`), the database and report flags, --json, the progress bar, running a
+flow and turning its outcome into an exit code (0 ok, 1 verification failed, 2 bad input,
 usage or a missing privilege, 3 database unavailable or busy, 130 Ctrl-C, 143 SIGTERM) with a
 one-line error, never a traceback.
 
@@ -232,24 +233,6 @@ def parse(
     return name, None if model is None else parameters(parser, model, args), args
 
 
-def run_id_command(
-    prog: str, description: str | None, argv: list[str], flags: dict[str, str] | None = None
-) -> argparse.Namespace | int:
-    """A subcommand acting on one earlier run (`RUN_ID` plus the common flags and boolean `flags`):
-    its parsed arguments, or the exit code of a usage error."""
-    parser = Parser(prog=prog, description=description)
-    parser.add_argument("run_id", help="the run's id (it is in the run's report)")
-    for flag, text in (flags or {}).items():
-        parser.add_argument(flag, action="store_true", help=text)
-    add_common(parser)
-    args = parser.parse_args(argv)
-    try:
-        apply_database_url(args.database_url)
-    except UserFacingError as exc:
-        return fail(str(exc), exc.exit_code)
-    return args
-
-
 def apply_database_url(url: str | None) -> None:
     """--database-url reaches the flow as DATABASE_URL of this process only (checked first: a
     malformed URL is a usage error, raised as InputError before any flow starts)."""
@@ -373,16 +356,19 @@ def run_command(main: Callable[[], int]) -> NoReturn:
 
 
 __all__ = [
+    "Command",
     "Parser",
-    "interrupted",
-    "report_dir",
-    "run_command",
     "add_common",
+    "add_parameters",
     "add_provider",
     "apply_database_url",
     "fail",
+    "interrupted",
+    "parameters",
+    "parse",
     "progress_bar",
+    "report_dir",
+    "run_command",
     "run_flow",
-    "run_id_command",
     "subcommands",
 ]
