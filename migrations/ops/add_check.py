@@ -26,7 +26,7 @@ class AddCheck(OnlineOperation):
         ddl.validate_constraint(ctx, self.table, self.name)
 
     def rollback(self, ctx: Context) -> None:
-        ctx.execute(f"ALTER TABLE {quote(self.table)} DROP CONSTRAINT IF EXISTS {quote(self.name)}")
+        ddl.drop_constraint(ctx, self.table, self.name)
 
     downgrade = rollback
 

@@ -33,7 +33,7 @@ class AddForeignKey(OnlineOperation):
         ddl.validate_constraint(ctx, self.table, self.name)
 
     def rollback(self, ctx: Context) -> None:
-        ctx.execute(f"ALTER TABLE {quote(self.table)} DROP CONSTRAINT IF EXISTS {quote(self.name)}")
+        ddl.drop_constraint(ctx, self.table, self.name)
 
     downgrade = rollback
 

@@ -29,7 +29,7 @@ class AddUnique(OnlineOperation):
         ddl.drop_index(ctx, self.name)
 
     def downgrade(self, ctx: Context) -> None:
-        ctx.execute(f"ALTER TABLE {quote(self.table)} DROP CONSTRAINT IF EXISTS {quote(self.name)}")
+        ddl.drop_constraint(ctx, self.table, self.name)
 
     def describe(self) -> str:
         return f"add unique {self.name} on {self.table} ({', '.join(self.columns)})"

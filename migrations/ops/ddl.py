@@ -49,6 +49,10 @@ def relax_not_null(ctx: Context, table: str, column: str) -> None:
     ctx.execute(f"ALTER TABLE {quote(table)} ALTER COLUMN {quote(column)} DROP NOT NULL")
 
 
+def drop_constraint(ctx: Context, table: str, name: str) -> None:
+    ctx.execute(f"ALTER TABLE {quote(table)} DROP CONSTRAINT IF EXISTS {quote(name)}")
+
+
 def validate_constraint(ctx: Context, table: str, name: str) -> None:
     with ctx.outside_transaction():
         ctx.execute(f"ALTER TABLE {quote(table)} VALIDATE CONSTRAINT {quote(name)}")
