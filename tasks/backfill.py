@@ -76,13 +76,19 @@ class Target:
         return sql.Identifier(self.schema, self.table)
 
     @property
+    def expression(self) -> sql.Composable:
+        """A revision's expression, its `%` doubled: every query holding it is sent with parameters
+        (an empty list at least), so psycopg reads `%%` as `%` and `id % 3` or `LIKE '%x'` stay SQL."""
+        return sql.SQL(self.spec.value.replace("%", "%%"))
+
+    @property
     def unfilled(self) -> sql.Composable:
         """The rows still to fill: NULL, and (for an expression) where it gives a value: a row whose
         expression is NULL stays NULL, rightly, and must not keep the walk going."""
         column = sql.SQL("{} IS NULL").format(sql.Identifier(self.spec.column))
         if not self.spec.sql:
             return column
-        return sql.SQL("{} AND ({}) IS NOT NULL").format(column, sql.SQL(self.spec.value))
+        return sql.SQL("{} AND ({}) IS NOT NULL").format(column, self.expression)
 
 
 @dataclass
@@ -212,7 +218,7 @@ def check(url: str, spec: BackfillSpec) -> None:
 
 def null_count(conn: psycopg.Connection, target: Target) -> int:
     row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(target.relation, target.unfilled)
+        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(target.relation, target.unfilled), []
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -242,7 +248,7 @@ def batch_sql(target: Target, *, after_key: bool) -> sql.Composed:
         col=sql.Identifier(target.spec.column),
         unfilled=target.unfilled,
         after=after,
-        value=sql.SQL(target.spec.value) if target.spec.sql else sql.SQL("CAST(%s AS {})").format(
+        value=target.expression if target.spec.sql else sql.SQL("CAST(%s AS {})").format(
             sql.SQL(target.column_type)
         ),
         returned=returned,

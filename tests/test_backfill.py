@@ -54,6 +54,20 @@ def test_value_is_cast_to_the_column_type_and_composite_keys_work(db_url: str) -
         assert conn.execute("SELECT count(*) FROM pairs WHERE flags = '{}'").fetchone()[0] == 1000
 
 
+def test_a_revision_expression_may_hold_percent_signs(db_url: str) -> None:
+    """A declared expression is SQL: its `%` (modulo, LIKE patterns) reaches PostgreSQL as written."""
+    with psycopg.connect(db_url) as conn:
+        conn.execute("CREATE TABLE marks (id int PRIMARY KEY, title text, mark text)")
+        conn.execute("INSERT INTO marks SELECT g, 'task ' || g || CASE WHEN g % 4 = 0 THEN ' 100%' ELSE '' END, "
+                     "NULL FROM generate_series(1, 500) g")  # fmt: skip
+    expr = "CASE WHEN title LIKE '%\\%' ESCAPE '\\' THEN 'full' ELSE (id % 3)::text || '%' END"
+    result = run_backfill(db_url, BackfillSpec("marks", "mark", expr, sql=True), Settings(batch_size=70))
+    assert result.status == "done" and result.progress.rows_done == 500
+    with psycopg.connect(db_url) as conn:
+        got = dict(conn.execute("SELECT mark, count(*) FROM marks GROUP BY 1").fetchall())
+    assert got == {"full": 125, "0%": 125, "1%": 125, "2%": 125}, got
+
+
 @pytest.mark.parametrize(
     "spec, message",
     [
