@@ -23,6 +23,9 @@ def test_every_deployment_loads_with_a_described_credential_free_form() -> None:
     assert {s["name"] for s in specs} >= {
         "phase1-migration",
         "schema-upgrade",
+        "schema-complete",
+        "schema-rollback",
+        "schema-downgrade",
         "backfill-tasks-priority",
         "audit-nightly",
         "staging-refresh",
