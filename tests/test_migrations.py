@@ -124,6 +124,19 @@ def content(url: str) -> str:
         ).fetchone()[0]
 
 
+def views(url: str) -> dict[str, object]:
+    """Each version schema: its comment and its views' columns (by name: a downgrade that adds a
+    column back adds it last)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT n.nspname, obj_description(n.oid, 'pg_namespace'), c.table_name, "
+            "array_agg(c.column_name::text ORDER BY c.column_name) FROM pg_namespace n "
+            "LEFT JOIN information_schema.columns c ON c.table_schema = n.nspname "
+            "WHERE n.nspname LIKE 'public\\_%' GROUP BY 1, 2, 3"
+        ).fetchall()
+    return {f"{s}.{t}": (state, cols) for s, state, t, cols in rows}
+
+
 @pytest.mark.parametrize("revision", REVISIONS[2:])
 def test_each_revision_upgrades_downgrades_and_upgrades_again_on_a_populated_table(
     empty_db_url: str, revision: str
@@ -132,13 +145,16 @@ def test_each_revision_upgrades_downgrades_and_upgrades_again_on_a_populated_tab
     step = schema.step(revision)
     schema.upgrade(empty_db_url, step.down_revision)
     seed_tasks(empty_db_url, 2_000, null_every=2)
-    before_cols, before = columns(empty_db_url), content(empty_db_url)
+    before_cols, before, before_views = columns(empty_db_url), content(empty_db_url), views(empty_db_url)
     schema.upgrade(empty_db_url, revision, complete_breaking=True)
     assert schema.current_revision(empty_db_url) == revision and schema.pending(empty_db_url) is None
     assert content(empty_db_url) == before
+    assert schema.live_versions(empty_db_url) == {revision: "complete"}
     schema.downgrade_to(empty_db_url, step.down_revision)
     assert schema.current_revision(empty_db_url) == step.down_revision
     assert columns(empty_db_url) == before_cols and content(empty_db_url) == before
+    # the previous version's schema is back as its complete left it (none after a plain revision)
+    assert views(empty_db_url) == before_views
     schema.upgrade(empty_db_url, revision, complete_breaking=True)
     assert schema.current_revision(empty_db_url) == revision and content(empty_db_url) == before
 

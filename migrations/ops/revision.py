@@ -60,6 +60,16 @@ class OnlineUpgrade:
         versions.drop_schema(ctx, self.revision)
         for o in reversed(self.operations()):
             o.downgrade(ctx)
+        previous = self._previous(ctx)
+        if previous:  # the previous version is the live one again, its schema as its complete left it
+            versions.restore_completed(Context(op._proxy, self.down_revision or "", None, "downgrade"), previous)
+
+    def _previous(self, ctx: Context) -> list[OnlineOperation]:
+        """The operations the down revision declares ([] for a plain one, or none at all)."""
+        script = ctx.migration.script
+        if self.down_revision is None or script is None:
+            return []
+        return declared(script.get_revision(self.down_revision).module)
 
     def _context(self, phase: str) -> Context:
         return Context(op._proxy, self.revision, self.down_revision, phase)

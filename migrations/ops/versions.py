@@ -39,11 +39,23 @@ def drop_schema(ctx: Context, revision: str | None) -> None:
         ctx.execute(f"DROP SCHEMA IF EXISTS {quote(version_schema(revision))} CASCADE")
 
 
-def create_views(ctx: Context, ops: Sequence[OnlineOperation]) -> None:
+def restore_completed(ctx: Context, ops: Sequence[OnlineOperation]) -> None:
+    """The version schema of ctx.revision as its complete left it (a downgrade back to it): views of
+    the tables it touched, by their new names, each column by its own name."""
+    create_schema(ctx)
+    create_views(ctx, ops, completed=True)
+    mark(ctx, COMPLETE)
+
+
+def create_views(ctx: Context, ops: Sequence[OnlineOperation], completed: bool = False) -> None:
     """One view per table the revision touches, built from the live catalog when it runs (so the
-    same statement serves `--sql`); security_invoker where the server has it (PostgreSQL >= 15)."""
+    same statement serves `--sql`); security_invoker where the server has it (PostgreSQL >= 15).
+    completed: after the revision's complete, when the physical names are the new version's."""
     tables: dict[str, tuple[str, dict[str, str | None]]] = {}
     for o in ops:
+        if completed:
+            tables[o.view_name()] = (o.view_name(), {})
+            continue
         view, renames = tables.get(o.table, (o.table, {}))
         tables[o.table] = (o.view_name() if o.view_name() != o.table else view, {**renames, **o.renames()})
     for table, (view, renames) in tables.items():
