@@ -1,15 +1,19 @@
 """The backfill engine: set a column to a value where it IS NULL, on a live table, in small batches.
 
 How it stays out of the application's way:
-- the table is walked in primary-key order (keyset pagination), a batch at a time, each batch its own
-  short transaction under `lock_timeout`; rows another session holds locked are skipped
-  (`FOR UPDATE SKIP LOCKED`) and picked up by the next pass;
+- the table is walked in physical order, a range of pages at a time (a TID range scan), each batch
+  its own short transaction under `lock_timeout`; rows another session holds locked are skipped
+  (`FOR UPDATE SKIP LOCKED`) and picked up by the next pass. Physical order is what a plain UPDATE
+  reads too: walked by primary key (random UUIDs) every batch dirtied pages all over the table, and
+  1,000,000 rows took 8.0-8.5x one plain UPDATE against 1.3-1.5x in page order, and 1.04-1.06x once
+  a batch's commit stopped waiting for the disk (below); measured side by side on the change 0009;
 - the batch size adapts so a batch takes about `target_seconds`: that bounds how long an
   application write can wait on a row the backfill holds;
-- the checkpoint (last key, rows done) commits in the same transaction as the batch, so a killed run
-  resumes exactly after its last committed batch, and `max_runtime` stops cleanly between batches.
+- the checkpoint (the next page, rows done) commits in the same transaction as the batch, so a killed
+  run resumes exactly after its last committed batch, and `max_runtime` stops cleanly between batches.
 
-It ends when a count finds no NULL left, rows written meanwhile included. Table and column are looked
+It ends when a count finds no NULL left at the end of a pass, rows written or moved meanwhile
+included (the next pass walks the table again, as far as it reaches then). Table and column are looked
 up in the live catalog and quoted as identifiers; a value is a bound parameter cast by PostgreSQL to
 the column's own type, so nothing a user passes becomes SQL. A backfill a revision declares
 (migrations/ops) sets an SQL expression over the row instead, and leaves the rows whose expression
@@ -68,8 +72,6 @@ class Target:
     schema: str
     table: str
     column_type: str
-    key: tuple[str, ...]
-    key_types: tuple[str, ...]
 
     @property
     def relation(self) -> sql.Composable:
@@ -177,18 +179,16 @@ def resolve(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
     if column is None:
         raise InputError(f"table {spec.table!r} has no column {spec.column!r}")
     key = conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i "
+        "SELECT a.attname, a.attnum FROM pg_index i "
         "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
         "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
         "WHERE i.indrelid = %s::regclass AND i.indisprimary ORDER BY k.ord",
         (qualified,),
     ).fetchall()
-    if not key:
-        raise InputError(f"table {spec.table!r} has no primary key to walk in order")
     if spec.column in {k for k, _ in key}:
         raise InputError(f"{spec.name} is part of the primary key; it cannot be backfilled")
     if spec.sql:
-        return Target(spec, schema, table, column[0], tuple(k for k, _ in key), tuple(t for _, t in key))
+        return Target(spec, schema, table, column[0])
     try:
         with conn.transaction():
             conn.execute(sql.SQL("SELECT CAST(%s AS {})").format(sql.SQL(column[0])), (spec.value,))
@@ -196,7 +196,7 @@ def resolve(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
         raise InputError(
             f"{spec.value!r} is not a valid {column[0]} for {spec.name}: {exc.diag.message_primary}"
         ) from None
-    return Target(spec, schema, table, column[0], tuple(k for k, _ in key), tuple(t for _, t in key))
+    return Target(spec, schema, table, column[0])
 
 
 def prepare(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
@@ -223,37 +223,34 @@ def null_count(conn: psycopg.Connection, target: Target) -> int:
     return int(row[0]) if row else 0
 
 
-def batch_sql(target: Target, *, after_key: bool) -> sql.Composed:
-    """One batch: lock up to N NULL rows after the last key (skipping rows others hold), set them by
-    their ctid (a TID scan: the locked rows cannot move before commit, and a join on the key would
-    let the planner scan the whole table every batch), and return how many and the last key (as
-    text), in one statement."""
-    key = sql.SQL(", ").join(sql.Identifier(k) for k in target.key)
-    row_key = sql.SQL("ROW({})").format(key) if len(target.key) > 1 else key
-    bound = sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(sql.SQL(t)) for t in target.key_types)
-    bound_key = sql.SQL("ROW({})").format(bound) if len(target.key) > 1 else bound
-    after = sql.SQL("AND {} > {}").format(row_key, bound_key) if after_key else sql.SQL("")
-    returned = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in target.key)
-    as_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in target.key)
-    descending = sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(k)) for k in target.key)
+def pages_of(conn: psycopg.Connection, target: Target) -> tuple[int, float]:
+    """(pages of the table now, rows per page): how far a pass walks, and what a batch of N rows spans."""
+    row = conn.execute(
+        "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, c.reltuples, c.relpages "
+        "FROM pg_class c WHERE c.oid = %s::regclass",
+        (sql.Identifier(target.schema, target.table).as_string(conn),),
+    ).fetchone()
+    pages, tuples, counted = (int(row[0]), float(row[1]), int(row[2])) if row else (0, 0.0, 0)
+    return pages, (tuples / counted if tuples > 0 and counted > 0 else 50.0)
+
+
+def batch_sql(target: Target) -> sql.Composed:
+    """One batch: lock the NULL rows of a range of pages (a TID range scan, skipping rows others
+    hold), set them by their ctid (the locked rows cannot move before commit), and return how many,
+    in one statement. Parameters: first page, page after the last, and the value."""
     return sql.SQL(
-        "WITH b AS (SELECT ctid FROM {rel} WHERE {unfilled} {after} ORDER BY {key} LIMIT %s "
+        "WITH b AS (SELECT ctid FROM {rel} WHERE ctid >= %s::tid AND ctid < %s::tid AND {unfilled} "
         "FOR UPDATE SKIP LOCKED), "
         "u AS (UPDATE {rel} t SET {col} = {value} "
-        "WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM b)) AND t.{col} IS NULL RETURNING {returned}) "
-        "SELECT (SELECT count(*) FROM u), (SELECT ARRAY[{as_text}] FROM u ORDER BY {descending} LIMIT 1)"
+        "WHERE t.ctid = ANY (ARRAY(SELECT ctid FROM b)) AND t.{col} IS NULL RETURNING 1) "
+        "SELECT count(*) FROM u"
     ).format(
-        key=key,
         rel=target.relation,
         col=sql.Identifier(target.spec.column),
         unfilled=target.unfilled,
-        after=after,
         value=target.expression if target.spec.sql else sql.SQL("CAST(%s AS {})").format(
             sql.SQL(target.column_type)
         ),
-        returned=returned,
-        as_text=as_text,
-        descending=descending,
     )
 
 
@@ -282,38 +279,41 @@ def run_backfill(
     session = Session(url, lock_wait=lock_wait, locks=[(lock_key(spec.name), False)])
     try:
         target = session.run("backfill:prepare", prepare, spec)
-        last_key, progress, resumed = session.run("backfill:start", _start, target, run_id)
+        page, progress, resumed = session.run("backfill:start", _start, target, run_id)
         walker = _Walker(session, target, settings)
         started = time.monotonic()
         deadline = started + settings.max_runtime if settings.max_runtime else None
-        idle_passes = 0
+        idle_passes, filled = 0, 0  # filled: rows this pass
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 status = "paused"
                 break
-            count, last_key = walker.batch(last_key)
-            progress.elapsed = time.monotonic() - started
-            if count:
-                progress.rows_done += count
-                progress.batches += 1
-                progress.batch_sizes.append(count)
-                progress.remaining = max(progress.total - progress.rows_done, 0)
-                if on_batch:
-                    on_batch(progress)
-                if settings.pause:
-                    time.sleep(settings.pause)
+            if page < walker.end:
+                count, page = walker.batch(page)
+                progress.elapsed = time.monotonic() - started
+                if count:
+                    filled += count
+                    progress.rows_done += count
+                    progress.batches += 1
+                    progress.batch_sizes.append(count)
+                    progress.remaining = max(progress.total - progress.rows_done, 0)
+                    if on_batch:
+                        on_batch(progress)
+                    if settings.pause:
+                        time.sleep(settings.pause)
                 continue
-            # End of a pass: done when nothing is NULL any more; otherwise rows were locked by others
-            # or written behind us, so walk again from the start (after a breath if nothing moved).
+            # End of a pass: done when nothing is NULL any more; otherwise rows were locked by others,
+            # written or moved behind us, so walk again from the first page (after a breath if this
+            # pass filled nothing).
             progress.passes += 1
             progress.remaining = session.run("backfill:count", null_count, target)
             if progress.remaining == 0:
                 status = "done"
                 break
             progress.total = progress.rows_done + progress.remaining
-            idle_passes = idle_passes + 1 if last_key is None else 0
-            last_key = None
-            walker.save(None)
+            idle_passes = idle_passes + 1 if not filled else 0
+            page, filled = 0, 0
+            walker.save(page)
             time.sleep(min(0.05 * 2**idle_passes, 2.0) if idle_passes else 0)
         progress.elapsed = time.monotonic() - started
         walker.finish(status)
@@ -332,9 +332,7 @@ def _set_status(conn: psycopg.Connection, name: str, status: str) -> None:
     conn.execute("UPDATE backfill_state SET status = %s, updated_at = now() WHERE name = %s", (status, name))
 
 
-def _start(
-    conn: psycopg.Connection, target: Target, run_id: str | None
-) -> tuple[list[str] | None, Progress, bool]:
+def _start(conn: psycopg.Connection, target: Target, run_id: str | None) -> tuple[int, Progress, bool]:
     """Resume the checkpoint of an unfinished run of the same backfill and value, or start afresh."""
     spec = target.spec
     with conn.transaction():
@@ -343,7 +341,7 @@ def _start(
             (spec.name,),
         ).fetchone()
         resumed = row is not None and row[0] != "done" and row[1] == spec.value
-        last_key = row[2] if resumed and row else None
+        page = _page_of(row[2]) if resumed and row else 0
         progress = Progress(rows_done=int(row[3]), batches=int(row[4])) if resumed and row else Progress()
         conn.execute(
             "INSERT INTO backfill_state AS s (name, table_name, column_name, value, run_id, status, last_key, "
@@ -358,7 +356,7 @@ def _start(
                 spec.column,
                 spec.value,
                 run_id,
-                last_key,
+                _checkpoint_of(page),
                 progress.rows_done,
                 progress.batches,
                 resumed,
@@ -366,63 +364,89 @@ def _start(
         )
     progress.remaining = null_count(conn, target)
     progress.total = progress.rows_done + progress.remaining
-    return last_key, progress, resumed
+    return page, progress, resumed
+
+
+# backfill_state.last_key (text[]) holds where the walk resumes: the next page, as {page}.
+def _checkpoint_of(page: int) -> list[str] | None:
+    return [str(page)] if page else None
+
+
+def _page_of(checkpoint: list[str] | None) -> int:
+    """The page to resume at; a checkpoint this walk did not write (a key) starts the pass again."""
+    return int(checkpoint[0]) if checkpoint and len(checkpoint) == 1 and checkpoint[0].isdigit() else 0
 
 
 class _Walker:
     """Runs batches on the backfill's session: each batch with its checkpoint is one unit of the
-    retry policy (tasks/retry.py), run again on a new connection when the session's was lost."""
+    retry policy (tasks/retry.py), run again on a new connection when the session's was lost. A
+    batch is a range of pages holding about `size` rows; `end` is the table's length when the pass
+    began (rows that go beyond it meanwhile are the next pass's)."""
 
     def __init__(self, session: Session, target: Target, settings: Settings) -> None:
         self.session, self.target, self.settings = session, target, settings
+        self.statement = batch_sql(target)
+        self.end, self.density = session.run("backfill:pages", pages_of, target)
         self.size = settings.batch_size
-        self.first = batch_sql(target, after_key=False)
-        self.after = batch_sql(target, after_key=True)
+
+    @property
+    def pages(self) -> int:
+        return max(1, round(self.size / self.density))
 
     def _limits(self, conn: psycopg.Connection) -> None:
+        # synchronous_commit off: a batch does not wait for its WAL to reach the disk. A crash can
+        # lose the last few batches, but each goes with its own checkpoint, so the resume redoes
+        # exactly those; the application's transactions keep their own setting.
         conn.execute(
-            "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+            "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true), "
+            "set_config('synchronous_commit', 'off', true)",
             (self.settings.lock_timeout, self.settings.statement_timeout),
         )
 
-    def batch(self, last_key: list[str] | None) -> tuple[int, list[str] | None]:
-        def attempt(conn: psycopg.Connection) -> tuple[int, list[str] | None]:
+    def batch(self, page: int) -> tuple[int, int]:
+        """(rows filled, the page after the range) of one batch from `page`."""
+        after = min(page + self.pages, self.end)
+
+        def attempt(conn: psycopg.Connection) -> tuple[int, int]:
             began = time.monotonic()
             with conn.transaction():
                 self._limits(conn)
                 value = [] if self.target.spec.sql else [self.target.spec.value]
-                params = [*(last_key or []), self.size, *value]
-                row = conn.execute(self.after if last_key else self.first, params).fetchone()
-                count, new_key = (int(row[0]), row[1]) if row else (0, None)
+                row = conn.execute(self.statement, [f"({page},0)", f"({after},0)", *value]).fetchone()
+                count = int(row[0]) if row else 0
                 if count:
-                    self._checkpoint(conn, new_key, count)
-            self._adapt(count, time.monotonic() - began)
-            return count, (new_key if count else last_key)
+                    self._checkpoint(conn, after, count)
+            self._adapt(count, after - page, time.monotonic() - began)
+            return count, after
 
         return self.session.run("backfill:batch", attempt)
 
-    def _checkpoint(self, conn: psycopg.Connection, last_key: list[str] | None, count: int) -> None:
+    def _checkpoint(self, conn: psycopg.Connection, page: int, count: int) -> None:
         conn.execute(
             "UPDATE backfill_state SET last_key = %s, rows_done = rows_done + %s, batches = batches + 1, "
             "updated_at = now() WHERE name = %s",
-            (last_key, count, self.target.spec.name),
+            (_checkpoint_of(page), count, self.target.spec.name),
         )
 
-    def _adapt(self, count: int, seconds: float) -> None:
-        """Steer the batch size towards target_seconds per batch, at most doubling or halving."""
-        if count < self.size or seconds <= 0:
+    def _adapt(self, count: int, pages: int, seconds: float) -> None:
+        """Steer the batch towards target_seconds, at most doubling or halving; a range that held
+        fewer NULL rows than it spans (filled already) grows towards max_batch."""
+        if seconds <= 0:
             return
         factor = min(max(self.settings.target_seconds / seconds, 0.5), 2.0)
+        if count < pages * self.density / 2:  # mostly filled already: cheap, walk on faster
+            factor = max(factor, 1.0)
         self.size = int(min(max(self.size * factor, self.settings.min_batch), self.settings.max_batch))
 
-    def save(self, last_key: list[str] | None) -> None:
+    def save(self, page: int) -> None:
         self.session.run(
             "backfill:save",
             lambda conn: conn.execute(
                 "UPDATE backfill_state SET last_key = %s, updated_at = now() WHERE name = %s",
-                (last_key, self.target.spec.name),
+                (_checkpoint_of(page), self.target.spec.name),
             ),
         )
+        self.end = self.session.run("backfill:pages", pages_of, self.target)[0]
 
     def finish(self, status: str) -> None:
         self.session.run(
