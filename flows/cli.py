@@ -13,7 +13,6 @@ with 128 + the signal's number once it has stopped its temporary Prefect server 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -23,6 +22,7 @@ import textwrap
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 
@@ -325,7 +325,7 @@ def run_flow(
     if "error" in outcome:
         return fail(outcome["error"], outcome["exit_code"])
     if as_json:
-        print(json.dumps(outcome["report_data"], indent=2, default=str))
+        print(Path(outcome["report"]).with_suffix(".json").read_text(encoding="utf-8"), end="")
     else:
         print(summary(outcome))
     return int(outcome["exit_code"])

@@ -80,9 +80,21 @@ def publish(
         "status": report["status"],
         "report": str(md_path),
         "counts": report.get("counts", {}),
-        "report_data": report,
+        "report_data": brief(report),
     }
     return (Failed if exit_code else Completed)(message=message, data=outcome)
+
+
+OUTCOME_ROWS = 1000  # rows of a list the flow's result keeps (Prefect walks and stores it; report.json has all)
+
+
+def brief(report: dict[str, Any]) -> dict[str, Any]:
+    """The report with each long list (the per-file rows of 100,000 files) cut to OUTCOME_ROWS and
+    its length in `rows_total`: a run's result stays small, and report.json keeps every row."""
+    long = {k: len(v) for k, v in report.items() if isinstance(v, list) and len(v) > OUTCOME_ROWS}
+    if not long:
+        return report
+    return {**report, **{k: report[k][:OUTCOME_ROWS] for k in long}, "rows_total": long}
 
 
 def write(report: dict[str, Any], report_dir: str, *, name: str = "report") -> Any:

@@ -76,7 +76,9 @@ def test_help_and_json(tmp_path: Path, cli_env: dict[str, str]) -> None:
         ["--source", str(ROOT / "examples/tasks.json"), "--report-dir", str(tmp_path), "--json"], cli_env
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["counts"]["inserted"] == 9
+    printed = json.loads(out.stdout)
+    assert printed["counts"]["inserted"] == 9
+    assert printed == json.loads((tmp_path / printed["run_id"] / "report.json").read_text())  # all of it
 
 
 def test_unreachable_database_is_one_line_without_password(tmp_path: Path, cli_env: dict[str, str]) -> None:

@@ -224,3 +224,17 @@ def test_kill_9_in_a_run_of_many_files_resumes_exactly(flow_env: dict[str, str],
 def test_a_source_that_names_no_files_is_one_line(flow_env: dict[str, str], bad: str) -> None:
     state, out = migrate(flow_env, source=bad or None)
     assert out["exit_code"] == 2 and "\n" not in out["error"]
+
+
+def test_a_run_result_keeps_the_first_thousand_file_rows_and_the_report_all_of_them() -> None:
+    """Prefect walks and stores a flow's result: 100,000 per-file rows cost seconds there, so the
+    result keeps the first OUTCOME_ROWS (refused first) and says how many report.json holds."""
+    from flows.outcome import OUTCOME_ROWS, brief
+
+    rows = [{"path": f"u{i}/tasks.json", "status": "loaded"} for i in range(OUTCOME_ROWS + 1500)]
+    report = {"run_id": "r", "files": rows, "notes": ["n"]}
+    kept = brief(report)
+    assert kept["files"] == rows[:OUTCOME_ROWS] and kept["rows_total"] == {"files": OUTCOME_ROWS + 1500}
+    assert report["files"] is rows and len(rows) == OUTCOME_ROWS + 1500  # the report itself is whole
+    small = {"run_id": "r", "files": rows[:3]}
+    assert brief(small) is small

@@ -122,13 +122,12 @@ def summary(outcome: dict[str, Any]) -> str:
     ]
     if c.get("disappeared"):
         lines.append(f"disappeared from their files: {c['disappeared']:,} ({c.get('deleted', 0):,} deleted)")
-    files = r.get("files") or []
-    if len(files) > 1 or r["source"].get("files"):
-        refused = [f for f in files if f["status"] != "loaded"]
-        lines.append(f"files: {len(files):,}, loaded {len(files) - len(refused):,}, refused {len(refused):,}")
-        lines += [f"  refused: {f['error']}" for f in refused[:10]]
-        if len(refused) > 10:
-            lines.append(f"  … {len(refused) - 10:,} more refused files in the report")
+    if "files" in r["source"]:  # a run of many files: the totals, then the first refused (listed first)
+        total, refused = r["source"]["files"], r["source"]["refused"]
+        lines.append(f"files: {total:,}, loaded {total - refused:,}, refused {refused:,}")
+        lines += [f"  refused: {f['error']}" for f in r.get("files", [])[: min(refused, 10)]]
+        if refused > 10:
+            lines.append(f"  … {refused - 10:,} more refused files in the report")
     if r["quarantine"]["top_reasons"]:
         lines.append(
             "most common quarantine reasons: "
