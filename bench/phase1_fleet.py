@@ -23,12 +23,13 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.phase1 import WORDS, Scratch, generate, timed_process  # noqa: E402
+from bench.phase1 import WORDS, Scratch, breakdown, generate, timed_process  # noqa: E402
 from tasks.db import database_url, mask_url  # noqa: E402
 
 
@@ -72,10 +73,14 @@ def change(folder: Path, share: float, seed: int = 11) -> int:
     return changed
 
 
-def run(source: Path, url: str, env: dict[str, str], report_dir: Path, *extra: str) -> tuple[float, int]:
+def run(source: Path, url: str, env: dict[str, str], report_dir: Path, *extra: str) -> tuple[float, int, str]:
+    """(seconds, peak RSS, where the time went) of one run as a user starts it."""
     cmd = [sys.executable, "-m", "flows.phase1", "--source", str(source), "--no-checkpoint",
            "--report-dir", str(report_dir), *extra]  # fmt: skip
-    return timed_process(cmd, {**env, "DATABASE_URL": url}, ok=(0,))
+    began = time.time()
+    seconds, peak = timed_process(cmd, {**env, "DATABASE_URL": url}, ok=(0,))
+    parts = breakdown(report_dir, began, seconds)
+    return seconds, peak, ", ".join(f"{k} {v:.2f}s" for k, v in parts.items())
 
 
 def main() -> None:
@@ -108,18 +113,18 @@ def main() -> None:
         for r in range(args.repeat):
             db = Scratch(server, at_head=True)
             try:
-                t, peak = run(users, db.url, env, work / "runs")
+                t, peak, where_f = run(users, db.url, env, work / "runs")
                 fleet_t.append(t)
                 rss_f.append(peak)
                 changed = change(users, 0.01, seed=11 + r)
-                t, peak = run(users, db.url, env, work / "runs")
+                t, peak, where_r = run(users, db.url, env, work / "runs")
                 resync_t.append(t)
                 rss_r.append(peak)
             finally:
                 db.drop()
             db = Scratch(server, at_head=True)
             try:
-                t, peak = run(one, db.url, env, work / "runs")
+                t, peak, where_s = run(one, db.url, env, work / "runs")
                 single_t.append(t)
                 rss_s.append(peak)
             finally:
@@ -129,6 +134,8 @@ def main() -> None:
                 f"{resync_t[-1]:.2f}s ({rss_r[-1] / 2**20:.0f} MiB)  one file {single_t[-1]:.2f}s ({rss_s[-1] / 2**20:.0f} MiB)",
                 flush=True,
             )
+            for what, where in (("fleet", where_f), ("re-sync", where_r), ("one file", where_s)):
+                print(f"    {what}: {where}", flush=True)
         f, s, rs = (statistics.median(x) for x in (fleet_t, single_t, resync_t))
         peak = max(statistics.median(rss_f), statistics.median(rss_r))
         print(
