@@ -3,9 +3,10 @@
 The story of a run:
 1. name the work: a backfill a revision declares (`tasks.priority`, `tasks.status`…) or `--table/--column/--value`,
    checked against the live catalog;
-2. resume the checkpoint of an unfinished run of the same backfill, or start at the first key;
-3. walk the primary key in batches, each its own short transaction with its checkpoint, the batch
-   size adapting to stay near the target duration; rows others hold locked are visited again later;
+2. resume the checkpoint of an unfinished run of the same backfill, or start at the first page;
+3. walk the table in page order (what a plain UPDATE reads), a range of pages per batch, each its own
+   short transaction with its checkpoint, the batch size adapting to stay near the target duration;
+   rows others hold locked, and rows moved or written behind the walk, are visited by the next pass;
 4. stop when no NULL is left (or cleanly at `max_runtime`: the next scheduled run carries on);
 5. report: rows done, rows/s, batches as `backfill-progress` while it runs, `backfill-report` and
    `runs/<run_id>/report.json` at the end.
