@@ -238,3 +238,24 @@ def test_a_run_result_keeps_the_first_thousand_file_rows_and_the_report_all_of_t
     assert report["files"] is rows and len(rows) == OUTCOME_ROWS + 1500  # the report itself is whole
     small = {"run_id": "r", "files": rows[:3]}
     assert brief(small) is small
+
+
+def test_a_directory_gives_every_json_file_under_it_once_in_a_stable_order(tmp_path: Path) -> None:
+    """What rglob gave: nested and hidden files, no other suffix, symlinked folders not followed
+    (a link back up would loop, and the files behind it are found where they are)."""
+    from tasks.sources import resolve
+
+    for name in ("b/tasks.json", "a/tasks.json", "a/deep/er/tasks.json", ".hidden/tasks.json", "a/notes.txt",
+                 "a/tasks.json.bak", "top.json"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text('{"tasks": []}')
+    (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "linked.json").symlink_to(tmp_path / "top.json")
+    found = resolve(str(tmp_path), source_name="cli")
+    assert [f.legacy_source for f in found] == [
+        "cli:.hidden/tasks.json", "cli:a/deep/er/tasks.json", "cli:a/tasks.json", "cli:b/tasks.json",
+        "cli:linked.json", "cli:top.json",
+    ]  # fmt: skip
+    assert all(Path(f.path).is_file() and Path(f.path).is_relative_to(tmp_path) for f in found)
+    globbed = resolve(str(tmp_path / "**" / "tasks.json"), source_name="cli")
+    assert [f.legacy_source for f in globbed] == ["cli:a/deep/er/tasks.json", "cli:a/tasks.json", "cli:b/tasks.json"]
