@@ -105,14 +105,11 @@ class FileStats:
             for k, c in self.per.items()
             if k == "" or layout.takes(k) or (k == "*" and layout.root_records)
         }
-        keys = array("q")
-        contents = array("q")
+        contents: array = array("q")
         evidence: dict[str, list[int]] = {}
         per_container: list[array] = []
         for c in taken.values():
-            for found in c.keys.values():
-                keys.extend(found)
-                per_container.append(found)
+            per_container.extend(c.keys.values())
             contents.extend(c.contents)
             for target, (day, month) in c.evidence.items():
                 seen = evidence.setdefault(target, [0, 0])
@@ -127,6 +124,11 @@ class FileStats:
             day_first[target] = (
                 (order == "day-first") if order is not None else own if own is not None else pooled
             )
+        # one container (the usual file): its own ids, not a copy (_repeated sorts them in place)
+        keys = per_container[0] if len(per_container) == 1 else array("q")
+        if len(per_container) > 1:
+            for found in per_container:
+                keys.extend(found)
         duplicates = _repeated(keys)
         scoped = bool(duplicates) and len(per_container) > 1 and not any(map(_repeated, per_container))
         return Facts(
@@ -157,11 +159,13 @@ def _container_name(candidate: str) -> str:
 
 
 def _repeated(values: array) -> frozenset[int]:
+    """The values found more than once. Sorts `values` in place: np.unique's sorted copy and index
+    arrays took about four times the ids' own 8 bytes each, the peak of a 10,000,000-record file."""
     if len(values) < 2:
         return frozenset()
-    arr = np.frombuffer(values, dtype=np.int64)
-    found, counts = np.unique(arr, return_counts=True)
-    return frozenset(int(v) for v in found[counts > 1])
+    arr = np.frombuffer(values, dtype=np.int64)  # a view of the array's own memory
+    arr.sort()
+    return frozenset(int(v) for v in np.unique(arr[1:][arr[1:] == arr[:-1]]))
 
 
 # --- the account: what was found and how each rule applied -------------------------------------------
