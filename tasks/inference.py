@@ -31,10 +31,66 @@ def identity_context(group: Group) -> list[Any]:
     return [group.candidate, group.context]
 
 
+class _Keys:
+    """A container's legacy keys, kept to find the ones that occur more than once.
+
+    Ids numbered from 1 by the Phase 1 CLI are marked in a byte each up to the largest (10 MB at
+    10,000,000 records, against 8 bytes each kept and sorted); a key that is not a small
+    non-negative integer (a hash, a negative or a far-flung id) turns the marks into the list of
+    8-byte keys that is sorted at the end, each key found twice written twice."""
+
+    SPAN = 4  # the marks may span up to SPAN bytes per key seen, plus SLACK
+    SLACK = 1 << 20
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.marks: np.ndarray | None = np.zeros(0, np.uint8)
+        self.twice: set[int] = set()  # with marks: the ids found more than once
+        self.keys = array("q")  # without marks
+
+    def add_ints(self, values: np.ndarray) -> None:
+        self.count += len(values)
+        if self.marks is not None and len(values):
+            low, high = int(values.min()), int(values.max())
+            if low >= 0 and high < self.SPAN * self.count + self.SLACK:
+                if high >= len(self.marks):
+                    grown = np.zeros(max(high + 1, 2 * len(self.marks)), np.uint8)
+                    grown[: len(self.marks)] = self.marks
+                    self.marks = grown
+                distinct, counts = np.unique(values, return_counts=True)
+                self.twice.update(int(v) for v in distinct[(counts > 1) | (self.marks[distinct] > 0)])
+                self.marks[distinct] = 1
+                return
+            self._unmark()
+        self.keys.frombytes(values.tobytes())
+
+    def add_hash(self, key: int) -> None:
+        """A key's hash (an id that is text): never a small id, so the marks go."""
+        if self.marks is not None:
+            self._unmark()
+        self.count += 1
+        self.keys.append(key)
+
+    def _unmark(self) -> None:
+        assert self.marks is not None
+        self.keys.frombytes(np.flatnonzero(self.marks).astype(np.int64).tobytes())
+        self.keys.extend(self.twice)
+        self.marks, self.twice = None, set()
+
+    def repeated(self) -> frozenset[int]:
+        return frozenset(self.twice) if self.marks is not None else _repeated(self.keys)
+
+    def all(self) -> array:
+        """Every key, one found more than once at least twice (for the keys of several containers)."""
+        if self.marks is not None:
+            self._unmark()
+        return self.keys
+
+
 @dataclass
 class _Candidate:
     records: int = 0
-    keys: dict[str, array] = field(default_factory=dict)  # container path -> its legacy key hashes
+    keys: dict[str, _Keys] = field(default_factory=dict)  # container path -> its legacy keys
     contents: array = field(default_factory=lambda: array("q"))
     evidence: dict[str, list[int]] = field(default_factory=dict)  # target -> [day first, month first]
 
@@ -62,19 +118,19 @@ class FileStats:
             return
         mapped = split_records(records, 0, self.mapping, targets=("id", *EVIDENCE_TARGETS))
         values = mapped.columns["id"]
-        found = c.keys.setdefault(batch.group.path, array("q"))
+        found = c.keys.setdefault(batch.group.path, _Keys())
         if set(map(type, values)) == {int}:
             try:
-                found.frombytes(np.asarray(values, dtype=np.int64).tobytes())
+                found.add_ints(np.asarray(values, dtype=np.int64))
             except OverflowError:  # ids beyond 64 bits hash like the strings they are
-                found.extend(v if -(2**63) <= v < 2**63 else key_hash(str(v)) for v in values)
+                found.add_ints(np.array([v if -(2**63) <= v < 2**63 else key_hash(str(v)) for v in values], np.int64))
         else:
             sources = mapped.sources.get("id") or [None] * len(values)
             keys = ids(values, sources, batch.keys, self.mapping.vocab)
             context = identity_context(batch.group)
             for i, key in enumerate(keys.legacy_keys):
                 if key is not None:
-                    found.append(key_hash(key))
+                    found.add_hash(key_hash(key))
                 elif (
                     i not in keys.column.problems
                     and i not in mapped.problems
@@ -107,7 +163,7 @@ class FileStats:
         }
         contents: array = array("q")
         evidence: dict[str, list[int]] = {}
-        per_container: list[array] = []
+        per_container: list[_Keys] = []
         for c in taken.values():
             per_container.extend(c.keys.values())
             contents.extend(c.contents)
@@ -124,13 +180,15 @@ class FileStats:
             day_first[target] = (
                 (order == "day-first") if order is not None else own if own is not None else pooled
             )
-        # one container (the usual file): its own ids, not a copy (_repeated sorts them in place)
-        keys = per_container[0] if len(per_container) == 1 else array("q")
-        if len(per_container) > 1:
+        if len(per_container) == 1:  # the usual file
+            duplicates, scoped = per_container[0].repeated(), False
+        else:  # repeats across the lists, and whether each list alone has none (it numbers its own)
+            within = [k.repeated() for k in per_container]
+            keys: array = array("q")
             for found in per_container:
-                keys.extend(found)
-        duplicates = _repeated(keys)
-        scoped = bool(duplicates) and len(per_container) > 1 and not any(map(_repeated, per_container))
+                keys.extend(found.all())
+            duplicates = _repeated(keys)
+            scoped = bool(duplicates) and not any(within)
         return Facts(
             records=sum(c.records for c in taken.values()),
             containers={_container_name(k): c.records for k, c in taken.items()},
