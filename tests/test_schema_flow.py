@@ -217,7 +217,8 @@ def test_status_sql_and_search_path_commands(flow_env: dict[str, str], capsys) -
     assert status["current"] == "0004" and [p["revision"] for p in status["pending"]] == [
         "0005", "0006", "0007", "0008", "0009", "0010", "0011"
     ]  # fmt: skip
-    assert status["versions"] == []  # a downgrade leaves the physical tables to every application
+    # back at 0004 as its own complete left it: 0004's schema is the live version again
+    assert status["versions"] == [{"revision": "0004", "search_path": "public_0004, public", "state": "complete"}]
     assert status["pending"][0]["backfills"] == ["tasks.priority"] and status["pending"][4]["breaking"]
     assert main(["sql"]) == 0
     sql = capsys.readouterr().out
