@@ -179,13 +179,13 @@ def resolve(conn: psycopg.Connection, spec: BackfillSpec) -> Target:
     if column is None:
         raise InputError(f"table {spec.table!r} has no column {spec.column!r}")
     key = conn.execute(
-        "SELECT a.attname, a.attnum FROM pg_index i "
+        "SELECT a.attname FROM pg_index i "
         "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
         "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
         "WHERE i.indrelid = %s::regclass AND i.indisprimary ORDER BY k.ord",
         (qualified,),
     ).fetchall()
-    if spec.column in {k for k, _ in key}:
+    if spec.column in {k for (k,) in key}:
         raise InputError(f"{spec.name} is part of the primary key; it cannot be backfilled")
     if spec.sql:
         return Target(spec, schema, table, column[0])
@@ -313,7 +313,7 @@ def run_backfill(
             progress.total = progress.rows_done + progress.remaining
             idle_passes = idle_passes + 1 if not filled else 0
             page, filled = 0, 0
-            walker.save(page)
+            walker.new_pass()
             time.sleep(min(0.05 * 2**idle_passes, 2.0) if idle_passes else 0)
         progress.elapsed = time.monotonic() - started
         walker.finish(status)
@@ -438,12 +438,13 @@ class _Walker:
             factor = max(factor, 1.0)
         self.size = int(min(max(self.size * factor, self.settings.min_batch), self.settings.max_batch))
 
-    def save(self, page: int) -> None:
+    def new_pass(self) -> None:
+        """Back to the first page, checkpointed, and as far as the table reaches now."""
         self.session.run(
             "backfill:save",
             lambda conn: conn.execute(
                 "UPDATE backfill_state SET last_key = %s, updated_at = now() WHERE name = %s",
-                (_checkpoint_of(page), self.target.spec.name),
+                (_checkpoint_of(0), self.target.spec.name),
             ),
         )
         self.end = self.session.run("backfill:pages", pages_of, self.target)[0]
