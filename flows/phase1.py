@@ -129,6 +129,11 @@ class Job:
         return sum(f.records for f in self.accepted)
 
     @property
+    def streamed_records(self) -> int:
+        """The records the load reads (an unchanged file's are counted from its last sync)."""
+        return sum(f.records for f in self.files if f.streamed)
+
+    @property
     def infos(self) -> list[SourceInfo]:
         return [f.info for f in self.accepted if f.info is not None]
 
@@ -141,6 +146,12 @@ class Job:
         for f in self.accepted:
             digest.update(f"{f.source.legacy_source}\0{f.info.sha256 if f.info else ''}\n".encode())
         return digest.hexdigest()
+
+    def skipping(self, unchanged: frozenset[int]) -> Job:
+        """This job with the files the re-sync found unchanged marked so (tasks/resync.py)."""
+        if not unchanged:
+            return self
+        return replace(self, files=[replace(f, unchanged=True) if f.no in unchanged else f for f in self.files])
 
     def closing(self, closed: dict[str, datetime]) -> Job:
         """This job with the files whose sources cutover closed refused (a single file: the run is)."""
@@ -290,12 +301,17 @@ def _migrate(
         if run.resumed:
             logger.info("resuming interrupted run %s", run.id)
         session.run("phase1:start", record_refused, run.id, job.refused)
+        job = job.skipping(
+            session.run(
+                "phase1:start", resync.unchanged_files, run.id, job.accepted, job.parameters, resumed=run.resumed
+            )
+        )
         ctx = job.context(run.started_at)
-        sources = [f.source.legacy_source for f in job.accepted]
+        sources = [f.source.legacy_source for f in job.files if f.streamed]
         resynced = session.run("phase1:start", sources_with_rows_from_other_runs, sources, run.id)
         synced = sorted(resynced)
         rows_before = session.run("phase1:start", resync.rows_of, synced, exclude_run=run.id)
-        reporter = _Progress(job.records)
+        reporter = _Progress(job.streamed_records)
         try:
             # quote(): Prefect would otherwise walk every file, owner and source looking for
             # futures (11 s of a 33 s run of 10,000 files, profiled); these hold none.
@@ -321,8 +337,8 @@ def _migrate(
             if gone and sync.propagate_deletes
             else 0
         )
-        verification = session.run("phase1:verify", verify, run.id, job.records)
-        if not verification.ok and job.single and job.files[0].info is not None:
+        verification = session.run("phase1:verify", verify, run.id, job.streamed_records)
+        if not verification.ok and job.single and job.files[0].streamed and job.files[0].info is not None:
             verification.mismatches = session.run(
                 "phase1:verify", find_mismatches, job.files[0].info, ctx, run.id, run.chunk_size
             )
@@ -335,6 +351,7 @@ def _migrate(
             deleted,
             session.run("phase1:verify", resync.rows_of, synced, exclude_run=run.id),
         )
+        _count_unchanged_files(verification.counts, files)
         verification.ok = not verification.problems
         phases.mark("verify")
         status = "completed" if verification.ok else "verification_failed"
@@ -370,11 +387,20 @@ def _migrate(
         session.close()
 
 
+def _count_unchanged_files(counts: dict[str, int], files: list[dict[str, Any]]) -> None:
+    """Add the unchanged files, counted from their last sync, to the counts of what was streamed."""
+    for f in files:
+        if f["status"] == "unchanged":
+            counts["records_read"] += f["records"]
+            counts["unchanged"] += f["unchanged"]
+            counts["duplicates"] += f["duplicates"]
+
+
 def _file_problems(files: list[dict[str, Any]]) -> list[str]:
     """Per file: every record it holds accounted for once."""
     problems = []
     for f in files:
-        if f["status"] != "loaded":
+        if f["status"] not in reports.MIGRATED:
             continue
         accounted = sum(
             f[c] for c in ("inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined")
@@ -512,6 +538,12 @@ def _report(
     if job.refused:
         notes.insert(
             0, f"{len(job.refused):,} of {len(job.files):,} files refused whole; nothing of them was written."
+        )
+    unchanged = sum(f.unchanged for f in job.files)
+    if unchanged:
+        notes.append(
+            f"{unchanged:,} files are byte for byte what the last sync of their source read, with nothing "
+            "left to do: their records are counted unchanged, not read again."
         )
     if summary.naive_timestamps:
         notes.append(f"{summary.naive_timestamps:,} times carried no zone and were read as UTC.")

@@ -25,6 +25,7 @@ from flows import params as P
 from flows.checkpoint import take_checkpoint
 from flows.outcome import publish
 from flows.settings import resolve_database_url
+from tasks import report as reports
 from tasks import schema
 from tasks.db import Session, mask_url
 from tasks.errors import FilesRefused, InputError, VerificationFailed
@@ -83,7 +84,7 @@ def fan_out(shards: int, deployment: str, report_dir: str, started: float) -> St
         for c in ("records_read", *ACCOUNTED, "disappeared", "deleted")
     }
     refused = sum(found.get(str(r.id), {}).get("stats", {}).get("refused", 0) for r in runs)
-    files.sort(key=lambda f: f["status"] == "loaded")
+    files.sort(key=lambda f: f["status"] in reports.MIGRATED)
     report = {
         "title": "Phase 1 → Phase 2 migration, in shards",
         "kind": "phase1",

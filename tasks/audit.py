@@ -207,9 +207,12 @@ def check_source(conn: psycopg.Connection, source: str | Path, mismatch_limit: i
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     sha = file_sha256(path)
+    # the last run that read the file (a re-sync that found it unchanged counted it without reading)
     run = conn.execute(
-        "SELECT id::text, source_name, parameters, started_at, chunk_size FROM migration_runs "
-        "WHERE kind = 'phase1' AND status = 'completed' AND source_sha256 = %s ORDER BY finished_at DESC LIMIT 1",
+        "SELECT id::text, source_name, parameters, started_at, chunk_size FROM migration_runs r "
+        "WHERE kind = 'phase1' AND status = 'completed' AND source_sha256 = %s AND NOT EXISTS "
+        "(SELECT 1 FROM migration_files m WHERE m.run_id = r.id AND m.status = 'unchanged') "
+        "ORDER BY finished_at DESC LIMIT 1",
         (sha,),
     ).fetchone()
     if run is None:

@@ -19,10 +19,16 @@ class RunFile:
     info: SourceInfo | None  # None: refused whole
     error: str | None = None  # why it was refused, one line
     closed: bool = False  # its legacy source was closed at cutover: refused
+    unchanged: bool = False  # what its source's last sync read, nothing left to do (tasks/resync.py)
 
     @property
     def accepted(self) -> bool:
         return self.info is not None and not self.closed
+
+    @property
+    def streamed(self) -> bool:
+        """Its records pass through the load (an unchanged file's are counted, not read again)."""
+        return self.accepted and not self.unchanged
 
     @property
     def records(self) -> int:
@@ -46,11 +52,11 @@ def precheck_files(
 
 
 def iter_run_chunks(files: Sequence[RunFile], mapping: FieldMapping, chunk_size: int) -> Iterator[Chunk]:
-    """The records of every accepted file, in file order, in chunks of chunk_size records."""
+    """The records of every streamed file, in file order, in chunks of chunk_size records."""
 
     def batches() -> Iterator:
         for f in files:
-            if f.accepted and f.info is not None:
+            if f.streamed and f.info is not None:
                 yield from iter_batches(f.info, mapping, f.no)
 
     return chunked(batches(), chunk_size)

@@ -173,7 +173,7 @@ def load(
     run or a retried task skips exactly what is there. resync_sources: legacy sources that have
     rows of other runs (their chunks are compared, tasks/resync.py)."""
     files = run_files(source, ctx)
-    total = sum(f.records for f in files if f.accepted)
+    total = sum(f.records for f in files if f.streamed)
     committed = frozenset() if url is None else committed_chunks(url, run_id)
     summary = LoadSummary()
     done = 0

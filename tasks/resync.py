@@ -20,9 +20,12 @@ deleted only when asked (`--propagate-deletes`) and only where the application l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from tasks.checksum import COPY_COLUMNS as TASK_COLUMNS
 from tasks.checksum import hex_sql, row_checksum_sql, row_line_sql
@@ -190,3 +193,68 @@ def rows_of(conn: psycopg.Connection, sources: list[str], *, exclude_run: str) -
 
 def forget_seen(conn: psycopg.Connection, run_id: str) -> None:
     conn.execute("DELETE FROM migration_seen WHERE run_id = %s", (run_id,))
+
+
+def unchanged_files(
+    conn: psycopg.Connection, run_id: str, files: Sequence[Any], parameters: dict[str, Any], *, resumed: bool
+) -> frozenset[int]:
+    """The files this run need not read again, recorded (status 'unchanged' in migration_files)
+    in one transaction, so that a resumed run streams exactly the files its first attempt did.
+
+    A file is unchanged when its source's last sync, a completed run with these same parameters
+    and owner, read these very bytes (sha256) and left nothing to do: every record it held became a
+    row or a duplicate (none quarantined, none a conflict), and the rows are all still there. A
+    re-sync of it would count each record unchanged again (Phase 2 wins where the application
+    changed a row), so its counts are taken from that sync instead."""
+    if resumed:
+        rows = conn.execute(
+            "SELECT file_no FROM migration_files WHERE run_id = %s AND status = 'unchanged'", (run_id,)
+        ).fetchall()
+        return frozenset(r[0] for r in rows)
+    candidates = [f for f in files if f.accepted and f.info is not None]
+    if not candidates:
+        return frozenset()
+    with conn.transaction():
+        found = conn.execute(
+            """
+            WITH f (no, legacy_source, path, owner, sha256, records) AS (
+                SELECT * FROM unnest(%(nos)s::int[], %(sources)s::text[], %(paths)s::text[],
+                                     %(owners)s::text[], %(shas)s::text[], %(records)s::bigint[])),
+            synced AS (
+                SELECT f.*, s.last_run_id FROM f
+                JOIN migration_sources s ON s.legacy_source = f.legacy_source AND s.sha256 = f.sha256
+                     AND s.owner IS NOT DISTINCT FROM f.owner AND s.closed_at IS NULL
+                JOIN migration_runs r ON r.id = s.last_run_id AND r.status = 'completed'
+                     AND r.parameters = %(parameters)s),
+            last AS (
+                SELECT m.legacy_source, sum(m.records) AS records, sum(m.duplicates) AS duplicates
+                FROM migration_files m JOIN synced USING (legacy_source)
+                WHERE m.run_id = synced.last_run_id
+                GROUP BY m.legacy_source
+                HAVING bool_and(m.status IN ('loaded', 'unchanged'))
+                   AND sum(m.quarantined) = 0 AND sum(m.conflicts) = 0),
+            rows AS (
+                SELECT t.legacy_source, count(*) AS n FROM tasks t
+                WHERE t.legacy_source IN (SELECT legacy_source FROM last) GROUP BY t.legacy_source)
+            SELECT synced.no, synced.legacy_source, synced.path, synced.owner, synced.sha256,
+                   last.records, last.duplicates
+            FROM synced JOIN last USING (legacy_source) JOIN rows USING (legacy_source)
+            WHERE last.records = synced.records AND rows.n = last.records - last.duplicates
+            """,
+            {
+                "nos": [f.no for f in candidates],
+                "sources": [f.source.legacy_source for f in candidates],
+                "paths": [f.source.path for f in candidates],
+                "owners": [f.source.owner for f in candidates],
+                "shas": [f.info.sha256 for f in candidates],
+                "records": [f.records for f in candidates],
+                "parameters": Jsonb(parameters),
+            },
+        ).fetchall()
+        with conn.cursor().copy(
+            "COPY migration_files (run_id, file_no, part, legacy_source, path, owner, sha256, status, "
+            "records, unchanged, duplicates) FROM STDIN"
+        ) as copy:
+            for no, source, path, owner, sha, records, duplicates in found:
+                copy.write_row((run_id, no, 0, source, path, owner, sha, "unchanged", records, records - duplicates, duplicates))
+    return frozenset(r[0] for r in found)

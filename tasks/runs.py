@@ -176,7 +176,7 @@ def file_results(conn: psycopg.Connection, run_id: str) -> list[dict[str, Any]]:
     """A row per file of the run: its counts over every chunk that held its records, refused first."""
     rows = conn.execute(
         "SELECT file_no, min(path), min(legacy_source), min(owner), "
-        "CASE WHEN bool_or(part = -1) THEN min(status) ELSE 'loaded' END, min(error), sum(records), sum(inserted), "
+        "min(status), min(error), sum(records), sum(inserted), "
         "sum(updated), sum(unchanged), sum(conflicts), sum(duplicates), sum(quarantined) "
         "FROM migration_files WHERE run_id = %s GROUP BY file_no ORDER BY (bool_or(part = -1)) DESC, file_no",
         (run_id,),

@@ -124,6 +124,23 @@ def test_source_checks_name_a_missing_row_and_a_changed_title(
     assert artifact_keys(state.state_details.flow_run_id) == {"audit-checks", "audit-report"}
 
 
+def test_source_checks_hold_after_a_resync_counted_the_file_unchanged(
+    flow_env: dict[str, str], tmp_path: Path
+) -> None:
+    from flows.phase1 import phase1_migration
+
+    source = tmp_path / "tasks.json"
+    source.write_text(json.dumps([{"id": i, "title": f"task {i}", "completed": i % 2 == 0} for i in range(1, 40)]))
+    for _ in range(2):
+        state = phase1_migration(source=str(source), report_dir=flow_env["report_dir"], return_state=True)
+    assert state.result()["report_data"]["files"][0]["status"] == "unchanged"  # counted, not read
+    url = flow_env["db_url"]
+    assert failing(url, source) == {}  # checked against the run that read it
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE tasks SET title = 'changed' WHERE legacy_id = '7'")
+    assert set(failing(url, source)) == {"source checksum"}
+
+
 def test_audit_flow_fix_orphans_then_passes(flow_env: dict[str, str]) -> None:
     from flows.audit import audit
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flows.phase1 import phase1_migration, phase1_rollback
+from flows.phase1 import phase1_migration, phase1_rollback, prepare
+from tasks.resync import unchanged_files
+from tasks.runs import start_or_resume
 from tests.conftest import ROOT, table_checksums
 
 
@@ -172,6 +174,77 @@ def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(
     assert "5" not in dict(rows(url, "SELECT legacy_key, title FROM tasks"))
 
 
+def test_a_resync_counts_unchanged_files_from_their_last_sync_and_reads_the_others(
+    flow_env: dict[str, str], tmp_path: Path
+) -> None:
+    url = flow_env["db_url"]
+    base = tmp_path / "uploads"
+    files = uploads(base)
+    eve = write(
+        base / "eve@example.com" / "tasks.json", [{"id": 1, "title": ""}, {"id": 2, "title": "Plan trip"}]
+    )
+    run = {"source": str(base / "**" / "tasks.json"), "owner_from_path": f"{base}/{{email}}/tasks.json"}
+    _, first = migrate(flow_env, **run)
+    assert first["counts"]["quarantined"] == 1, first["counts"]
+
+    _, again = migrate(flow_env, **run)  # nothing changed
+    status = {f["path"]: f["status"] for f in again["report_data"]["files"]}
+    assert status[str(eve)] == "loaded"  # its quarantined record is read (and quarantined) again
+    assert {status[str(p)] for p in files.values()} == {"unchanged"}
+    c = again["counts"]
+    assert (c["records_read"], c["inserted"], c["unchanged"], c["quarantined"]) == (8, 0, 7, 1), c
+    assert again["report_data"]["verification"]["ok"], again["report_data"]["verification"]
+    assert any("not read again" in n for n in again["report_data"]["notes"])
+    streamed = rows(
+        url, "SELECT coalesce(sum(records), 0) FROM migration_checkpoints WHERE run_id = %s", again["run_id"]
+    )
+    assert streamed == [(2,)]  # eve's two records only
+
+    # ann edits her file; the application deletes one of cy's rows; bob's stays as it was
+    ann = json.loads(files["ann@example.com"].read_text())
+    ann["tasks"].append({"id": 3, "title": "Book dentist", "completed": False})
+    write(files["ann@example.com"], ann)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM tasks WHERE legacy_source LIKE '%%cy@example.com%%'")
+    _, third = migrate(flow_env, **run)
+    by_path = {f["path"]: f for f in third["report_data"]["files"]}
+    assert by_path[str(files["bob@example.com"])]["status"] == "unchanged"
+    assert (
+        by_path[str(files["ann@example.com"])]["inserted"],
+        by_path[str(files["ann@example.com"])]["unchanged"],
+    ) == (1, 2)
+    assert by_path[str(files["cy@example.com"])]["inserted"] == 1  # its row is gone: read and written again
+    assert third["report_data"]["verification"]["ok"]
+    assert third["counts"]["records_read"] == 9
+
+    # other parameters may give other rows: every file is read again
+    _, other = migrate(flow_env, **run, default_user_email="someone.else@example.com")
+    assert {f["status"] for f in other["report_data"]["files"]} == {"loaded"}
+    assert other["counts"]["unchanged"] == 8 and other["report_data"]["verification"]["ok"]
+
+
+def test_a_resumed_resync_reads_the_files_its_first_attempt_chose(flow_env: dict[str, str], tmp_path: Path) -> None:
+    url = flow_env["db_url"]
+    base = tmp_path / "uploads"
+    uploads(base)
+    run = {"source": str(base / "**" / "tasks.json"), "owner_from_path": f"{base}/{{email}}/tasks.json"}
+    migrate(flow_env, **run)
+    job = prepare(run["source"], owner_from_path=run["owner_from_path"])
+    start = {"kind": "phase1", "source_path": job.origin, "source_name": job.source_name,
+             "source_sha256": job.sha256, "chunk_size": job.chunk_size, "parameters": job.parameters}  # fmt: skip
+    with psycopg.connect(url, autocommit=True) as conn:  # a re-sync that dies once it has chosen
+        started = start_or_resume(conn, **start)
+        chosen = unchanged_files(conn, started.id, job.accepted, job.parameters, resumed=False)
+        assert len(chosen) == 3
+        conn.execute("DELETE FROM tasks WHERE legacy_source LIKE '%%ann@example.com%%'")  # now ann's is not
+        assert unchanged_files(conn, started.id, job.accepted, job.parameters, resumed=True) == chosen
+    _, out = migrate(flow_env, **run)  # resumes it: the chunks it streams are the ones it numbered
+    assert out["run_id"] == started.id and out["report_data"]["resumed"]
+    assert out["report_data"]["verification"]["ok"] and out["counts"]["unchanged"] == 6
+    _, after = migrate(flow_env, **run)  # the next sync reads ann's file again and writes her rows
+    assert after["counts"]["inserted"] == 2 and after["report_data"]["verification"]["ok"]
+
+
 def test_cutover_closes_the_sources(flow_env: dict[str, str], tmp_path: Path) -> None:
     base = tmp_path / "uploads"
     uploads(base)
@@ -258,4 +331,8 @@ def test_a_directory_gives_every_json_file_under_it_once_in_a_stable_order(tmp_p
     ]  # fmt: skip
     assert all(Path(f.path).is_file() and Path(f.path).is_relative_to(tmp_path) for f in found)
     globbed = resolve(str(tmp_path / "**" / "tasks.json"), source_name="cli")
-    assert [f.legacy_source for f in globbed] == ["cli:a/deep/er/tasks.json", "cli:a/tasks.json", "cli:b/tasks.json"]
+    assert [f.legacy_source for f in globbed] == [
+        "cli:a/deep/er/tasks.json",
+        "cli:a/tasks.json",
+        "cli:b/tasks.json",
+    ]
