@@ -58,7 +58,7 @@ from tasks.errors import (
     VerificationFailed,
     first_line,
 )
-from tasks.files import RunFile, precheck_files
+from tasks.files import RunFile, check_files, found_files
 from tasks.inference import describe
 from tasks.load import LoadSummary, load
 from tasks.mapping import FieldMapping, read_owner_map
@@ -122,7 +122,7 @@ class Job:
 
     @property
     def refused(self) -> list[RunFile]:
-        return [f for f in self.files if not f.accepted]
+        return [f for f in self.files if f.refused]
 
     @property
     def records(self) -> int:
@@ -139,19 +139,19 @@ class Job:
 
     @property
     def sha256(self) -> str:
-        """One file's sha256, or one over every accepted file's name and sha256 (what a resume matches)."""
+        """One file's sha256, or one over every file's name and sha256 (what a resume matches)."""
         if self.single:
-            return self.files[0].info.sha256 if self.files[0].info else ""
+            return self.files[0].digest or ""
         digest = hashlib.sha256()
-        for f in self.accepted:
-            digest.update(f"{f.source.legacy_source}\0{f.info.sha256 if f.info else ''}\n".encode())
+        for f in self.files:
+            digest.update(f"{f.source.legacy_source}\0{f.digest or ''}\n".encode())
         return digest.hexdigest()
 
-    def skipping(self, unchanged: frozenset[int]) -> Job:
-        """This job with the files the re-sync found unchanged marked so (tasks/resync.py)."""
-        if not unchanged:
-            return self
-        return replace(self, files=[replace(f, unchanged=True) if f.no in unchanged else f for f in self.files])
+    def checked(self, unchanged: frozenset[int] = frozenset()) -> Job:
+        """This job with the files a re-sync found unchanged marked so (tasks/resync.py) and every
+        other one pre-checked: accepted, or refused with its reason."""
+        files = [replace(f, unchanged=True) if f.no in unchanged else f for f in self.files]
+        return replace(self, files=check_files(files, self.mapping, self.options))
 
     def closing(self, closed: dict[str, datetime]) -> Job:
         """This job with the files whose sources cutover closed refused (a single file: the run is)."""
@@ -179,13 +179,15 @@ class Job:
 
 def prepare(source: str | None, **options: Any) -> Job:
     """prepare_job() of the file(s) read with `options`, the reading parameters of the Phase 1 flow
-    (P.Phase1; their defaults are its)."""
-    return prepare_job(P.of(P.Phase1, {"source": source, **options}))
+    (P.Phase1; their defaults are its), every file pre-checked."""
+    return prepare_job(P.of(P.Phase1, {"source": source, **options})).checked()
 
 
 def prepare_job(p: P.Phase1, part: tuple[int, int] | None = None) -> Job:
-    """Everything a run needs before it writes: the files (part: shard i of n), the mapping, the
-    owners, every file checked."""
+    """Everything a run needs before it touches the database: the files (part: shard i of n), the
+    mapping, the owners. A single file is pre-checked whole here (a bad one fails the run before
+    anything starts); the files of a run are found and hashed, and Job.checked() pre-checks the
+    ones a re-sync has to read."""
     mapping = FieldMapping.build(p.field_map or [], p.mapping_file, p.strict)
     options = ReadOptions(lenient=p.lenient_json, salvage=p.salvage)
     owners = read_owner_map(p.owner_map)
@@ -198,7 +200,7 @@ def prepare_job(p: P.Phase1, part: tuple[int, int] | None = None) -> Job:
     if single:
         files = [RunFile(0, sources[0], precheck_once(sources[0].path, mapping, options))]
     else:
-        files = precheck_files(sources, mapping, options)
+        files = found_files(sources)
     origin = p.manifest or p.source or ""
     return Job(files, single, mapping, options, owners, p.source_name, p.default_user_email, p.chunk_size, origin)
 
@@ -223,7 +225,7 @@ def phase1_migration(**params: Any) -> dict[str, Any] | State:
         job = prepare_source(p, part)
         phases.mark("precheck")
         if p.dry_run:
-            return _dry_run(job, report_dir, started, phases)
+            return _dry_run(job.checked(), report_dir, started, phases)
         url = resolve_database_url(p.database_secret)
         sync = Sync(p.propagate_deletes, p.cutover, part)
         return _migrate(
@@ -300,12 +302,13 @@ def _migrate(
         )
         if run.resumed:
             logger.info("resuming interrupted run %s", run.id)
-        session.run("phase1:start", record_refused, run.id, job.refused)
-        job = job.skipping(
-            session.run(
-                "phase1:start", resync.unchanged_files, run.id, job.accepted, job.parameters, resumed=run.resumed
-            )
+        unchanged = session.run(
+            "phase1:start", resync.unchanged_files, run.id, job.files, job.parameters, resumed=run.resumed
         )
+        phases.mark("start")
+        job = job.checked(unchanged)
+        phases.mark("precheck")
+        session.run("phase1:start", record_refused, run.id, job.refused)
         ctx = job.context(run.started_at)
         sources = [f.source.legacy_source for f in job.files if f.streamed]
         resynced = session.run("phase1:start", sources_with_rows_from_other_runs, sources, run.id)
@@ -577,7 +580,7 @@ def _report(
         "timing": {
             "started_at": run.started_at.isoformat(),
             "duration_s": round(duration, 3),
-            "rows_per_s": round(job.records / duration, 1) if duration > 0 else 0.0,
+            "rows_per_s": round(counts["records_read"] / duration, 1) if duration > 0 else 0.0,
             **phases.so_far(),
         },
         "notes": notes,

@@ -11,7 +11,6 @@ rows and source checksum (row counts and per-record checksums against the run th
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from psycopg import sql
 from models import metadata
 from tasks.errors import InputError
 from tasks.runs import run_mapping, transform_context
-from tasks.source import precheck
+from tasks.source import file_sha256, precheck
 from tasks.verify import find_mismatches, run_counts, table_columns
 from validation import rows as row_schema
 
@@ -193,20 +192,14 @@ def check_rows(conn: psycopg.Connection, chunk_size: int = 50_000) -> list[Check
 # --- against the Phase 1 source ---------------------------------------------------------------------
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_source(conn: psycopg.Connection, source: str | Path, mismatch_limit: int = 1_000) -> list[Check]:
     """Row counts and per-record checksums against the completed Phase 1 run of this very file."""
     path = Path(source)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     sha = file_sha256(path)
+    if sha is None:
+        raise InputError(f"{path}: cannot be read")
     # the last run that read the file (a re-sync that found it unchanged counted it without reading)
     run = conn.execute(
         "SELECT id::text, source_name, parameters, started_at, chunk_size FROM migration_runs r "

@@ -5,10 +5,19 @@ many small files share a COPY and a transaction instead of costing one each."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tasks.mapping import FieldMapping
-from tasks.source import Chunk, ReadOptions, SourceError, SourceInfo, chunked, iter_batches, precheck
+from tasks.source import (
+    Chunk,
+    ReadOptions,
+    SourceError,
+    SourceInfo,
+    chunked,
+    file_sha256,
+    iter_batches,
+    precheck,
+)
 from tasks.sources import FileSource
 
 
@@ -16,38 +25,59 @@ from tasks.sources import FileSource
 class RunFile:
     no: int  # its number in the run (stable: the files are sorted by legacy source)
     source: FileSource
-    info: SourceInfo | None  # None: refused whole
+    info: SourceInfo | None  # its pre-check (None: refused, unchanged, or not checked yet)
     error: str | None = None  # why it was refused, one line
     closed: bool = False  # its legacy source was closed at cutover: refused
     unchanged: bool = False  # what its source's last sync read, nothing left to do (tasks/resync.py)
+    sha256: str | None = None  # of the file as the run found it, before any pre-check
+
+    @property
+    def refused(self) -> bool:
+        return self.error is not None
+
+    @property
+    def pending(self) -> bool:
+        """Found, not pre-checked yet."""
+        return self.info is None and not self.refused and not self.unchanged
 
     @property
     def accepted(self) -> bool:
-        return self.info is not None and not self.closed
+        """Migrated by the run: its records streamed, or counted unchanged."""
+        return (self.info is not None or self.unchanged) and not self.refused
 
     @property
     def streamed(self) -> bool:
         """Its records pass through the load (an unchanged file's are counted, not read again)."""
-        return self.accepted and not self.unchanged
+        return self.info is not None and not self.unchanged and not self.refused
+
+    @property
+    def digest(self) -> str | None:
+        """The sha256 of what the run read (its pre-check's), or of what it found."""
+        return self.info.sha256 if self.info is not None else self.sha256
 
     @property
     def records(self) -> int:
         return self.info.records if self.info is not None else 0
 
 
-def precheck_files(
-    sources: Sequence[FileSource], mapping: FieldMapping, options: ReadOptions, closed: frozenset[str] = frozenset()
-) -> list[RunFile]:
-    """Every file pre-checked on its own; one that cannot be migrated is refused with its reason."""
+def found_files(sources: Sequence[FileSource]) -> list[RunFile]:
+    """Every file with its sha256 and nothing more (one read, in C): a re-sync tells the unchanged
+    files by it before it pre-checks the others. One that cannot be read is left to the pre-check,
+    which says why in one line."""
+    return [RunFile(no, source, None, sha256=file_sha256(source.path)) for no, source in enumerate(sources)]
+
+
+def check_files(files: Sequence[RunFile], mapping: FieldMapping, options: ReadOptions) -> list[RunFile]:
+    """Every pending file pre-checked on its own; one that cannot be migrated is refused with its reason."""
     out = []
-    for no, source in enumerate(sources):
-        if source.legacy_source in closed:
-            out.append(RunFile(no, source, None, f"{source.path}: source {source.legacy_source} was closed at cutover", True))
+    for f in files:
+        if not f.pending:
+            out.append(f)
             continue
         try:
-            out.append(RunFile(no, source, precheck(source.path, mapping, options)))
+            out.append(replace(f, info=precheck(f.source.path, mapping, options)))
         except SourceError as exc:
-            out.append(RunFile(no, source, None, str(exc)))
+            out.append(replace(f, error=str(exc)))
     return out
 
 

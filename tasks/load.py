@@ -504,8 +504,7 @@ class ChunkWriter:
         ) as copy:
             for no, counts in sorted(by_file.items()):
                 f = self.files[no]
-                sha = f.info.sha256 if f.info is not None else None
                 copy.write_row(
-                    (self.run_id, no, chunk_no, f.source.legacy_source, f.source.path, f.source.owner, sha,
+                    (self.run_id, no, chunk_no, f.source.legacy_source, f.source.path, f.source.owner, f.digest,
                      "loaded", *(counts[c] for c in COUNTS))
                 )  # fmt: skip

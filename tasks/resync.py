@@ -211,15 +211,15 @@ def unchanged_files(
             "SELECT file_no FROM migration_files WHERE run_id = %s AND status = 'unchanged'", (run_id,)
         ).fetchall()
         return frozenset(r[0] for r in rows)
-    candidates = [f for f in files if f.accepted and f.info is not None]
+    candidates = [f for f in files if f.digest is not None and not f.refused]
     if not candidates:
         return frozenset()
     with conn.transaction():
         found = conn.execute(
             """
-            WITH f (no, legacy_source, path, owner, sha256, records) AS (
+            WITH f (no, legacy_source, path, owner, sha256) AS (
                 SELECT * FROM unnest(%(nos)s::int[], %(sources)s::text[], %(paths)s::text[],
-                                     %(owners)s::text[], %(shas)s::text[], %(records)s::bigint[])),
+                                     %(owners)s::text[], %(shas)s::text[])),
             synced AS (
                 SELECT f.*, s.last_run_id FROM f
                 JOIN migration_sources s ON s.legacy_source = f.legacy_source AND s.sha256 = f.sha256
@@ -239,15 +239,14 @@ def unchanged_files(
             SELECT synced.no, synced.legacy_source, synced.path, synced.owner, synced.sha256,
                    last.records, last.duplicates
             FROM synced JOIN last USING (legacy_source) JOIN rows USING (legacy_source)
-            WHERE last.records = synced.records AND rows.n = last.records - last.duplicates
+            WHERE rows.n = last.records - last.duplicates
             """,
             {
                 "nos": [f.no for f in candidates],
                 "sources": [f.source.legacy_source for f in candidates],
                 "paths": [f.source.path for f in candidates],
                 "owners": [f.source.owner for f in candidates],
-                "shas": [f.info.sha256 for f in candidates],
-                "records": [f.records for f in candidates],
+                "shas": [f.digest for f in candidates],
                 "parameters": Jsonb(parameters),
             },
         ).fetchall()

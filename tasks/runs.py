@@ -167,7 +167,7 @@ def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], 
                 [f.source.legacy_source for f in loaded],
                 [f.source.path for f in loaded],
                 [f.source.owner for f in loaded],
-                [f.info.sha256 for f in loaded],
+                [f.digest for f in loaded],
             ),
         )
 

@@ -163,6 +163,15 @@ def _open_checked(path: Path) -> tuple[BinaryIO, bool, int]:
     return f, bom, size
 
 
+def file_sha256(path: str | Path) -> str | None:
+    """The file's sha256, or None when it cannot be read (the pre-check then says why)."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
 def quick_check(path: str | Path) -> None:
     """The checks that cost nothing (exists, a file, not empty, not UTF-16), so the CLI can fail at
     once before starting anything; precheck() does the whole file."""

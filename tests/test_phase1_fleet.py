@@ -15,8 +15,10 @@ import psycopg
 import pytest
 
 from flows.phase1 import phase1_migration, phase1_rollback, prepare
+from tasks import files as files_module
 from tasks.resync import unchanged_files
 from tasks.runs import start_or_resume
+from tasks.source import precheck
 from tests.conftest import ROOT, table_checksums
 
 
@@ -175,7 +177,7 @@ def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(
 
 
 def test_a_resync_counts_unchanged_files_from_their_last_sync_and_reads_the_others(
-    flow_env: dict[str, str], tmp_path: Path
+    flow_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = flow_env["db_url"]
     base = tmp_path / "uploads"
@@ -187,7 +189,10 @@ def test_a_resync_counts_unchanged_files_from_their_last_sync_and_reads_the_othe
     _, first = migrate(flow_env, **run)
     assert first["counts"]["quarantined"] == 1, first["counts"]
 
+    checked: list[str] = []
+    monkeypatch.setattr(files_module, "precheck", lambda path, *a: checked.append(path) or precheck(path, *a))
     _, again = migrate(flow_env, **run)  # nothing changed
+    assert checked == [str(eve)]  # the unchanged files are not even pre-checked
     status = {f["path"]: f["status"] for f in again["report_data"]["files"]}
     assert status[str(eve)] == "loaded"  # its quarantined record is read (and quarantined) again
     assert {status[str(p)] for p in files.values()} == {"unchanged"}
@@ -234,10 +239,10 @@ def test_a_resumed_resync_reads_the_files_its_first_attempt_chose(flow_env: dict
              "source_sha256": job.sha256, "chunk_size": job.chunk_size, "parameters": job.parameters}  # fmt: skip
     with psycopg.connect(url, autocommit=True) as conn:  # a re-sync that dies once it has chosen
         started = start_or_resume(conn, **start)
-        chosen = unchanged_files(conn, started.id, job.accepted, job.parameters, resumed=False)
+        chosen = unchanged_files(conn, started.id, job.files, job.parameters, resumed=False)
         assert len(chosen) == 3
         conn.execute("DELETE FROM tasks WHERE legacy_source LIKE '%%ann@example.com%%'")  # now ann's is not
-        assert unchanged_files(conn, started.id, job.accepted, job.parameters, resumed=True) == chosen
+        assert unchanged_files(conn, started.id, job.files, job.parameters, resumed=True) == chosen
     _, out = migrate(flow_env, **run)  # resumes it: the chunks it streams are the ones it numbered
     assert out["run_id"] == started.id and out["report_data"]["resumed"]
     assert out["report_data"]["verification"]["ok"] and out["counts"]["unchanged"] == 6
