@@ -1,12 +1,13 @@
 """Phase 1 → Phase 2: move the CLI's tasks.json files into PostgreSQL, losing nothing.
 
 The story of a run:
-1. find the files (one, a directory, a glob or a manifest) and pre-check each whole (well formed,
-   sha256, where the records are, duplicate ids) before anything is written; a file that cannot be
-   migrated is refused with its reason, and the others go on;
+1. find the files (one, a directory, a glob or a manifest); one file is pre-checked whole here (well
+   formed, sha256, where the records are, duplicate ids), the files of a run are hashed;
 2. take a checkpoint branch `<db>-backup-<UTC time>` (unless told not to), then the migration lock,
    and bring the schema up to head (backfills included);
-3. start a run, or resume the interrupted run of these same files;
+3. start a run, or resume the interrupted run of these same files; count the files unchanged since
+   their last sync (tasks/resync.py) and pre-check the others: a file that cannot be migrated is
+   refused with its reason, nothing of it is written, and the others go on;
 4. stream the files chunk by chunk (small files share chunks): map fields, convert values,
    validate with pandera, transform, and COPY each chunk with its quarantine rows, its checkpoint
    and its files' results in one transaction; a file migrated before is re-synced (tasks/resync.py);
@@ -601,6 +602,7 @@ def _source(job: Job) -> dict[str, Any]:
         "path": job.origin,
         "files": len(job.files),
         "refused": len(job.refused),
+        "unchanged": sum(f.unchanged for f in job.files),
         "sha256": job.sha256,
         "bytes": sum(i.size for i in job.infos),
         "name": job.source_name,

@@ -95,6 +95,7 @@ def fan_out(shards: int, deployment: str, report_dir: str, started: float) -> St
             "path": p.manifest or p.source,
             "files": len(sources),
             "refused": refused,
+            "unchanged": sum(f["status"] == "unchanged" for f in files),
         },
         "database": mask_url(url),
         "schema": {"before": before, "after": after},

@@ -206,54 +206,63 @@ def unchanged_files(
     row or a duplicate (none quarantined, none a conflict), and the rows are all still there. A
     re-sync of it would count each record unchanged again (Phase 2 wins where the application
     changed a row), so its counts are taken from that sync instead."""
-    if resumed:
-        rows = conn.execute(
-            "SELECT file_no FROM migration_files WHERE run_id = %s AND status = 'unchanged'", (run_id,)
-        ).fetchall()
+    rows = conn.execute(
+        "SELECT file_no FROM migration_files WHERE run_id = %s AND status = 'unchanged'", (run_id,)
+    ).fetchall()
+    if resumed or rows:  # chosen before (or by this very step, whose acknowledgement was lost)
         return frozenset(r[0] for r in rows)
-    candidates = [f for f in files if f.digest is not None and not f.refused]
+    candidates = {f.source.legacy_source: f for f in files if f.digest is not None and not f.refused}
     if not candidates:
         return frozenset()
-    with conn.transaction():
-        found = conn.execute(
-            """
-            WITH f (no, legacy_source, path, owner, sha256) AS (
-                SELECT * FROM unnest(%(nos)s::int[], %(sources)s::text[], %(paths)s::text[],
-                                     %(owners)s::text[], %(shas)s::text[])),
-            synced AS (
-                SELECT f.*, s.last_run_id FROM f
-                JOIN migration_sources s ON s.legacy_source = f.legacy_source AND s.sha256 = f.sha256
-                     AND s.owner IS NOT DISTINCT FROM f.owner AND s.closed_at IS NULL
-                JOIN migration_runs r ON r.id = s.last_run_id AND r.status = 'completed'
-                     AND r.parameters = %(parameters)s),
-            last AS (
-                SELECT m.legacy_source, sum(m.records) AS records, sum(m.duplicates) AS duplicates
-                FROM migration_files m JOIN synced USING (legacy_source)
-                WHERE m.run_id = synced.last_run_id
-                GROUP BY m.legacy_source
-                HAVING bool_and(m.status IN ('loaded', 'unchanged'))
-                   AND sum(m.quarantined) = 0 AND sum(m.conflicts) = 0),
-            rows AS (
-                SELECT t.legacy_source, count(*) AS n FROM tasks t
-                WHERE t.legacy_source IN (SELECT legacy_source FROM last) GROUP BY t.legacy_source)
-            SELECT synced.no, synced.legacy_source, synced.path, synced.owner, synced.sha256,
-                   last.records, last.duplicates
-            FROM synced JOIN last USING (legacy_source) JOIN rows USING (legacy_source)
-            WHERE rows.n = last.records - last.duplicates
-            """,
-            {
-                "nos": [f.no for f in candidates],
-                "sources": [f.source.legacy_source for f in candidates],
-                "paths": [f.source.path for f in candidates],
-                "owners": [f.source.owner for f in candidates],
-                "shas": [f.digest for f in candidates],
-                "parameters": Jsonb(parameters),
-            },
+    # Single-table queries, matched here: joined in one statement, 100,000 unnested files were
+    # estimated at 100 rows and the plan became a nested loop over migration_files (minutes).
+    sources = list(candidates)
+    synced = {
+        source: run
+        for source, sha, owner, run in conn.execute(
+            "SELECT legacy_source, sha256, owner, last_run_id FROM migration_sources "
+            "WHERE legacy_source = ANY(%s) AND closed_at IS NULL",
+            (sources,),
         ).fetchall()
-        with conn.cursor().copy(
-            "COPY migration_files (run_id, file_no, part, legacy_source, path, owner, sha256, status, "
-            "records, unchanged, duplicates) FROM STDIN"
-        ) as copy:
-            for no, source, path, owner, sha, records, duplicates in found:
-                copy.write_row((run_id, no, 0, source, path, owner, sha, "unchanged", records, records - duplicates, duplicates))
-    return frozenset(r[0] for r in found)
+        if sha == candidates[source].digest and owner == candidates[source].source.owner
+    }
+    runs = {
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM migration_runs WHERE id = ANY(%s) AND status = 'completed' AND parameters = %s",
+            (list(set(synced.values())), Jsonb(parameters)),
+        ).fetchall()
+    }
+    synced = {source: run for source, run in synced.items() if run in runs}
+    if not synced:
+        return frozenset()
+    # what each source's last sync did with its file: every record a row or a duplicate
+    clean = {
+        (run, source): (records, duplicates)
+        for run, source, records, duplicates in conn.execute(
+            "SELECT run_id, legacy_source, sum(records), sum(duplicates) FROM migration_files "
+            "WHERE run_id = ANY(%s) GROUP BY run_id, legacy_source "
+            "HAVING bool_and(status IN ('loaded', 'unchanged')) AND sum(quarantined) = 0 AND sum(conflicts) = 0",
+            (list(runs),),
+        ).fetchall()
+    }
+    last = {s: clean[(run, s)] for s, run in synced.items() if (run, s) in clean}
+    held = dict(
+        conn.execute(
+            "SELECT legacy_source, count(*) FROM tasks WHERE legacy_source = ANY(%s) GROUP BY legacy_source",
+            (list(last),),
+        ).fetchall()
+    )
+    found = [
+        (candidates[s], int(records), int(duplicates))
+        for s, (records, duplicates) in last.items()
+        if held.get(s, 0) == records - duplicates  # the rows are all still there
+    ]
+    with conn.transaction(), conn.cursor().copy(
+        "COPY migration_files (run_id, file_no, part, legacy_source, path, owner, sha256, status, "
+        "records, unchanged, duplicates) FROM STDIN"
+    ) as copy:
+        for f, records, duplicates in found:
+            copy.write_row((run_id, f.no, 0, f.source.legacy_source, f.source.path, f.source.owner, f.digest,
+                            "unchanged", records, records - duplicates, duplicates))  # fmt: skip
+    return frozenset(f.no for f, _, _ in found)

@@ -63,7 +63,8 @@ def resolve(
         matches = [p for p in glob.glob(source, recursive=True) if os.path.isfile(p) and not linked.under(p, base)]
     if not matches:
         raise SourcesError(f"{source}: no files match")
-    files = [FileSource(p, f"{source_name}:{_relative(p, base)}", _owner_of(p, pattern)) for p in matches]
+    relative = _Relative(base)
+    files = [FileSource(p, f"{source_name}:{relative(p)}", _owner_of(p, pattern)) for p in matches]
     return sorted(files, key=lambda f: f.legacy_source)
 
 
@@ -107,9 +108,22 @@ class _Links:
         return False
 
 
-def _relative(path: str, base: str) -> str:
-    """path relative to base, with forward slashes (what a legacy source is named by)."""
-    return Path(os.path.relpath(path, base)).as_posix()
+class _Relative:
+    """A path relative to base, with forward slashes (what a legacy source is named by).
+
+    os.path.relpath makes both paths absolute on every call (35 us each, 3.5 s at 100,000 files);
+    a path found under base as base + "/" + a clean remainder is that remainder, the same string
+    relpath gives. Anything else (".", "..", "//" in it) goes through relpath."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.prefix = base.rstrip("/") + "/"
+
+    def __call__(self, path: str) -> str:
+        rest = path[len(self.prefix) :]
+        if path.startswith(self.prefix) and rest and "//" not in "/" + rest and "/." not in "/" + rest:
+            return rest
+        return Path(os.path.relpath(path, self.base)).as_posix()
 
 
 def shard(files: list[FileSource], index: int, shards: int) -> list[FileSource]:

@@ -318,6 +318,19 @@ def test_a_run_result_keeps_the_first_thousand_file_rows_and_the_report_all_of_t
     assert brief(small) is small
 
 
+def test_report_json_holds_every_file_row_one_per_line(tmp_path: Path) -> None:
+    from tasks.report import write
+
+    counts = dict.fromkeys(("inserted", "updated", "unchanged", "conflicts", "quarantined"), 0)
+    rows = [{"path": f"ü{i}/tasks.json", "owner": None, "status": "loaded", "error": None, "records": i, **counts}
+            for i in range(5000)]  # fmt: skip
+    report = {"run_id": "r", "status": "completed", "counts": {"inserted": 3}, "files": rows, "notes": ["a\nb"]}
+    write(report, tmp_path)
+    text = (tmp_path / "r" / "report.json").read_text(encoding="utf-8")
+    assert json.loads(text) == report
+    assert len(text.splitlines()) < len(rows) + 30  # a row a line, not a line a field
+
+
 def test_a_directory_gives_every_json_file_under_it_once_in_a_stable_order(tmp_path: Path) -> None:
     """What rglob gave: nested and hidden files, no other suffix, symlinked folders not followed
     (a link back up would loop, and the files behind it are found where they are)."""
@@ -341,3 +354,21 @@ def test_a_directory_gives_every_json_file_under_it_once_in_a_stable_order(tmp_p
         "cli:a/tasks.json",
         "cli:b/tasks.json",
     ]
+
+
+def test_legacy_sources_do_not_depend_on_how_the_source_is_spelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file's legacy source names its rows' keys: the same files, however the run was told where
+    they are, are the same sources (or a re-run would insert them all again)."""
+    from tasks.sources import resolve
+
+    for name in ("u1/tasks.json", "u2/.config/tasks.json", "u3/x/y/tasks.json"):
+        write(tmp_path / "data" / name, {"tasks": []})
+    monkeypatch.chdir(tmp_path)
+    every = ["s:u1/tasks.json", "s:u2/.config/tasks.json", "s:u3/x/y/tasks.json"]
+    for spelled in ("data", "data/", "./data", "data//", "data/../data", str(tmp_path / "data")):
+        assert [f.legacy_source for f in resolve(spelled, source_name="s")] == every, spelled
+    for spelled in ("data/**/tasks.json", "./data/**/tasks.json", "data//**/tasks.json",
+                    f"{tmp_path}/data/**/tasks.json", "data/u*/**/tasks.json"):  # fmt: skip
+        assert [f.legacy_source for f in resolve(spelled, source_name="s")] == [every[0], every[2]], spelled

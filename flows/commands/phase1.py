@@ -123,8 +123,11 @@ def summary(outcome: dict[str, Any]) -> str:
     if c.get("disappeared"):
         lines.append(f"disappeared from their files: {c['disappeared']:,} ({c.get('deleted', 0):,} deleted)")
     if "files" in r["source"]:  # a run of many files: the totals, then the first refused (listed first)
-        total, refused = r["source"]["files"], r["source"]["refused"]
-        lines.append(f"files: {total:,}, loaded {total - refused:,}, refused {refused:,}")
+        total, refused, unchanged = r["source"]["files"], r["source"]["refused"], r["source"].get("unchanged", 0)
+        lines.append(
+            f"files: {total:,}, loaded {total - refused - unchanged:,}, unchanged since their last sync "
+            f"{unchanged:,}, refused {refused:,}"
+        )
         lines += [f"  refused: {f['error']}" for f in r.get("files", [])[: min(refused, 10)]]
         if refused > 10:
             lines.append(f"  … {refused - 10:,} more refused files in the report")
