@@ -201,8 +201,8 @@ def unchanged_files(
     """The files this run need not read again, recorded (status 'unchanged' in migration_files)
     in one transaction, so that a resumed run streams exactly the files its first attempt did.
 
-    A file is unchanged when its source's last sync, a completed run with these same parameters
-    and owner, read these very bytes (sha256) and left nothing to do: every record it held became a
+    A file is unchanged when the last sync that read its source, a completed run with these same
+    parameters and owner, read these very bytes (sha256) and left nothing to do: every record it held became a
     row or a duplicate (none quarantined, none a conflict), and the rows are all still there. A
     re-sync of it would count each record unchanged again (Phase 2 wins where the application
     changed a row), so its counts are taken from that sync instead."""

@@ -151,9 +151,16 @@ def record_refused(conn: psycopg.Connection, run_id: str, refused: Sequence[Any]
 
 
 def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], *, cutover: bool) -> None:
-    """Each loaded file's legacy source: its last sync (and, at cutover, closed from now on)."""
-    loaded = [f for f in files if f.accepted]
+    """Each streamed file's legacy source: the last sync that read it, and what it read (and, at
+    cutover, every migrated file's source closed from now on). An unchanged file's source keeps the
+    sync that read it, whose results say what became of each record (tasks/resync.py)."""
+    loaded = [f for f in files if f.streamed]
     with conn.transaction():
+        if cutover:
+            conn.execute(
+                "UPDATE migration_sources SET closed_at = now() WHERE legacy_source = ANY(%s) AND closed_at IS NULL",
+                ([f.source.legacy_source for f in files if f.accepted and not f.streamed],),
+            )
         conn.execute(
             "INSERT INTO migration_sources AS s (legacy_source, path, owner, sha256, last_run_id, synced_at, closed_at) "
             "SELECT u.source, u.path, u.owner, u.sha, %s, now(), CASE WHEN %s THEN now() END "

@@ -227,6 +227,12 @@ def test_a_resync_counts_unchanged_files_from_their_last_sync_and_reads_the_othe
     assert {f["status"] for f in other["report_data"]["files"]} == {"loaded"}
     assert other["counts"]["unchanged"] == 8 and other["report_data"]["verification"]["ok"]
 
+    # cutover closes the sources of unchanged files too
+    _, last = migrate(flow_env, **run, default_user_email="someone.else@example.com", cutover=True)
+    assert {f["status"] for f in last["report_data"]["files"]} == {"unchanged", "loaded"}
+    _, closed = migrate(flow_env, **run, default_user_email="someone.else@example.com")
+    assert {f["status"] for f in closed["report_data"]["files"]} == {"closed"}
+
 
 def test_a_resumed_resync_reads_the_files_its_first_attempt_chose(flow_env: dict[str, str], tmp_path: Path) -> None:
     url = flow_env["db_url"]

@@ -35,21 +35,22 @@ def main(argv: list[str] | None = None) -> int:
         return _inspect(params, args.json)
     from tasks.errors import UserFacingError
 
-    try:  # bad input exits here, before the orchestrator is involved
+    try:  # input that is plainly wrong exits here, before the orchestrator is involved
         cli.apply_database_url(args.database_url)
-        one = isinstance(params, P.Phase1) and _precheck(params)
+        if isinstance(params, P.Phase1):
+            _quick_checks(params)
     except UserFacingError as exc:
         return cli.fail(str(exc), exc.exit_code)
-    server = orchestrator.start()  # boots while the whole file is checked
+    server = orchestrator.start()  # boots while the files are found and a single one checked whole
     from flows import phase1
 
-    if one:  # a single file is checked whole here; the files of a run are, each, by the flow
-        try:
+    try:
+        if isinstance(params, P.Phase1) and _single(params):  # the files of a run: by the flow
             phase1.prepare_job(params)
-        except UserFacingError as exc:
-            if server is not None:
-                server.stop()
-            return cli.fail(str(exc), exc.exit_code)
+    except UserFacingError as exc:
+        if server is not None:
+            server.stop()
+        return cli.fail(str(exc), exc.exit_code)
     flow = phase1.phase1_rollback if name == "rollback" else phase1.phase1_migration
     with cli.progress_bar(not args.json):
         return cli.run_flow(
@@ -57,15 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         )
 
 
-def _precheck(p: P.Phase1) -> bool:
-    """The quick checks of the input (the mapping, the owner map, which files, the first bytes of
-    one); whether the run is of a single file."""
+def _quick_checks(p: P.Phase1) -> None:
+    """The checks that read nothing but the options: the mapping and the owner map."""
     from tasks.mapping import FieldMapping, read_owner_map
-    from tasks.source import quick_check
-    from tasks.sources import resolve
 
     FieldMapping.build(p.field_map or [], p.mapping_file, p.strict)
     read_owner_map(p.owner_map)
+
+
+def _single(p: P.Phase1) -> bool:
+    """Which files (a bad manifest or pattern fails here), and whether the run is of a single
+    file (then its first bytes are checked)."""
+    from tasks.source import quick_check
+    from tasks.sources import resolve
+
     sources = resolve(p.source, manifest=p.manifest, owner_from_path=p.owner_from_path, source_name=p.source_name)
     one = p.manifest is None and len(sources) == 1 and sources[0].legacy_source == p.source_name
     if one and p.source:
