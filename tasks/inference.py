@@ -52,28 +52,39 @@ class _Keys:
         self.keys = array("q")  # without marks
 
     def add_ints(self, values: list[int]) -> None:
-        """Integer ids (each within 64 bits)."""
+        """Integer ids; OverflowError, with nothing added, if one is beyond 64 bits."""
+        small = len(values) < self.SMALL
+        if small:
+            ids: Any = values
+            low, high = (min(values), max(values)) if values else (0, 0)
+            if low < -(2**63) or high >= 2**63:
+                raise OverflowError("an id beyond 64 bits")
+        else:
+            ids = np.asarray(values, np.int64)  # raises OverflowError beyond 64 bits
+            low, high = int(ids.min()), int(ids.max())
         self.count += len(values)
         if self.marks is not None and values:
-            low, high = min(values), max(values)
             if low >= 0 and high < self.SPAN * self.count + self.SLACK:
                 marks = self.marks
                 if high >= len(marks):
                     marks.extend(bytes(max(high + 1, 2 * len(marks)) - len(marks)))
-                if len(values) < self.SMALL:
+                if small:
                     for v in values:
                         if marks[v]:
                             self.twice.add(v)
                         marks[v] = 1
                     return
                 seen = np.frombuffer(marks, np.uint8)
-                distinct, counts = np.unique(np.asarray(values, np.int64), return_counts=True)
+                distinct, counts = np.unique(ids, return_counts=True)
                 self.twice.update(int(v) for v in distinct[(counts > 1) | (seen[distinct] > 0)])
                 seen[distinct] = 1
                 del seen  # the bytearray cannot grow while a view of it lives
                 return
             self._unmark()
-        self.keys.extend(values)
+        if small:
+            self.keys.extend(values)
+        else:
+            self.keys.frombytes(ids.tobytes())
 
     def add_hash(self, key: int) -> None:
         """A key's hash (an id that is text): never a small id, so the marks go."""
@@ -131,9 +142,10 @@ class FileStats:
         values = mapped.columns["id"]
         found = c.keys.setdefault(batch.group.path, _Keys())
         if set(map(type, values)) == {int}:
-            if not (min(values) >= -(2**63) and max(values) < 2**63):  # beyond 64 bits: hashed like text
-                values = [v if -(2**63) <= v < 2**63 else key_hash(str(v)) for v in values]
-            found.add_ints(values)
+            try:
+                found.add_ints(values)
+            except OverflowError:  # ids beyond 64 bits hash like the strings they are
+                found.add_ints([v if -(2**63) <= v < 2**63 else key_hash(str(v)) for v in values])
         else:
             sources = mapped.sources.get("id") or [None] * len(values)
             keys = ids(values, sources, batch.keys, self.mapping.vocab)

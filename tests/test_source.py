@@ -3,6 +3,7 @@ variants Phase 1 CLIs wrote are accepted, and streaming keeps positions right.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,16 @@ def test_a_repeated_tasks_key_loses_no_records(tmp_path: Path) -> None:
     info = precheck(path)
     assert info.records == 2
     assert list(iter_records(info)) == [{"id": 1}, {"id": 2}]
+
+
+@pytest.mark.parametrize("n", [5, 200])  # a batch marked one by one, and one marked with numpy
+def test_ids_beyond_64_bits_are_found_twice_like_any_other(tmp_path: Path, n: int) -> None:
+    from tasks.conversions import key_hash
+
+    big = 2**70
+    records = [{"id": i, "title": f"t{i}"} for i in range(1, n)] + [{"id": big, "title": "a"}] * 2
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(records))
+    info = precheck(path)
+    assert info.records == n + 1
+    assert info.duplicate_keys == {key_hash(str(big))}
