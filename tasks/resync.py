@@ -202,10 +202,10 @@ def unchanged_files(
     in one transaction, so that a resumed run streams exactly the files its first attempt did.
 
     A file is unchanged when the last sync that read its source, a completed run with these same
-    parameters and owner, read these very bytes (sha256) and left nothing to do: every record it held became a
-    row or a duplicate (none quarantined, none a conflict), and the rows are all still there. A
-    re-sync of it would count each record unchanged again (Phase 2 wins where the application
-    changed a row), so its counts are taken from that sync instead."""
+    parameters and owner, read these very bytes (sha256) and left nothing to do: every record it
+    held became a row or a duplicate (none quarantined, none a conflict), and the rows are all
+    still there. A re-sync of it would count each record unchanged again (Phase 2 wins where the
+    application changed a row), so its counts are taken from that sync instead."""
     rows = conn.execute(
         "SELECT file_no FROM migration_files WHERE run_id = %s AND status = 'unchanged'", (run_id,)
     ).fetchall()
