@@ -59,7 +59,7 @@ from tasks.errors import (
     VerificationFailed,
     first_line,
 )
-from tasks.files import RunFile, check_files, found_files
+from tasks.files import RunFile, found_files
 from tasks.inference import describe
 from tasks.load import LoadSummary, load
 from tasks.mapping import FieldMapping, read_owner_map
@@ -135,10 +135,6 @@ class Job:
         return sum(f.records for f in self.files if f.streamed)
 
     @property
-    def infos(self) -> list[SourceInfo]:
-        return [f.info for f in self.accepted if f.info is not None]
-
-    @property
     def sha256(self) -> str:
         """One file's sha256, or one over every file's name and sha256 (what a resume matches)."""
         if self.single:
@@ -148,11 +144,13 @@ class Job:
             digest.update(f"{f.source.legacy_source}\0{f.digest or ''}\n".encode())
         return digest.hexdigest()
 
-    def checked(self, unchanged: frozenset[int] = frozenset()) -> Job:
-        """This job with the files a re-sync found unchanged marked so (tasks/resync.py) and every
-        other one pre-checked: accepted, or refused with its reason."""
-        files = [replace(f, unchanged=True) if f.no in unchanged else f for f in self.files]
-        return replace(self, files=check_files(files, self.mapping, self.options))
+    def with_unchanged(self, unchanged: frozenset[int]) -> Job:
+        """This job with the files a re-sync found unchanged marked so (tasks/resync.py)."""
+        return replace(self, files=[replace(f, unchanged=True) if f.no in unchanged else f for f in self.files])
+
+    def after(self, summary: LoadSummary) -> Job:
+        """This job with its files as the load left them: pre-checked, or refused with the reason."""
+        return replace(self, files=summary.files)
 
     def closing(self, closed: dict[str, datetime]) -> Job:
         """This job with the files whose sources cutover closed refused (a single file: the run is)."""
@@ -180,15 +178,15 @@ class Job:
 
 def prepare(source: str | None, **options: Any) -> Job:
     """prepare_job() of the file(s) read with `options`, the reading parameters of the Phase 1 flow
-    (P.Phase1; their defaults are its), every file pre-checked."""
-    return prepare_job(P.of(P.Phase1, {"source": source, **options})).checked()
+    (P.Phase1; their defaults are its)."""
+    return prepare_job(P.of(P.Phase1, {"source": source, **options}))
 
 
 def prepare_job(p: P.Phase1, part: tuple[int, int] | None = None) -> Job:
     """Everything a run needs before it touches the database: the files (part: shard i of n), the
     mapping, the owners. A single file is pre-checked whole here (a bad one fails the run before
-    anything starts); the files of a run are found and hashed, and Job.checked() pre-checks the
-    ones a re-sync has to read."""
+    anything starts); the files of a run are found and hashed, and the load pre-checks each one it
+    reads when its turn comes (tasks/files.py)."""
     mapping = FieldMapping.build(p.field_map or [], p.mapping_file, p.strict)
     options = ReadOptions(lenient=p.lenient_json, salvage=p.salvage)
     owners = read_owner_map(p.owner_map)
@@ -199,7 +197,7 @@ def prepare_job(p: P.Phase1, part: tuple[int, int] | None = None) -> Job:
         part is None and p.manifest is None and len(sources) == 1 and sources[0].legacy_source == p.source_name
     )
     if single:
-        files = [RunFile(0, sources[0], precheck_once(sources[0].path, mapping, options))]
+        files = [RunFile.of(0, sources[0], precheck_once(sources[0].path, mapping, options), keep=True)]
     else:
         files = found_files(sources)
     origin = p.manifest or p.source or ""
@@ -226,7 +224,7 @@ def phase1_migration(**params: Any) -> dict[str, Any] | State:
         job = prepare_source(p, part)
         phases.mark("precheck")
         if p.dry_run:
-            return _dry_run(job.checked(), report_dir, started, phases)
+            return _dry_run(job, report_dir, started, phases)
         url = resolve_database_url(p.database_secret)
         sync = Sync(p.propagate_deletes, p.cutover, part)
         return _migrate(
@@ -307,15 +305,13 @@ def _migrate(
             "phase1:start", resync.unchanged_files, run.id, job.files, job.parameters, resumed=run.resumed
         )
         phases.mark("start")
-        job = job.checked(unchanged)
-        phases.mark("precheck")
-        session.run("phase1:start", record_refused, run.id, job.refused)
+        job = job.with_unchanged(unchanged)
         ctx = job.context(run.started_at)
-        sources = [f.source.legacy_source for f in job.files if f.streamed]
+        sources = [f.source.legacy_source for f in job.files if f.to_stream]
         resynced = session.run("phase1:start", sources_with_rows_from_other_runs, sources, run.id)
         synced = sorted(resynced)
         rows_before = session.run("phase1:start", resync.rows_of, synced, exclude_run=run.id)
-        reporter = _Progress(job.streamed_records)
+        reporter = _Progress()
         try:
             # quote(): Prefect would otherwise walk every file, owner and source looking for
             # futures (11 s of a 33 s run of 10,000 files, profiled); these hold none.
@@ -325,6 +321,7 @@ def _migrate(
                 quote(ctx),
                 run_id=run.id,
                 chunk_size=run.chunk_size,
+                options=job.options,
                 resync_sources=quote(resynced),
                 workers=workers,
                 on_progress=reporter,
@@ -334,6 +331,8 @@ def _migrate(
             raise
         finally:
             reporter.close()
+        job = job.after(summary)
+        session.run("phase1:load", record_refused, run.id, job.refused)
         phases.mark("load")
         gone = session.run("phase1:verify", resync.disappeared, run.id, synced) if resynced else {}
         deleted = (
@@ -456,11 +455,12 @@ def _dry_run(job: Job, report_dir: str, started: float, phases: Phases) -> dict[
     import uuid
 
     run_id = str(uuid.uuid4())
-    reporter = _Progress(job.records)
+    reporter = _Progress()
     try:
         summary = dry_load(job, run_id, reporter)
     finally:
         reporter.close()
+    job = job.after(summary)
     counts = dry_counts(summary, job)
     verification = Verification(counts["records_read"] == sum(list(counts.values())[1:]), counts, "", "")
     run = Run(run_id, datetime.now(UTC), job.chunk_size, False)
@@ -475,7 +475,9 @@ def _dry_run(job: Job, report_dir: str, started: float, phases: Phases) -> dict[
 def dry_load(job: Job, run_id: str, on_progress: Any = None) -> LoadSummary:
     """The whole pipeline without a database: what a run would insert, default and quarantine."""
     ctx = job.context(datetime.now(UTC))
-    return load(None, job.files, ctx, run_id=run_id, chunk_size=job.chunk_size, on_progress=on_progress)
+    return load(
+        None, job.files, ctx, run_id=run_id, chunk_size=job.chunk_size, options=job.options, on_progress=on_progress
+    )
 
 
 def dry_counts(summary: LoadSummary, job: Job) -> dict[str, int]:
@@ -492,21 +494,21 @@ def dry_counts(summary: LoadSummary, job: Job) -> dict[str, int]:
 
 def account(job: Job, summary: LoadSummary) -> dict[str, Any]:
     """The inference account: container, rules with their counts, defaults, legacy_extra."""
-    return describe(job.infos, job.mapping, summary.rules, summary.defaults, summary.kept, summary.reasons)
+    return describe(summary.held, job.mapping, summary.rules, summary.defaults, summary.kept, summary.reasons)
 
 
 class _Progress:
-    """Records done: the local bar, and the `phase1-progress` artifact (sent off the load's path)."""
+    """Records done of the records expected (tasks/files.py: exact once every file is read): the
+    local bar, and the `phase1-progress` artifact (sent off the load's path)."""
 
-    def __init__(self, total: int) -> None:
-        self.total = total
+    def __init__(self) -> None:
         self.artifact = progress.ProgressArtifact(
             key="phase1-progress", description="Phase 1 migration: records done"
         )
 
-    def __call__(self, done: int, _total: int) -> None:
-        self.artifact.update(100.0 * done / self.total if self.total else 100.0)
-        progress.emit("migrate", done, self.total)
+    def __call__(self, done: int, total: int) -> None:
+        self.artifact.update(100.0 * done / total if total else 100.0)
+        progress.emit("migrate", done, total)
 
     def close(self) -> None:
         self.artifact.close()
@@ -537,7 +539,7 @@ def _report(
             ).fetchall()
         ]
     notes = [
-        f"Salvaged {f.source.path}: {f.info.cut.describe()}." for f in job.accepted if f.info and f.info.cut
+        f"Salvaged {f.source.path}: {f.salvaged}." for f in job.accepted if f.salvaged
     ]
     if job.refused:
         notes.insert(
@@ -575,7 +577,7 @@ def _report(
             "problems": verification.problems,
             "mismatches": verification.mismatches,
         },
-        "inference": describe(job.infos, job.mapping, summary.rules, summary.defaults, summary.kept),
+        "inference": describe(summary.held, job.mapping, summary.rules, summary.defaults, summary.kept),
         "naive_timestamps_read_as_utc": summary.naive_timestamps,
         "chunk_size": run.chunk_size,
         "timing": {
@@ -604,7 +606,7 @@ def _source(job: Job) -> dict[str, Any]:
         "refused": len(job.refused),
         "unchanged": sum(f.unchanged for f in job.files),
         "sha256": job.sha256,
-        "bytes": sum(i.size for i in job.infos),
+        "bytes": sum(f.size for f in job.files if f.streamed),
         "name": job.source_name,
     }
 

@@ -1,35 +1,59 @@
-"""The files of a run: each one pre-checked on its own (a bad file is refused whole, with its
-one-line reason, and the others go on), then all their records in one stream of chunks, so that
-many small files share a COPY and a transaction instead of costing one each."""
+"""The files of a run, in one stream of records: each file is pre-checked on its own when its turn
+comes (a bad file is refused whole, with its one-line reason, and the others go on), then its
+records join the stream, so that many small files share a COPY and a transaction instead of
+costing one each. A small file is parsed once (tasks/source.py checked_batches), and once its
+records have passed the run keeps only what its report row and reconciliation need."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
+from tasks.inference import Holdings
 from tasks.mapping import FieldMapping
 from tasks.source import (
+    Batch,
     Chunk,
     ReadOptions,
     SourceError,
     SourceInfo,
+    checked_batches,
     chunked,
-    file_sha256,
+    file_digest,
     iter_batches,
-    precheck,
 )
 from tasks.sources import FileSource
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunFile:
     no: int  # its number in the run (stable: the files are sorted by legacy source)
     source: FileSource
-    info: SourceInfo | None  # its pre-check (None: refused, unchanged, or not checked yet)
+    info: SourceInfo | None = None  # its pre-check, when the run has it whole (a single file's)
     error: str | None = None  # why it was refused, one line
     closed: bool = False  # its legacy source was closed at cutover: refused
     unchanged: bool = False  # what its source's last sync read, nothing left to do (tasks/resync.py)
-    sha256: str | None = None  # of the file as the run found it, before any pre-check
+    sha256: str | None = None  # of the file as found; once pre-checked, of what the run read
+    size: int = 0  # bytes, likewise
+    checked: bool = False  # pre-checked and accepted: its records stream
+    records: int = 0  # its records, once pre-checked
+    salvaged: str | None = None  # where a file cut short was cut (Cut.describe()), once pre-checked
+
+    @classmethod
+    def of(cls, no: int, source: FileSource, info: SourceInfo, keep: bool = False) -> RunFile:
+        """A file pre-checked with info (kept whole only when asked: a run of one file)."""
+        return RunFile(no, source).with_check(info, keep)
+
+    def with_check(self, info: SourceInfo, keep: bool = False) -> RunFile:
+        return replace(
+            self,
+            info=info if keep else None,
+            sha256=info.sha256,
+            size=info.size,
+            checked=True,
+            records=info.records,
+            salvaged=info.cut.describe() if info.cut else None,
+        )
 
     @property
     def refused(self) -> bool:
@@ -38,55 +62,93 @@ class RunFile:
     @property
     def pending(self) -> bool:
         """Found, not pre-checked yet."""
-        return self.info is None and not self.refused and not self.unchanged
+        return not self.checked and not self.refused and not self.unchanged
 
     @property
     def accepted(self) -> bool:
         """Migrated by the run: its records streamed, or counted unchanged."""
-        return (self.info is not None or self.unchanged) and not self.refused
+        return (self.checked or self.unchanged) and not self.refused
 
     @property
     def streamed(self) -> bool:
         """Its records pass through the load (an unchanged file's are counted, not read again)."""
-        return self.info is not None and not self.unchanged and not self.refused
+        return self.checked and not self.unchanged and not self.refused
+
+    @property
+    def to_stream(self) -> bool:
+        """Its records go to the load, which may still refuse it (pending, or checked)."""
+        return not self.refused and not self.unchanged
 
     @property
     def digest(self) -> str | None:
         """The sha256 of what the run read (its pre-check's), or of what it found."""
-        return self.info.sha256 if self.info is not None else self.sha256
-
-    @property
-    def records(self) -> int:
-        return self.info.records if self.info is not None else 0
+        return self.sha256
 
 
 def found_files(sources: Sequence[FileSource]) -> list[RunFile]:
-    """Every file with its sha256 and nothing more (one read, in C): a re-sync tells the unchanged
-    files by it before it pre-checks the others. One that cannot be read is left to the pre-check,
-    which says why in one line."""
-    return [RunFile(no, source, None, sha256=file_sha256(source.path)) for no, source in enumerate(sources)]
-
-
-def check_files(files: Sequence[RunFile], mapping: FieldMapping, options: ReadOptions) -> list[RunFile]:
-    """Every pending file pre-checked on its own; one that cannot be migrated is refused with its reason."""
+    """Every file with its sha256 and size and nothing more (one read, in C): a re-sync tells the
+    unchanged files by it before the others are read. One that cannot be read is left to the
+    pre-check, which says why in one line."""
     out = []
-    for f in files:
-        if not f.pending:
-            out.append(f)
-            continue
-        try:
-            out.append(replace(f, info=precheck(f.source.path, mapping, options)))
-        except SourceError as exc:
-            out.append(replace(f, error=str(exc)))
+    for no, source in enumerate(sources):
+        found = file_digest(source.path)
+        out.append(RunFile(no, source, sha256=found[0] if found else None, size=found[1] if found else 0))
     return out
 
 
-def iter_run_chunks(files: Sequence[RunFile], mapping: FieldMapping, chunk_size: int) -> Iterator[Chunk]:
-    """The records of every streamed file, in file order, in chunks of chunk_size records."""
+class FileStream:
+    """The records of a run's files in file order, each pending file pre-checked as its turn comes.
 
-    def batches() -> Iterator:
-        for f in files:
-            if f.streamed and f.info is not None:
-                yield from iter_batches(f.info, mapping, f.no)
+    `files` is the run's files as the stream leaves them (checked, or refused with the reason);
+    `held` sums what the accepted files hold (the report's inference account); `infos` holds the
+    pre-check of each file whose records are passing, until the load takes it (take())."""
 
-    return chunked(batches(), chunk_size)
+    def __init__(self, files: Sequence[RunFile], mapping: FieldMapping, options: ReadOptions) -> None:
+        self.files = list(files)
+        self.mapping, self.options = mapping, options
+        self.held = Holdings()
+        self.infos: dict[int, SourceInfo] = {}
+        self.read_bytes = self.read_records = 0
+
+    def batches(self) -> Iterator[Batch]:
+        for i, f in enumerate(list(self.files)):
+            if f.refused or f.unchanged:
+                continue
+            found = self._check(i, f)
+            if found is None:
+                continue
+            info, batches = found
+            self.infos[f.no] = info
+            self.held.add(info, self.mapping)
+            self.read_bytes += info.size
+            self.read_records += info.records
+            yield from batches
+
+    def _check(self, i: int, f: RunFile) -> tuple[SourceInfo, Iterable[Batch]] | None:
+        if f.info is not None:  # pre-checked whole before the run (a single file)
+            return f.info, iter_batches(f.info, self.mapping, f.no)
+        try:
+            info, batches = checked_batches(f.source.path, self.mapping, self.options, f.no)
+        except SourceError as exc:
+            self.files[i] = replace(f, error=str(exc))
+            return None
+        self.files[i] = f.with_check(info)
+        return info, batches
+
+    def chunks(self, chunk_size: int) -> Iterator[Chunk]:
+        """The stream in chunks of chunk_size records: the same files give the same chunks (a
+        refused file gives none), so a resumed run skips exactly the chunks already committed."""
+        return chunked(self.batches(), chunk_size)
+
+    def take(self, no: int) -> SourceInfo:
+        """The pre-check of a file whose records are passing (asked once per file)."""
+        return self.infos.pop(no)
+
+    def expected_records(self) -> int:
+        """The records the stream will give: exact once every file is read, until then the records
+        read so far and the rest estimated from the bytes left (for progress)."""
+        left = [f.size for f in self.files if f.pending]
+        if not left:
+            return self.read_records
+        per_byte = self.read_records / self.read_bytes if self.read_bytes else 0.01
+        return self.read_records + round(sum(left) * per_byte)

@@ -181,7 +181,7 @@ class FileStats:
         taken = {
             k: c
             for k, c in self.per.items()
-            if k == "" or layout.takes(k) or (k == "*" and layout.root_records)
+            if k == "" or layout.takes_candidate(k)
         }
         contents: array = array("q")
         evidence: dict[str, list[int]] = {}
@@ -251,6 +251,43 @@ def _repeated(values: array) -> frozenset[int]:
 # --- the account: what was found and how each rule applied -------------------------------------------
 
 
+class Holdings:
+    """What the accepted files of a run hold, summed as each one is pre-checked (the account of a
+    run of many files, without keeping every file's pre-check)."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.containers: Counter[str] = Counter()
+        self.ignored: Counter[str] = Counter()  # "key: what it holds" -> files
+        self.first_ignored: dict[str, str] = {}  # the first file's, as it has them
+        self.dates: dict[str, Counter[str]] = {}  # time target -> order -> files
+        self.documents: Counter[str] = Counter()
+        self.cuts, self.first_cut = 0, ""
+        self.comments = 0
+
+    @classmethod
+    def of(cls, infos: Any, mapping: FieldMapping) -> Holdings:
+        held = cls()
+        for info in [infos] if not isinstance(infos, list) else infos:
+            held.add(info, mapping)
+        return held
+
+    def add(self, info: Any, mapping: FieldMapping) -> None:
+        if not self.files:
+            self.first_ignored = dict(info.ignored)
+        self.files += 1
+        self.containers.update(info.containers)
+        self.ignored.update(f"{k}: {what}" for k, what in info.ignored.items())
+        for t, v in info.day_first.items():
+            if v is not None or mapping.dates:
+                self.dates.setdefault(t, Counter())[_order(v)] += 1
+        self.documents[info.document] += 1
+        if info.cut is not None:
+            self.cuts += 1
+            self.first_cut = self.first_cut or info.cut.describe()
+        self.comments += info.comments
+
+
 def describe(
     infos: Any,
     mapping: FieldMapping,
@@ -261,37 +298,25 @@ def describe(
 ) -> dict[str, Any]:
     """The inference as data: the container, each field rule and value conversion with how many
     records it covered, every default applied (by rule), and what stays in legacy_extra. infos: one
-    file's pre-check, or several (a run of many files: what they hold, summed)."""
-    infos = [infos] if not isinstance(infos, list) else infos
+    file's pre-check, several, or the Holdings of a run of many files (what they hold, summed)."""
+    held = infos if isinstance(infos, Holdings) else Holdings.of(infos, mapping)
     vocab = mapping.vocab
-    containers: Counter[str] = Counter()
-    ignored: Counter[str] = Counter()
-    dates: dict[str, Counter[str]] = {}
-    for info in infos:
-        containers.update(info.containers)
-        ignored.update(f"{k}: {what}" for k, what in info.ignored.items())
-        for t, v in info.day_first.items():
-            if v is not None or mapping.dates:
-                dates.setdefault(t, Counter())[_order(v)] += 1
-    documents = Counter(i.document for i in infos)
-    one = len(infos) == 1
+    one = held.files == 1
     out: dict[str, Any] = {
         "mode": "inferred" if vocab.infer else "strict",
-        "document": infos[0].document if one else ", ".join(f"{d} ({n})" for d, n in documents.most_common()) or "none",
-        "records_in": dict(containers),
-        "not_migrated": dict(infos[0].ignored) if one else {k.split(": ", 1)[0]: f"{k.split(': ', 1)[1]} (in {n} files)" for k, n in ignored.most_common(20)},
+        "document": next(iter(held.documents)) if one else ", ".join(f"{d} ({n})" for d, n in held.documents.most_common()) or "none",
+        "records_in": dict(held.containers),
+        "not_migrated": dict(held.first_ignored) if one else {k.split(": ", 1)[0]: f"{k.split(': ', 1)[1]} (in {n} files)" for k, n in held.ignored.most_common(20)},
         "rules": dict(sorted(rules.items(), key=lambda kv: (kv[0].split(" ", 1)[0], -kv[1]))),
         "defaults": {vocab.defaults.get(k, k): n for k, n in sorted(defaults.items())},
         "kept_in_legacy_extra": dict(kept.most_common()),
-        "dates": {t: (next(iter(c)) if one else ", ".join(f"{o} in {n} files" for o, n in c.items())) for t, c in dates.items()},
+        "dates": {t: (next(iter(c)) if one else ", ".join(f"{o} in {n} files" for o, n in c.items())) for t, c in held.dates.items()},
         "overrides": {k: v for k, v in mapping.spec.items() if v},
     }
-    cuts = [i.cut.describe() for i in infos if i.cut is not None]
-    if cuts:
-        out["salvaged"] = cuts[0] if one else f"{len(cuts)} files salvaged; the first: {cuts[0]}"
-    comments = sum(i.comments for i in infos)
-    if comments:
-        out["lenient_json"] = f"{comments} comments or trailing commas ignored"
+    if held.cuts:
+        out["salvaged"] = held.first_cut if one else f"{held.cuts} files salvaged; the first: {held.first_cut}"
+    if held.comments:
+        out["lenient_json"] = f"{held.comments} comments or trailing commas ignored"
     if reasons is not None:
         out["quarantine_reasons"] = dict(reasons.most_common(10))
     return out

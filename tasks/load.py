@@ -30,10 +30,11 @@ from psycopg import errors as pgerrors
 from tasks import foreign_keys, resync
 from tasks.checksum import COPY_COLUMNS
 from tasks.db import connect, retrying
-from tasks.files import RunFile, iter_run_chunks
+from tasks.files import FileStream, RunFile
+from tasks.inference import Holdings
 from tasks.mapping import split_records
 from tasks.runs import ensure_users
-from tasks.source import SourceInfo
+from tasks.source import ReadOptions, SourceInfo
 from tasks.sources import FileSource
 from tasks.transform import (
     FileContext,
@@ -56,27 +57,27 @@ COUNTS = ("records", "inserted", "updated", "unchanged", "conflicts", "duplicate
 def run_files(source: SourceInfo | Sequence[RunFile], ctx: TransformContext) -> list[RunFile]:
     """The files of a run; a single pre-checked file is the one file of a run named ctx.source_name."""
     if isinstance(source, SourceInfo):
-        return [RunFile(0, FileSource(source.path, ctx.source_name, None), source)]
+        return [RunFile.of(0, FileSource(source.path, ctx.source_name, None), source, keep=True)]
     return list(source)
 
 
 def prepared_chunks(
-    source: SourceInfo | Sequence[RunFile], ctx: TransformContext, chunk_size: int
+    source: SourceInfo | FileStream, ctx: TransformContext, chunk_size: int
 ) -> Iterator[TransformedChunk]:
-    """The files, chunk by chunk, mapped, converted, validated and transformed (pure apart from
-    reading them). A file's context lives while its records pass (files come one after another)."""
-    files = run_files(source, ctx)
+    """The file, or the run's stream of files, chunk by chunk, mapped, converted, validated and
+    transformed (pure apart from reading them). A file's context lives while its records pass
+    (files come one after another)."""
+    stream = source if isinstance(source, FileStream) else FileStream(run_files(source, ctx), ctx.mapping, source.options)
     contexts: dict[int, FileContext] = {}
     mapping = ctx.mapping
-    for chunk in iter_run_chunks(files, mapping, chunk_size):
+    for chunk in stream.chunks(chunk_size):
         numbers = {s.file for s in chunk.segments}
         for no in [k for k in contexts if k < min(numbers)]:
             del contexts[no]
         for no in numbers - contexts.keys():
-            f = files[no]
-            assert f.info is not None
+            f = stream.files[no]
             owner = normalize_email(f.source.owner or ctx.default_owner)
-            contexts[no] = FileContext(no, f.source.legacy_source, owner, FileState.of(f.info))
+            contexts[no] = FileContext(no, f.source.legacy_source, owner, FileState.of(stream.take(no)))
         here = {no: contexts[no] for no in numbers}
         yield transform_chunk(chunk, split_records(chunk.records, chunk.first, mapping), ctx, here)
 
@@ -123,6 +124,9 @@ class LoadSummary:
     sample: list[QuarantineEntry] = field(default_factory=list)
     # chunks whose foreign keys were checked once for the chunk (tasks/foreign_keys.py)
     keys_checked_per_chunk: int = 0
+    # the run's files as the stream left them: pre-checked, or refused with the reason
+    files: list[RunFile] = field(default_factory=list)
+    held: Holdings = field(default_factory=Holdings)  # what the accepted files hold, summed
 
     def add(self, result: ChunkResult) -> None:
         self.chunks_written += 1
@@ -164,18 +168,20 @@ def load(
     *,
     run_id: str,
     chunk_size: int,
+    options: ReadOptions | None = None,
     resync_sources: frozenset[str] = frozenset(),
     workers: int = 2,
     on_progress: ProgressFn | None = None,
 ) -> LoadSummary:
-    """Run the files through the pipeline; url=None is a dry run (nothing is written). Chunks
-    already committed for this run are read from the database here, on every call, so a resumed
-    run or a retried task skips exactly what is there. resync_sources: legacy sources that have
-    rows of other runs (their chunks are compared, tasks/resync.py)."""
-    files = run_files(source, ctx)
-    total = sum(f.records for f in files if f.streamed)
+    """Run the files through the pipeline, each pending one pre-checked (read with `options`) as
+    its turn comes; url=None is a dry run (nothing is written). Chunks already committed for this
+    run are read from the database here, on every call, so a resumed run or a retried task skips
+    exactly what is there. resync_sources: legacy sources that have rows of other runs (their
+    chunks are compared, tasks/resync.py). The summary's files say which files were refused."""
+    stream = FileStream(run_files(source, ctx), ctx.mapping, options or ReadOptions())
+    files = stream.files
     committed = frozenset() if url is None else committed_chunks(url, run_id)
-    summary = LoadSummary()
+    summary = LoadSummary(files=files, held=stream.held)
     done = 0
     users = _UserCache(url, run_id, ctx.default_owner)
     writer = None if url is None else ChunkWriter(url, run_id, workers, files)
@@ -186,10 +192,10 @@ def load(
             summary.add(result)
             done += result.records
         if on_progress:
-            on_progress(done, total)
+            on_progress(done, max(done, stream.expected_records()))
 
     try:
-        for chunk in prepared_chunks(files, ctx, chunk_size):
+        for chunk in prepared_chunks(stream, ctx, chunk_size):
             summary.keys_seen |= chunk.keys_seen
             summary.naive_timestamps += chunk.naive_timestamps
             summary.rules.update(chunk.rules)

@@ -356,6 +356,14 @@ class Layout:
     def takes(self, key: str) -> bool:
         return key in self.keys
 
+    def takes_value(self, key: str, kind: str) -> bool:
+        """Whether the load decodes a top-level key's value (kind: its first character)."""
+        return self.takes(key) or (self.root_records and kind == "{")
+
+    def takes_candidate(self, candidate: str) -> bool:
+        """Whether the load takes the records a top-level object gave as this candidate."""
+        return self.takes(candidate) or (candidate == "*" and self.root_records)
+
 
 def decide(survey: Survey, vocab: Vocabulary) -> tuple[Layout, dict[str, str]]:
     """Which candidates are tasks, and for each one left out, why (for the report). A candidate

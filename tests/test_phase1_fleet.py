@@ -18,7 +18,7 @@ from flows.phase1 import phase1_migration, phase1_rollback, prepare
 from tasks import files as files_module
 from tasks.resync import unchanged_files
 from tasks.runs import start_or_resume
-from tasks.source import precheck
+from tasks.source import checked_batches
 from tests.conftest import ROOT, table_checksums
 
 
@@ -190,7 +190,9 @@ def test_a_resync_counts_unchanged_files_from_their_last_sync_and_reads_the_othe
     assert first["counts"]["quarantined"] == 1, first["counts"]
 
     checked: list[str] = []
-    monkeypatch.setattr(files_module, "precheck", lambda path, *a: checked.append(path) or precheck(path, *a))
+    monkeypatch.setattr(
+        files_module, "checked_batches", lambda path, *a: checked.append(path) or checked_batches(path, *a)
+    )
     _, again = migrate(flow_env, **run)  # nothing changed
     assert checked == [str(eve)]  # the unchanged files are not even pre-checked
     status = {f["path"]: f["status"] for f in again["report_data"]["files"]}

@@ -89,6 +89,7 @@ def _inspect(p: P.Parameters, as_json: bool) -> int:
     try:
         job = prepare(**p.model_dump())
         summary = dry_load(job, "00000000-0000-4000-8000-000000000000")
+        job = job.after(summary)
     except UserFacingError as exc:
         return cli.fail(str(exc), exc.exit_code)
     found = account(job, summary)
