@@ -48,7 +48,10 @@ def _json_lines(report: dict[str, Any]) -> Iterator[str]:
     for i, (key, value) in enumerate(report.items()):
         yield ("," if i else "") + f"\n  {json.dumps(key)}: "
         if isinstance(value, list) and len(value) > ROWS_PER_LINE and all(isinstance(r, dict) for r in value):
-            yield "[\n" + ",\n".join("    " + json.dumps(r, default=str) for r in value) + "\n  ]"
+            yield "["  # row by row: the text of 100,000 rows is never held whole
+            for j, row in enumerate(value):
+                yield ("," if j else "") + "\n    " + json.dumps(row, default=str)
+            yield "\n  ]"
         else:  # JSON text holds no raw newline, so each one starts an indented line
             yield json.dumps(value, indent=2, default=str).replace("\n", "\n  ")
     yield "\n}\n"
