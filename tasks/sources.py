@@ -32,7 +32,7 @@ class SourcesError(InputError):
     """The files of a run cannot be told: a bad manifest, pattern or source."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a run may hold 100,000 of them
 class FileSource:
     path: str
     legacy_source: str  # the name its rows carry in tasks.legacy_source (and their uuid5 keys)
