@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.phase1 import WORDS, Scratch, breakdown, generate, timed_process  # noqa: E402
+from bench.phase1 import WORDS, Scratch, breakdown, generate, timed_process, warm_up  # noqa: E402
 from tasks.db import database_url, mask_url  # noqa: E402
 
 
@@ -105,6 +105,7 @@ def main() -> None:
         users, one = work / "users", work / "one.json"
         records = fleet(users, args.files, args.records)
         generate(records, one)
+        warm_up(env)
         print(
             f"server {mask_url(server)}; {args.files:,} files, {records:,} records; median of {args.repeat}",
             flush=True,
