@@ -240,7 +240,7 @@ def unchanged_files(
     clean = {
         (run, source): (records, duplicates)
         for run, source, records, duplicates in conn.execute(
-            "SELECT run_id, legacy_source, sum(records), sum(duplicates) FROM migration_files "
+            "SELECT run_id, legacy_source, sum(records)::bigint, sum(duplicates)::bigint FROM migration_files "
             "WHERE run_id = ANY(%s) GROUP BY run_id, legacy_source "
             "HAVING bool_and(status IN ('loaded', 'unchanged')) AND sum(quarantined) = 0 AND sum(conflicts) = 0",
             (list(runs),),
@@ -254,7 +254,7 @@ def unchanged_files(
         ).fetchall()
     )
     found = [
-        (candidates[s], int(records), int(duplicates))
+        (candidates[s], records, duplicates)
         for s, (records, duplicates) in last.items()
         if held.get(s, 0) == records - duplicates  # the rows are all still there
     ]
