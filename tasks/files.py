@@ -109,6 +109,7 @@ class FileStream:
         self.held = Holdings()
         self.infos: dict[int, SourceInfo] = {}
         self.read_bytes = self.read_records = 0
+        self.bytes_left = sum(f.size for f in self.files if f.pending)  # of the files not read yet, as found
 
     def batches(self) -> Iterator[Batch]:
         for i, f in enumerate(list(self.files)):
@@ -127,6 +128,7 @@ class FileStream:
     def _check(self, i: int, f: RunFile) -> tuple[SourceInfo, Iterable[Batch]] | None:
         if f.info is not None:  # pre-checked whole before the run (a single file)
             return f.info, iter_batches(f.info, self.mapping, f.no)
+        self.bytes_left -= f.size
         try:
             info, batches = checked_batches(f.source.path, self.mapping, self.options, f.no)
         except SourceError as exc:
@@ -147,8 +149,7 @@ class FileStream:
     def expected_records(self) -> int:
         """The records the stream will give: exact once every file is read, until then the records
         read so far and the rest estimated from the bytes left (for progress)."""
-        left = [f.size for f in self.files if f.pending]
-        if not left:
+        if self.bytes_left <= 0:
             return self.read_records
         per_byte = self.read_records / self.read_bytes if self.read_bytes else 0.01
-        return self.read_records + round(sum(left) * per_byte)
+        return self.read_records + round(self.bytes_left * per_byte)
