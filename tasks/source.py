@@ -196,7 +196,7 @@ def precheck(
 ) -> SourceInfo:
     """Stream the whole file once: is it a Phase 1 file, where are its records, what do they say?
     Raises SourceError (one line, with the position) if it cannot be migrated."""
-    return _survey(Path(path), mapping or FieldMapping.build(), options, keep=False)[0]
+    return _survey(Path(path), mapping or FieldMapping.build(), options, keep_upto=-1)[0]
 
 
 def checked_batches(
@@ -205,12 +205,7 @@ def checked_batches(
     """precheck() of one file of a run and its records (iter_batches()). A file of up to
     KEEP_BYTES is parsed once: the pre-check's batches are the load's when the layout it chose
     takes every value the survey found records in; anything else is read again."""
-    path = Path(path)
-    try:
-        small = path.stat().st_size <= KEEP_BYTES
-    except OSError:
-        small = False  # the pre-check says why it cannot be read
-    info, kept = _survey(path, mapping, options, keep=small)
+    info, kept = _survey(Path(path), mapping, options, keep_upto=KEEP_BYTES)
     if kept is None:
         return info, iter_batches(info, mapping, file)
     for batch in kept:
@@ -219,13 +214,14 @@ def checked_batches(
 
 
 def _survey(
-    path: Path, mapping: FieldMapping, options: ReadOptions, *, keep: bool
+    path: Path, mapping: FieldMapping, options: ReadOptions, *, keep_upto: int
 ) -> tuple[SourceInfo, list[Batch] | None]:
-    """The pre-check, and (keep) the batches it decoded if a load would decode the same ones."""
+    """The pre-check, and for a file of up to keep_upto bytes the batches it decoded, if a load
+    would decode the same ones (the size is the one the pre-check opened: no second stat)."""
     from tasks.inference import FileStats
 
-    kept: list[Batch] | None = [] if keep else None
     f, bom, size = _open_checked(path)
+    kept: list[Batch] | None = [] if size <= keep_upto else None
     with f:
         mtime_ns = os.fstat(f.fileno()).st_mtime_ns
         skip = len(UTF8_BOM) if bom else 0
