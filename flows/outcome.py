@@ -89,12 +89,16 @@ OUTCOME_ROWS = 1000  # rows of a list the flow's result keeps (Prefect walks and
 
 
 def brief(report: dict[str, Any]) -> dict[str, Any]:
-    """The report with each long list (the per-file rows of 100,000 files) cut to OUTCOME_ROWS and
-    its length in `rows_total`: a run's result stays small, and report.json keeps every row."""
-    long = {k: len(v) for k, v in report.items() if isinstance(v, list) and len(v) > OUTCOME_ROWS}
-    if not long:
+    """The report as plain data with each long list (the per-file rows of 100,000 files) cut to
+    OUTCOME_ROWS and its length in `rows_total`: a run's result stays small, and report.json keeps
+    every row."""
+    rows = {k: (v.head, v.total) for k, v in report.items() if isinstance(v, reports.Rows)}
+    rows |= {k: (v, len(v)) for k, v in report.items() if isinstance(v, list) and len(v) > OUTCOME_ROWS}
+    if not rows:
         return report
-    return {**report, **{k: report[k][:OUTCOME_ROWS] for k in long}, "rows_total": long}
+    long = {k: total for k, (_, total) in rows.items() if total > OUTCOME_ROWS}
+    kept = {**report, **{k: head[:OUTCOME_ROWS] for k, (head, _) in rows.items()}}
+    return {**kept, "rows_total": long} if long else kept
 
 
 def write(report: dict[str, Any], report_dir: str, *, name: str = "report") -> Any:

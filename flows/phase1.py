@@ -48,8 +48,8 @@ from flows.checkpoint import take_checkpoint
 from flows.outcome import interrupted, interruption, publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
+from tasks import file_results, resync, schema
 from tasks import report as reports
-from tasks import resync, schema
 from tasks.db import MIGRATION_LOCK_KEY, RunLock, Session, mask_url, shard_lock_key
 from tasks.errors import (
     FilesRefused,
@@ -67,7 +67,6 @@ from tasks.rollback import rollback_run
 from tasks.runs import (
     Run,
     closed_sources,
-    file_results,
     finish,
     record_refused,
     record_sources,
@@ -345,8 +344,8 @@ def _migrate(
             verification.mismatches = session.run(
                 "phase1:verify", find_mismatches, job.files[0].info, ctx, run.id, run.chunk_size
             )
-        files = session.run("phase1:verify", file_results, run.id)
-        verification.problems += _file_problems(files)
+        files = session.run("phase1:verify", file_results.totals, [run.id])
+        verification.problems += files.problems
         verification.problems += _source_problems(
             verification.counts,
             rows_before,
@@ -354,7 +353,8 @@ def _migrate(
             deleted,
             session.run("phase1:verify", resync.rows_of, synced, exclude_run=run.id),
         )
-        _count_unchanged_files(verification.counts, files)
+        for count, n in files.unchanged.items():  # the unchanged files, counted from their last sync
+            verification.counts[count] += n
         verification.ok = not verification.problems
         phases.mark("verify")
         status = "completed" if verification.ok else "verification_failed"
@@ -362,7 +362,12 @@ def _migrate(
             "phase1:report",
             lambda conn: _report(job, url, run, summary, verification, status, (before, after), started, conn, phases),
         )
-        report["files"] = files
+        report["files"] = reports.Rows(
+            files.files,
+            files.refused,
+            session.run("phase1:report", file_results.first, [run.id], FILES_SHOWN),
+            lambda: file_results.every(session, [run.id]),
+        )
         report["counts"] |= {"disappeared": sum(gone.values()), "deleted": deleted}
         report["checkpoint"] = branch
         report["notes"] = notes + report["notes"] + _sync_notes(gone, deleted, sync)
@@ -390,29 +395,6 @@ def _migrate(
         raise
     finally:
         session.close()
-
-
-def _count_unchanged_files(counts: dict[str, int], files: list[dict[str, Any]]) -> None:
-    """Add the unchanged files, counted from their last sync, to the counts of what was streamed."""
-    for f in files:
-        if f["status"] == "unchanged":
-            counts["records_read"] += f["records"]
-            counts["unchanged"] += f["unchanged"]
-            counts["duplicates"] += f["duplicates"]
-
-
-def _file_problems(files: list[dict[str, Any]]) -> list[str]:
-    """Per file: every record it holds accounted for once."""
-    problems = []
-    for f in files:
-        if f["status"] not in reports.MIGRATED:
-            continue
-        accounted = sum(
-            f[c] for c in ("inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined")
-        )
-        if accounted != f["records"]:
-            problems.append(f"{f['path']}: {f['records']} records read, {accounted} accounted for")
-    return problems
 
 
 def _source_problems(
@@ -628,7 +610,7 @@ def _publish(report: dict[str, Any], report_dir: str, summary: LoadSummary, job:
         )
     if not job.single and report.get("files"):
         create_table_artifact(
-            reports.file_rows(report["files"][:FILES_SHOWN]),
+            reports.file_rows(report["files"].head[:FILES_SHOWN]),
             key="phase1-files",
             description=f"Phase 1 files of run {report['run_id']}: refused first",
         )

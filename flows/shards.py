@@ -23,13 +23,13 @@ from prefect.states import State
 
 from flows import params as P
 from flows.checkpoint import take_checkpoint
-from flows.outcome import publish
+from flows.outcome import OUTCOME_ROWS, publish
 from flows.settings import resolve_database_url
+from tasks import file_results, schema
 from tasks import report as reports
-from tasks import schema
 from tasks.db import Session, mask_url
 from tasks.errors import FilesRefused, InputError, VerificationFailed
-from tasks.runs import file_results, shard_runs
+from tasks.runs import shard_runs
 from tasks.sources import resolve, shard
 from tasks.verify import ACCOUNTED
 
@@ -67,67 +67,69 @@ def fan_out(shards: int, deployment: str, report_dir: str, started: float) -> St
     states = _wait([r.id for r in runs])
     with Session(url) as session:  # each read a unit: a lost session is replaced, the read rerun
         found = session.run("phase1:shards", shard_runs, [str(r.id) for r in runs])
-        files = [
-            f
-            for run_id in [found[str(r.id)]["run_id"] for r in runs if str(r.id) in found]
-            for f in session.run("phase1:shards", file_results, run_id)
-        ]
-    rows = []
-    for i, r in enumerate(runs):
-        got = found.get(str(r.id), {})
-        rows.append({"shard": i, "files": sizes[i], "flow_run": str(r.id), "state": states[r.id],
-                     "run_id": got.get("run_id"), "status": got.get("status")})  # fmt: skip
-    # A shard that refused files ends Failed (exit 4) with its run completed: the run says how it went.
-    failed = [row for row in rows if row["status"] != "completed"]
-    counts = {
-        c: sum(found.get(str(r.id), {}).get("stats", {}).get(c, 0) for r in runs)
-        for c in ("records_read", *ACCOUNTED, "disappeared", "deleted")
-    }
-    refused = sum(found.get(str(r.id), {}).get("stats", {}).get("refused", 0) for r in runs)
-    files.sort(key=lambda f: f["status"] in reports.MIGRATED)
-    report = {
-        "title": "Phase 1 → Phase 2 migration, in shards",
-        "kind": "phase1",
-        "run_id": str(flow_run.id),
-        "status": "completed" if not failed else "shards_failed",
-        "resumed": False,
-        "source": {
-            "path": p.manifest or p.source,
-            "files": len(sources),
-            "refused": refused,
-            "unchanged": sum(f["status"] == "unchanged" for f in files),
-        },
-        "database": mask_url(url),
-        "schema": {"before": before, "after": after},
-        "shards": rows,
-        "counts": counts,
-        "files": files,
-        "checkpoint": branch,
-        "verification": {
-            "ok": not failed,
-            "problems": [
-                f"shard {row['shard']} ({row['flow_run']}): {row['state']}, {row['status'] or 'no run recorded'}"
-                for row in failed
-            ],
-        },
-        "timing": {"duration_s": round(time.monotonic() - started, 3), "rows_per_s": 0.0},
-        "notes": [],
-    }
-    if failed:
-        names = ", ".join(str(row["shard"]) for row in failed)
-        code, message = VerificationFailed.exit_code, f"shards failed: {names}"
-    elif refused:
-        code, message = FilesRefused.exit_code, f"{shards} shards completed; {refused} files refused"
-    else:
-        code, message = 0, f"{shards} shards completed"
-    return publish(
-        report,
-        report_dir,
-        key="phase1-report",
-        description="Phase 1 migration in shards",
-        exit_code=code,
-        message=message,
-    )
+        run_ids = [found[str(r.id)]["run_id"] for r in runs if str(r.id) in found]
+        totals = session.run("phase1:shards", file_results.totals, run_ids)
+        files = reports.Rows(
+            totals.files,
+            totals.refused,
+            session.run("phase1:shards", file_results.first, run_ids, OUTCOME_ROWS),
+            lambda: file_results.every(session, run_ids),
+        )
+        rows = []
+        for i, r in enumerate(runs):
+            got = found.get(str(r.id), {})
+            rows.append({"shard": i, "files": sizes[i], "flow_run": str(r.id), "state": states[r.id],
+                         "run_id": got.get("run_id"), "status": got.get("status")})  # fmt: skip
+        # A shard that refused files ends Failed (exit 4) with its run completed: the run says how it went.
+        failed = [row for row in rows if row["status"] != "completed"]
+        counts = {
+            c: sum(found.get(str(r.id), {}).get("stats", {}).get(c, 0) for r in runs)
+            for c in ("records_read", *ACCOUNTED, "disappeared", "deleted")
+        }
+        refused = sum(found.get(str(r.id), {}).get("stats", {}).get("refused", 0) for r in runs)
+        report = {
+            "title": "Phase 1 → Phase 2 migration, in shards",
+            "kind": "phase1",
+            "run_id": str(flow_run.id),
+            "status": "completed" if not failed else "shards_failed",
+            "resumed": False,
+            "source": {
+                "path": p.manifest or p.source,
+                "files": len(sources),
+                "refused": refused,
+                "unchanged": totals.unchanged_files,
+            },
+            "database": mask_url(url),
+            "schema": {"before": before, "after": after},
+            "shards": rows,
+            "counts": counts,
+            "files": files,
+            "checkpoint": branch,
+            "verification": {
+                "ok": not failed,
+                "problems": [
+                    f"shard {row['shard']} ({row['flow_run']}): {row['state']}, {row['status'] or 'no run recorded'}"
+                    for row in failed
+                ],
+            },
+            "timing": {"duration_s": round(time.monotonic() - started, 3), "rows_per_s": 0.0},
+            "notes": [],
+        }
+        if failed:
+            names = ", ".join(str(row["shard"]) for row in failed)
+            code, message = VerificationFailed.exit_code, f"shards failed: {names}"
+        elif refused:
+            code, message = FilesRefused.exit_code, f"{shards} shards completed; {refused} files refused"
+        else:
+            code, message = 0, f"{shards} shards completed"
+        return publish(
+            report,
+            report_dir,
+            key="phase1-report",
+            description="Phase 1 migration in shards",
+            exit_code=code,
+            message=message,
+        )
 
 
 def _wait(ids: list[Any]) -> dict[Any, str]:

@@ -5,7 +5,8 @@ masked before they arrive)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,17 @@ COUNT_LABELS = {
 MIGRATED = ("loaded", "unchanged")
 FILES_SHOWN = 200  # rows of the per-file table in report.md (report.json has them all)
 FILE_COLUMNS = ("path", "owner", "status", "records", "inserted", "updated", "unchanged", "conflicts", "quarantined")
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows too many to hold (the files of a run): how many, how many refused, the first ones in
+    report order (refused first), and how to read them all, which the report's writing does."""
+
+    total: int
+    refused: int
+    head: list[dict[str, Any]]
+    read: Callable[[], Iterable[dict[str, Any]]]
 
 
 def write(report: dict[str, Any], report_dir: str | Path, name: str = "report") -> Path:
@@ -47,9 +59,11 @@ def _json_lines(report: dict[str, Any]) -> Iterator[str]:
     yield "{"
     for i, (key, value) in enumerate(report.items()):
         yield ("," if i else "") + f"\n  {json.dumps(key)}: "
-        if isinstance(value, list) and len(value) > ROWS_PER_LINE and all(isinstance(r, dict) for r in value):
+        if isinstance(value, Rows) or (
+            isinstance(value, list) and len(value) > ROWS_PER_LINE and all(isinstance(r, dict) for r in value)
+        ):
             yield "["  # row by row: the text of 100,000 rows is never held whole
-            for j, row in enumerate(value):
+            for j, row in enumerate(value.read() if isinstance(value, Rows) else value):
                 yield ("," if j else "") + "\n    " + json.dumps(row, default=str)
             yield "\n  ]"
         else:  # JSON text holds no raw newline, so each one starts an indented line
@@ -89,13 +103,12 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Counts", ""]
         lines += _table([[COUNT_LABELS.get(k, k), f"{v:,}"] for k, v in counts.items()], ["", "records"])
     files = report.get("files")
-    if files and len(files) > 1:
-        refused = sum(f["status"] not in MIGRATED for f in files)
-        lines += ["", f"## Files ({len(files):,}, {refused:,} refused)", ""]
-        rows = file_rows(files[:FILES_SHOWN])
+    if isinstance(files, Rows) and files.total > 1:
+        lines += ["", f"## Files ({files.total:,}, {files.refused:,} refused)", ""]
+        rows = file_rows(files.head[:FILES_SHOWN])
         lines += _table([[r[c] if not isinstance(r[c], int) else f"{r[c]:,}" for c in FILE_COLUMNS] for r in rows], list(FILE_COLUMNS))
-        if len(files) > FILES_SHOWN:
-            lines.append(f"\n({len(files) - FILES_SHOWN:,} more files in report.json)")
+        if files.total > FILES_SHOWN:
+            lines.append(f"\n({files.total - FILES_SHOWN:,} more files in report.json)")
     checks = report.get("verification")
     if checks:
         lines += ["", "## Verification", "", f"**{'passed' if checks['ok'] else 'FAILED'}**", ""]
@@ -181,7 +194,7 @@ def _describe(value: Any) -> str:
 
 
 def file_rows(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for the per-file table (refused first, as file_results() orders them)."""
+    """Rows for the per-file table (refused first, as tasks/file_results.py reads them)."""
     return [{c: (f["error"] if c == "status" and f["error"] else f[c]) for c in FILE_COLUMNS} for f in files]
 
 

@@ -178,21 +178,6 @@ def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], 
         )
 
 
-def file_results(conn: psycopg.Connection, run_id: str) -> list[dict[str, Any]]:
-    """A row per file of the run: its counts over every chunk that held its records, refused first."""
-    rows = conn.execute(  # rows made one at a time from the result (100,000 files: no second copy)
-        "SELECT file_no, min(path), min(legacy_source), min(owner), "
-        "min(status), min(error), sum(records)::bigint, sum(inserted)::bigint, "
-        "sum(updated)::bigint, sum(unchanged)::bigint, sum(conflicts)::bigint, sum(duplicates)::bigint, "
-        "sum(quarantined)::bigint "
-        "FROM migration_files WHERE run_id = %s GROUP BY file_no ORDER BY (bool_or(part = -1)) DESC, file_no",
-        (run_id,),
-    )
-    names = ("file_no", "path", "legacy_source", "owner", "status", "error", "records", "inserted", "updated",
-             "unchanged", "conflicts", "duplicates", "quarantined")  # fmt: skip
-    return [dict(zip(names, r, strict=True)) for r in rows]
-
-
 def shard_runs(conn: psycopg.Connection, flow_run_ids: list[str]) -> dict[str, dict[str, Any]]:
     """flow run id -> the Phase 1 run a shard recorded (its id, status and counts)."""
     rows = conn.execute(
