@@ -149,6 +149,9 @@ def record_refused(conn: psycopg.Connection, run_id: str, refused: Sequence[Any]
             )  # fmt: skip
 
 
+SOURCES_A_STATEMENT = 10_000  # 100,000 sources in one statement: 40 MB of parameters held at once
+
+
 def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], *, cutover: bool) -> None:
     """Each streamed file's legacy source: the last sync that read it, and what it read (and, at
     cutover, every migrated file's source closed from now on). An unchanged file's source keeps the
@@ -160,22 +163,24 @@ def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], 
                 "UPDATE migration_sources SET closed_at = now() WHERE legacy_source = ANY(%s) AND closed_at IS NULL",
                 ([f.source.legacy_source for f in files if f.accepted and not f.streamed],),
             )
-        conn.execute(
-            "INSERT INTO migration_sources AS s (legacy_source, path, owner, sha256, last_run_id, synced_at, closed_at) "
-            "SELECT u.source, u.path, u.owner, u.sha, %s, now(), CASE WHEN %s THEN now() END "
-            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS u(source, path, owner, sha) "
-            "ON CONFLICT (legacy_source) DO UPDATE SET path = excluded.path, owner = excluded.owner, "
-            "sha256 = excluded.sha256, last_run_id = excluded.last_run_id, synced_at = excluded.synced_at, "
-            "closed_at = coalesce(s.closed_at, excluded.closed_at)",
-            (
-                run_id,
-                cutover,
-                [f.source.legacy_source for f in loaded],
-                [f.source.path for f in loaded],
-                [f.source.owner for f in loaded],
-                [f.digest for f in loaded],
-            ),
-        )
+        for i in range(0, len(loaded), SOURCES_A_STATEMENT):
+            part = loaded[i : i + SOURCES_A_STATEMENT]
+            conn.execute(
+                "INSERT INTO migration_sources AS s (legacy_source, path, owner, sha256, last_run_id, synced_at, closed_at) "
+                "SELECT u.source, u.path, u.owner, u.sha, %s, now(), CASE WHEN %s THEN now() END "
+                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS u(source, path, owner, sha) "
+                "ON CONFLICT (legacy_source) DO UPDATE SET path = excluded.path, owner = excluded.owner, "
+                "sha256 = excluded.sha256, last_run_id = excluded.last_run_id, synced_at = excluded.synced_at, "
+                "closed_at = coalesce(s.closed_at, excluded.closed_at)",
+                (
+                    run_id,
+                    cutover,
+                    [f.source.legacy_source for f in part],
+                    [f.source.path for f in part],
+                    [f.source.owner for f in part],
+                    [f.digest for f in part],
+                ),
+            )
 
 
 def shard_runs(conn: psycopg.Connection, flow_run_ids: list[str]) -> dict[str, dict[str, Any]]:
