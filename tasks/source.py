@@ -137,7 +137,7 @@ class _Limited:
         return data
 
 
-def _open_checked(path: Path) -> tuple[BinaryIO, bool, int]:
+def _open_checked(path: str | Path) -> tuple[BinaryIO, bool, int]:
     """Open the file, reject what is plainly not a UTF-8 JSON document, and skip a UTF-8 BOM."""
     try:
         st = os.stat(path)  # one stat, not one per question (a fleet run asks it 100,000 times)
@@ -151,7 +151,7 @@ def _open_checked(path: Path) -> tuple[BinaryIO, bool, int]:
         raise SourceError(f"{path}: not a regular file")
     size = st.st_size
     try:
-        f = path.open("rb")
+        f = open(path, "rb")  # noqa: SIM115 (the caller closes it)
     except OSError as exc:
         raise SourceError(f"{path}: cannot be read ({exc.strerror})") from exc
     head = f.read(4)
@@ -205,7 +205,8 @@ def checked_batches(
     """precheck() of one file of a run and its records (iter_batches()). A file of up to
     KEEP_BYTES is parsed once: the pre-check's batches are the load's when the layout it chose
     takes every value the survey found records in; anything else is read again."""
-    info, kept = _survey(Path(path), mapping, options, keep_upto=KEEP_BYTES)
+    # the path as given: Path() would intern each of its parts for good (100,000 user folders)
+    info, kept = _survey(path, mapping, options, keep_upto=KEEP_BYTES)
     if kept is None:
         return info, iter_batches(info, mapping, file)
     for batch in kept:
@@ -214,7 +215,7 @@ def checked_batches(
 
 
 def _survey(
-    path: Path, mapping: FieldMapping, options: ReadOptions, *, keep_upto: int
+    path: str | Path, mapping: FieldMapping, options: ReadOptions, *, keep_upto: int
 ) -> tuple[SourceInfo, list[Batch] | None]:
     """The pre-check, and for a file of up to keep_upto bytes the batches it decoded, if a load
     would decode the same ones (the size is the one the pre-check opened: no second stat)."""
