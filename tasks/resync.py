@@ -195,6 +195,43 @@ def forget_seen(conn: psycopg.Connection, run_id: str) -> None:
     conn.execute("DELETE FROM migration_seen WHERE run_id = %s", (run_id,))
 
 
+# The files of a run that a re-sync may find unchanged: first each one's last sync, where that sync
+# read these very bytes for this owner and completed with these parameters; analysed again then,
+# so that the statement after it is planned for the real number of matches.
+_CANDIDATES = (
+    "CREATE TEMP TABLE IF NOT EXISTS run_candidates (file_no int, legacy_source text, path text, owner text, "
+    "sha256 text, last_run_id uuid) ON COMMIT DELETE ROWS"
+)
+_LAST_SYNC = """
+UPDATE run_candidates c SET last_run_id = s.last_run_id
+FROM migration_sources s JOIN migration_runs r ON r.id = s.last_run_id
+WHERE s.legacy_source = c.legacy_source AND s.closed_at IS NULL AND s.sha256 = c.sha256
+  AND s.owner IS NOT DISTINCT FROM c.owner AND r.status = 'completed' AND r.parameters = %(parameters)s
+"""
+_UNCHANGED = """
+WITH matched AS (
+    SELECT * FROM run_candidates WHERE last_run_id IS NOT NULL
+), clean AS (  -- what the last sync did with its file: every record a row or a duplicate
+    SELECT m.run_id, m.legacy_source, sum(m.records) AS records, sum(m.duplicates) AS duplicates
+    FROM migration_files m JOIN matched c ON c.last_run_id = m.run_id AND c.legacy_source = m.legacy_source
+    GROUP BY m.run_id, m.legacy_source
+    HAVING bool_and(m.status IN ('loaded', 'unchanged')) AND sum(m.quarantined) = 0 AND sum(m.conflicts) = 0
+), held AS (  -- the rows each source has now
+    SELECT t.legacy_source, count(*) AS n FROM tasks t JOIN matched c ON c.legacy_source = t.legacy_source
+    GROUP BY t.legacy_source
+)
+INSERT INTO migration_files (run_id, file_no, part, legacy_source, path, owner, sha256, status, records,
+                             unchanged, duplicates)
+SELECT %(run)s, c.file_no, 0, c.legacy_source, c.path, c.owner, c.sha256, 'unchanged', l.records,
+       l.records - l.duplicates, l.duplicates
+FROM matched c
+JOIN clean l ON l.run_id = c.last_run_id AND l.legacy_source = c.legacy_source
+LEFT JOIN held h ON h.legacy_source = c.legacy_source
+WHERE coalesce(h.n, 0) = l.records - l.duplicates  -- the rows are all still there
+RETURNING file_no
+"""
+
+
 def unchanged_files(
     conn: psycopg.Connection, run_id: str, files: Sequence[Any], parameters: dict[str, Any], *, resumed: bool
 ) -> frozenset[int]:
@@ -205,64 +242,27 @@ def unchanged_files(
     parameters and owner, read these very bytes (sha256) and left nothing to do: every record it
     held became a row or a duplicate (none quarantined, none a conflict), and the rows are all
     still there. A re-sync of it would count each record unchanged again (Phase 2 wins where the
-    application changed a row), so its counts are taken from that sync instead."""
+    application changed a row), so its counts are taken from that sync instead.
+
+    The files go to a temporary table by COPY and are matched there in one statement: 100,000
+    files as arrays of parameters cost 100 MB of memory and seconds; the table is analysed, so
+    the planner joins them by hash (estimated from an array, it chose nested loops: minutes)."""
     rows = conn.execute(
         "SELECT file_no FROM migration_files WHERE run_id = %s AND status = 'unchanged'", (run_id,)
     ).fetchall()
     if resumed or rows:  # chosen before (or by this very step, whose acknowledgement was lost)
         return frozenset(r[0] for r in rows)
-    candidates = {f.source.legacy_source: f for f in files if f.digest is not None and not f.refused}
-    if not candidates:
+    synced = conn.execute("SELECT EXISTS (SELECT 1 FROM migration_sources WHERE closed_at IS NULL)").fetchone()
+    if not (synced and synced[0]):  # no source has a sync to compare with: a first run
         return frozenset()
-    # Single-table queries, matched here: joined in one statement, 100,000 unnested files were
-    # estimated at 100 rows and the plan became a nested loop over migration_files (minutes).
-    sources = list(candidates)
-    synced = {
-        source: run
-        for source, sha, owner, run in conn.execute(
-            "SELECT legacy_source, sha256, owner, last_run_id FROM migration_sources "
-            "WHERE legacy_source = ANY(%s) AND closed_at IS NULL",
-            (sources,),
-        ).fetchall()
-        if sha == candidates[source].digest and owner == candidates[source].source.owner
-    }
-    runs = {
-        r[0]
-        for r in conn.execute(
-            "SELECT id FROM migration_runs WHERE id = ANY(%s) AND status = 'completed' AND parameters = %s",
-            (list(set(synced.values())), Jsonb(parameters)),
-        ).fetchall()
-    }
-    synced = {source: run for source, run in synced.items() if run in runs}
-    if not synced:
-        return frozenset()
-    # what each source's last sync did with its file: every record a row or a duplicate
-    clean = {
-        (run, source): (records, duplicates)
-        for run, source, records, duplicates in conn.execute(
-            "SELECT run_id, legacy_source, sum(records)::bigint, sum(duplicates)::bigint FROM migration_files "
-            "WHERE run_id = ANY(%s) GROUP BY run_id, legacy_source "
-            "HAVING bool_and(status IN ('loaded', 'unchanged')) AND sum(quarantined) = 0 AND sum(conflicts) = 0",
-            (list(runs),),
-        ).fetchall()
-    }
-    last = {s: clean[(run, s)] for s, run in synced.items() if (run, s) in clean}
-    held = dict(
-        conn.execute(
-            "SELECT legacy_source, count(*) FROM tasks WHERE legacy_source = ANY(%s) GROUP BY legacy_source",
-            (list(last),),
-        ).fetchall()
-    )
-    found = [
-        (candidates[s], records, duplicates)
-        for s, (records, duplicates) in last.items()
-        if held.get(s, 0) == records - duplicates  # the rows are all still there
-    ]
-    with conn.transaction(), conn.cursor().copy(
-        "COPY migration_files (run_id, file_no, part, legacy_source, path, owner, sha256, status, "
-        "records, unchanged, duplicates) FROM STDIN"
-    ) as copy:
-        for f, records, duplicates in found:
-            copy.write_row((run_id, f.no, 0, f.source.legacy_source, f.source.path, f.source.owner, f.digest,
-                            "unchanged", records, records - duplicates, duplicates))  # fmt: skip
-    return frozenset(f.no for f, _, _ in found)
+    with conn.transaction():
+        conn.execute(_CANDIDATES)
+        with conn.cursor().copy("COPY run_candidates (file_no, legacy_source, path, owner, sha256) FROM STDIN") as copy:
+            for f in files:
+                if f.digest is not None and not f.refused:
+                    copy.write_row((f.no, f.source.legacy_source, f.source.path, f.source.owner, f.digest))
+        conn.execute("ANALYZE run_candidates")
+        conn.execute(_LAST_SYNC, {"parameters": Jsonb(parameters)})
+        conn.execute("ANALYZE run_candidates")
+        found = conn.execute(_UNCHANGED, {"run": run_id}).fetchall()
+    return frozenset(r[0] for r in found)

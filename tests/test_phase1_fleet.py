@@ -119,6 +119,15 @@ def test_a_manifest_names_files_and_owners(flow_env: dict[str, str], tmp_path: P
             flow_env["db_url"], "SELECT DISTINCT u.email FROM tasks t JOIN users u ON u.id = t.user_id"
         )
     } == set(files)
+    _, same = migrate(flow_env, manifest=str(manifest))
+    assert {f["status"] for f in same["report_data"]["files"]} == {"unchanged"}
+    # the same bytes with another owner are not what the last sync read: read again
+    moved = files["bob@example.com"].relative_to(tmp_path)
+    manifest.write_text(manifest.read_text().replace(f"{moved},BOB@EXAMPLE.COM", f"{moved},robert@example.com"))
+    _, other = migrate(flow_env, manifest=str(manifest))
+    status = {f["path"]: f["status"] for f in other["report_data"]["files"]}
+    assert sorted(status.values()) == ["loaded", "unchanged", "unchanged"], status
+    assert other["report_data"]["verification"]["ok"]
 
 
 def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(
