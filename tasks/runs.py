@@ -4,10 +4,10 @@ run needs (found by email, or created and marked as the run's)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -18,6 +18,15 @@ from tasks.source import ReadOptions
 from tasks.transform import TransformContext, normalize_email, user_key
 
 RESUMABLE = ("running", "interrupted")
+# Sources a statement: the legacy sources of 100,000 files as one array parameter are tens of MB
+# of Python objects held at once (40 MB for record_sources' four arrays).
+BATCH = 10_000
+T = TypeVar("T")
+
+
+def batches(items: Sequence[T], size: int = BATCH) -> Iterator[list[T]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
 
 
 @dataclass(frozen=True)
@@ -117,23 +126,33 @@ def sources_with_rows_from_other_runs(
 ) -> frozenset[str]:
     """The legacy sources of which `tasks` holds rows another run wrote: their chunks are re-syncs
     (compared); the others are plain COPYs that cannot collide."""
-    rows = conn.execute(
-        "SELECT DISTINCT legacy_source FROM tasks WHERE legacy_source = ANY(%s) "
-        "AND migration_run_id IS DISTINCT FROM %s",
-        (list(sources), run_id),
-    ).fetchall()
-    return frozenset(r[0] for r in rows)
+    found: set[str] = set()
+    for part in batches(sources):
+        found.update(
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT legacy_source FROM tasks WHERE legacy_source = ANY(%s) "
+                "AND migration_run_id IS DISTINCT FROM %s",
+                (part, run_id),
+            )
+        )
+    return frozenset(found)
 
 
 def closed_sources(conn: psycopg.Connection, sources: Sequence[str]) -> dict[str, datetime]:
     """The legacy sources cutover closed, and when."""
     if not has_table(conn, "migration_sources"):
         return {}
-    rows = conn.execute(
-        "SELECT legacy_source, closed_at FROM migration_sources WHERE legacy_source = ANY(%s) AND closed_at IS NOT NULL",
-        (list(sources),),
-    ).fetchall()
-    return dict(rows)
+    closed: dict[str, datetime] = {}
+    for part in batches(sources):
+        closed.update(
+            conn.execute(
+                "SELECT legacy_source, closed_at FROM migration_sources "
+                "WHERE legacy_source = ANY(%s) AND closed_at IS NOT NULL",
+                (part,),
+            ).fetchall()
+        )
+    return closed
 
 
 def record_refused(conn: psycopg.Connection, run_id: str, refused: Sequence[Any]) -> None:
@@ -149,9 +168,6 @@ def record_refused(conn: psycopg.Connection, run_id: str, refused: Sequence[Any]
             )  # fmt: skip
 
 
-SOURCES_A_STATEMENT = 10_000  # 100,000 sources in one statement: 40 MB of parameters held at once
-
-
 def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], *, cutover: bool) -> None:
     """Each streamed file's legacy source: the last sync that read it, and what it read (and, at
     cutover, every migrated file's source closed from now on). An unchanged file's source keeps the
@@ -163,8 +179,7 @@ def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], 
                 "UPDATE migration_sources SET closed_at = now() WHERE legacy_source = ANY(%s) AND closed_at IS NULL",
                 ([f.source.legacy_source for f in files if f.accepted and not f.streamed],),
             )
-        for i in range(0, len(loaded), SOURCES_A_STATEMENT):
-            part = loaded[i : i + SOURCES_A_STATEMENT]
+        for part in batches(loaded):
             conn.execute(
                 "INSERT INTO migration_sources AS s (legacy_source, path, owner, sha256, last_run_id, synced_at, closed_at) "
                 "SELECT u.source, u.path, u.owner, u.sha, %s, now(), CASE WHEN %s THEN now() END "
