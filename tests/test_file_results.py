@@ -122,3 +122,32 @@ def test_a_run_result_keeps_the_head_of_long_rows_and_how_many_there_are() -> No
     rows = Rows(100_000, 0, head, lambda: pytest.fail("a run's result never reads every row"))
     kept = brief({"run_id": "r", "files": rows})
     assert kept["files"] == head[:OUTCOME_ROWS] and kept["rows_total"] == {"files": 100_000}
+
+
+def test_found_files_hash_what_they_hold_and_a_fifo_or_a_folder_hangs_nothing(tmp_path: Path) -> None:
+    """The digest a re-sync compares (tasks/files.py found_files): the file's sha256 and size,
+    read however large; what is not a readable file gets none, and the pre-check says why."""
+    import hashlib
+    import os
+    import threading
+
+    from tasks.files import found_files
+    from tasks.source import DIGEST_READ
+    from tasks.sources import FileSource
+
+    big = tmp_path / "big.json"
+    big.write_bytes(b"[" + b'{"title": "x"},' * (DIGEST_READ // 8) + b"{}]")
+    small = tmp_path / "small.json"
+    small.write_text('{"tasks": []}')
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    paths = [big, small, fifo, tmp_path, tmp_path / "gone.json"]
+    found: list = []
+    worker = threading.Thread(target=lambda: found.extend(found_files([FileSource(str(p), str(p), None) for p in paths])))
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "a FIFO with no writer must not block the run"
+    assert [(f.sha256, f.size) for f in found[:2]] == [
+        (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size) for p in (big, small)
+    ]
+    assert [f.sha256 for f in found[3:]] == [None, None]  # a folder, a file that is not there
