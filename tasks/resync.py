@@ -264,5 +264,9 @@ def unchanged_files(
         conn.execute("ANALYZE run_candidates")
         conn.execute(_LAST_SYNC, {"parameters": Jsonb(parameters)})
         conn.execute("ANALYZE run_candidates")
+        # Every join here is of whole sets, but a (run, source) join is estimated at a row or two,
+        # and a nested loop over that re-aggregated migration_files a row at a time (seen: a
+        # statement still running after ten minutes). Hash and merge joins only, for this one.
+        conn.execute("SET LOCAL enable_nestloop = off")
         found = conn.execute(_UNCHANGED, {"run": run_id}).fetchall()
     return frozenset(r[0] for r in found)
