@@ -19,7 +19,7 @@ from tasks.report import MIGRATED
 FIELDS = ("file_no", "path", "legacy_source", "owner", "status", "error", "records", "inserted", "updated",
           "unchanged", "conflicts", "duplicates", "quarantined")  # fmt: skip
 ACCOUNTED = ("inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined")
-PAGE = 5000  # rows a page (100,000 files: 20 reads, each a few milliseconds)
+PAGE = 5000  # files a page (100,000 files: 20 reads a pass, each a few milliseconds)
 
 _COLUMNS = ", ".join(FIELDS)
 
@@ -80,26 +80,24 @@ def first(conn: psycopg.Connection, run_ids: Sequence[str], limit: int) -> list[
 
 
 def every(session: Session, run_ids: Sequence[str], page: int = PAGE) -> Iterator[dict[str, Any]]:
-    """Every row in report order (first()'s), a page at a time."""
-    yield from _pages(session, run_ids, page, refused=True)
-    yield from _pages(session, run_ids, page, refused=False)
+    """Every row in report order (first()'s): the refused files, then the others, each run's by
+    ranges of `page` file numbers (a run numbers its files from 0), so a page reads only its own."""
+    for refused in (True, False):
+        for run_id in run_ids:
+            last = session.run("report:files", _last_file, run_id)
+            for low in range(0, last + 1, page):
+                yield from session.run("report:files", _page, run_id, refused, low, low + page)
 
 
-def _pages(session: Session, run_ids: Sequence[str], page: int, *, refused: bool) -> Iterator[dict[str, Any]]:
-    for run_id in run_ids:
-        after = -1
-        while True:
-            rows = session.run("report:files", _page, run_id, refused, after, page)
-            yield from rows
-            if len(rows) < page:
-                break
-            after = rows[-1]["file_no"]
+def _last_file(conn: psycopg.Connection, run_id: str) -> int:
+    row = conn.execute("SELECT max(file_no) FROM migration_files WHERE run_id = %s", (run_id,)).fetchone()
+    return -1 if row is None or row[0] is None else int(row[0])
 
 
-def _page(conn: psycopg.Connection, run_id: str, refused: bool, after: int, size: int) -> list[dict[str, Any]]:
+def _page(conn: psycopg.Connection, run_id: str, refused: bool, low: int, high: int) -> list[dict[str, Any]]:
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM ({_per_file(' AND file_no > %(after)s')}) f WHERE refused = %(refused)s "
-        "ORDER BY file_no LIMIT %(size)s",
-        {"runs": [run_id], "after": after, "refused": refused, "size": size},
+        f"SELECT {_COLUMNS} FROM ({_per_file(' AND file_no >= %(low)s AND file_no < %(high)s')}) f "
+        "WHERE refused = %(refused)s ORDER BY file_no",
+        {"runs": [run_id], "low": low, "high": high, "refused": refused},
     )
     return [dict(zip(FIELDS, r, strict=True)) for r in rows]
