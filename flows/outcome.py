@@ -14,7 +14,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.states import Completed, Failed, State
 
 from tasks import report as reports
-from tasks.errors import Interrupted, ReportNotWritten, UserFacingError
+from tasks.errors import Interrupted, ReportNotWritten, Unavailable, UserFacingError
 from tasks.retry import is_transient
 
 log = logging.getLogger(__name__)
@@ -105,11 +105,11 @@ def write(report: dict[str, Any], report_dir: str, *, name: str = "report") -> A
     """reports.write, failing as ReportNotWritten (exit 3, one line) when the disk says no."""
     try:
         return reports.write(report, report_dir, name=name)
-    except OSError as exc:
+    except (OSError, Unavailable) as exc:  # Unavailable: its rows are read from the database as it is written
+        why = (exc.strerror or exc) if isinstance(exc, OSError) else exc
         raise ReportNotWritten(
-            f"the report of run {report['run_id']} could not be written to {report_dir}: "
-            f"{exc.strerror or exc}; the database is consistent, and the same command run again "
-            "finishes the run and writes it"
+            f"the report of run {report['run_id']} could not be written to {report_dir}: {why}; the "
+            "database is consistent, and the same command run again finishes the run and writes it"
         ) from exc
 
 

@@ -40,11 +40,13 @@ class Rows:
 
 
 def write(report: dict[str, Any], report_dir: str | Path, name: str = "report") -> Path:
-    """Write <report_dir>/<run_id>/<name>.json and .md; returns the .md path."""
+    """Write <report_dir>/<run_id>/<name>.json (whole or not at all) and .md; returns the .md path."""
     folder = Path(report_dir) / str(report["run_id"])
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / f"{name}.json").open("w", encoding="utf-8") as f:
+    partial = folder / f".{name}.json.partial"  # a report cut short (disk full, rows unreadable) is never report.json
+    with partial.open("w", encoding="utf-8") as f:
         f.writelines(_json_lines(report))
+    partial.replace(folder / f"{name}.json")
     md = folder / f"{name}.md"
     md.write_text(markdown(report), encoding="utf-8")
     return md

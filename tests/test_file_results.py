@@ -151,3 +151,23 @@ def test_found_files_hash_what_they_hold_and_a_fifo_or_a_folder_hangs_nothing(tm
         (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size) for p in (big, small)
     ]
     assert [f.sha256 for f in found[3:]] == [None, None]  # a folder, a file that is not there
+
+
+def test_a_report_whose_rows_cannot_be_read_is_not_written_and_says_so(tmp_path: Path) -> None:
+    """The rows are read from the database as report.json is written: a database gone by then
+    fails the report as ReportNotWritten (exit 3: the same command writes it), and no report.json
+    cut short is left where one is looked for."""
+    from flows.outcome import write as write_report
+    from tasks.errors import ReportNotWritten
+    from tasks.retry import RetriesExhausted
+
+    def rows():
+        yield {"path": "u1/tasks.json", "status": "loaded"}
+        raise RetriesExhausted("report:files still failed after 5 attempts over 60 s (server closed the connection)")
+
+    report = {"run_id": "r", "status": "completed", "files": Rows(2, 0, [], rows), "notes": []}
+    with pytest.raises(ReportNotWritten) as failed:
+        write_report(report, str(tmp_path))
+    assert failed.value.exit_code == 3 and "\n" not in str(failed.value)
+    assert "server closed the connection" in str(failed.value) and "same command" in str(failed.value)
+    assert not (tmp_path / "r" / "report.json").exists()
