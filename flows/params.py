@@ -274,7 +274,7 @@ class Phase1Read(Parameters):
     )
     lenient_json: bool = described(False, "Accept // and /* */ comments and trailing commas")
     salvage: bool = described(False, "A truncated file: load the records before the cut and quarantine the cut one")
-    chunk_size: int = described(10_000, "Records per COPY and per checkpoint", ge=1)
+    chunk_size: int = described(5_000, "Records per COPY and per checkpoint", ge=1)
 
 
 class Phase1(Phase1Read):
