@@ -36,6 +36,15 @@ def _part(conn: psycopg.Connection, run_id: str, no: int, part: int, status: str
     )  # fmt: skip
 
 
+def _refused(conn: psycopg.Connection, run_id: str, no: int, folder: str, status: str, error: str) -> None:
+    """A file refused whole: its one row, part -1, with the reason."""
+    conn.execute(
+        "INSERT INTO migration_files (run_id, file_no, part, legacy_source, path, status, error) "
+        "VALUES (%s, %s, -1, %s, %s, %s, %s)",
+        (run_id, no, f"phase1:{folder.split('/')[-1]}/tasks.json", f"{folder}/tasks.json", status, error),
+    )
+
+
 @pytest.fixture
 def two_runs(db_url: str) -> tuple[str, str, str]:
     """Run a: 12 files, file 5 spanning two chunks, file 7 refused, file 9 unchanged since its
@@ -44,11 +53,7 @@ def two_runs(db_url: str) -> tuple[str, str, str]:
         a, b = _run(conn), _run(conn)
         for no in range(12):
             if no == 7:
-                conn.execute(
-                    "INSERT INTO migration_files (run_id, file_no, part, legacy_source, path, status, error) "
-                    "VALUES (%s, 7, -1, 'phase1:u7/tasks.json', 'uploads/u7/tasks.json', 'rejected', 'cut short')",
-                    (a,),
-                )
+                _refused(conn, a, 7, "uploads/u7", "rejected", "cut short")
             elif no == 9:
                 _part(conn, a, no, 0, "unchanged", records=4, unchanged=3, duplicates=1)
             elif no == 5:
@@ -58,11 +63,7 @@ def two_runs(db_url: str) -> tuple[str, str, str]:
                 _part(conn, a, no, no // 4, "loaded", records=2, inserted=1 if no == 11 else 2)
         for no in range(3):
             if no == 1:
-                conn.execute(
-                    "INSERT INTO migration_files (run_id, file_no, part, legacy_source, path, status, error) "
-                    "VALUES (%s, 1, -1, 'phase1:v1/tasks.json', 'other/v1/tasks.json', 'closed', 'closed at cutover')",
-                    (b,),
-                )
+                _refused(conn, b, 1, "other/v1", "closed", "closed at cutover")
             else:
                 _part(conn, b, no, 0, "loaded", records=1, inserted=1)
     return db_url, a, b
