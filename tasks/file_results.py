@@ -15,10 +15,10 @@ import psycopg
 
 from tasks.db import Session
 from tasks.report import MIGRATED
+from tasks.verify import ACCOUNTED
 
 FIELDS = ("file_no", "path", "legacy_source", "owner", "status", "error", "records", "inserted", "updated",
           "unchanged", "conflicts", "duplicates", "quarantined")  # fmt: skip
-ACCOUNTED = ("inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined")
 PAGE = 5000  # files a page (100,000 files: 20 reads a pass, each a few milliseconds)
 
 _COLUMNS = ", ".join(FIELDS)
