@@ -175,10 +175,11 @@ def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], 
     loaded = [f for f in files if f.streamed]
     with conn.transaction():
         if cutover:
-            conn.execute(
-                "UPDATE migration_sources SET closed_at = now() WHERE legacy_source = ANY(%s) AND closed_at IS NULL",
-                ([f.source.legacy_source for f in files if f.accepted and not f.streamed],),
-            )
+            for part in batches([f.source.legacy_source for f in files if f.accepted and not f.streamed]):
+                conn.execute(
+                    "UPDATE migration_sources SET closed_at = now() WHERE legacy_source = ANY(%s) AND closed_at IS NULL",
+                    (part,),
+                )
         for part in batches(loaded):
             conn.execute(
                 "INSERT INTO migration_sources AS s (legacy_source, path, owner, sha256, last_run_id, synced_at, closed_at) "
