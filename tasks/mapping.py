@@ -10,12 +10,10 @@ no title key at all ("description used as the only text").
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +94,6 @@ class FieldMapping:
                     f"(one of: {', '.join((*TARGETS, EXTRA_TARGET, ARRAY_TARGET))})"
                 )
         return cls(vocab, fields, container, file_spec.get("dates"), spec)
-
-    @cached_property
-    def fingerprint(self) -> str:
-        """Equal for mappings built from the same arguments (what a pre-check is memoised on)."""
-        return hashlib.sha256(json.dumps(self.spec, sort_keys=True, default=str).encode()).hexdigest()
 
     def key_of(self, key: str) -> str:
         return norm(key) if self.vocab.infer else key

@@ -32,7 +32,6 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -197,13 +196,6 @@ def file_digest(path: str | Path) -> tuple[str, int] | None:
         os.close(fd)
 
 
-def quick_check(path: str | Path) -> None:
-    """The checks that cost nothing (exists, a file, not empty, not UTF-16), so the CLI can fail at
-    once before starting anything; precheck() does the whole file."""
-    f, _bom, _size = _open_checked(Path(path))
-    f.close()
-
-
 def precheck(
     path: str | Path, mapping: FieldMapping | None = None, options: ReadOptions = ReadOptions()
 ) -> SourceInfo:
@@ -296,32 +288,6 @@ def _survey(
 
 def _explicit(mapping: FieldMapping) -> Layout | None:
     return Layout(path=mapping.container) if mapping.container is not None else None
-
-
-@lru_cache(maxsize=8)
-def _precheck_cached(
-    path: str, _identity: str, mtime_ns: int, size: int, mapping: FieldMapping, options: ReadOptions
-) -> SourceInfo:
-    """Memoised on the file's identity (its resolved path, mtime and size); reports name the path given."""
-    return precheck(path, mapping, options)
-
-
-_MAPPINGS: dict[str, FieldMapping] = {}
-
-
-def precheck_once(
-    path: str | Path, mapping: FieldMapping | None = None, options: ReadOptions = ReadOptions()
-) -> SourceInfo:
-    """precheck(), memoised on the file's identity and the mapping's arguments: the CLI checks
-    before starting the orchestrator and the flow checks again, and an unchanged file is read once."""
-    mapping = mapping or FieldMapping.build()
-    mapping = _MAPPINGS.setdefault(mapping.fingerprint, mapping)
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError:
-        return precheck(p, mapping, options)  # raises the one-line error
-    return _precheck_cached(str(p), str(p.resolve()), st.st_mtime_ns, st.st_size, mapping, options)
 
 
 # --- the decoder ------------------------------------------------------------------------------------

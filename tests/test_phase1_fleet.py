@@ -16,6 +16,7 @@ import pytest
 
 from flows.phase1 import phase1_migration, phase1_rollback, prepare
 from tasks import files as files_module
+from tasks.files import found_files
 from tasks.resync import unchanged_files
 from tasks.runs import start_or_resume
 from tasks.source import checked_batches
@@ -313,6 +314,31 @@ def test_kill_9_in_a_run_of_many_files_resumes_exactly(flow_env: dict[str, str],
     assert report["resumed"] and report["counts"]["records_read"] == total
     assert rows(url, "SELECT count(*), count(DISTINCT id) FROM tasks")[0] == (total, total)
     assert report["verification"]["ok"]
+
+
+def test_the_command_finds_and_hashes_the_files_once_and_each_command_afresh(
+    flow_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command prepares the run while the temporary server boots, and the flow run takes that
+    job instead of walking and hashing the files again; the next command sees the files as they are then."""
+    from flows import phase1 as flow_module
+    from flows.commands import phase1 as command
+
+    monkeypatch.setenv("PREFECT_API_URL", flow_env["api_url"])  # no temporary server: the session's
+    base = tmp_path / "uploads"
+    uploads(base)
+    hashed: list[int] = []
+    monkeypatch.setattr(flow_module, "found_files", lambda sources: hashed.append(len(sources)) or found_files(sources))
+    args = ["--source", str(base), "--no-checkpoint", "--report-dir", flow_env["report_dir"], "--json"]
+    assert command.main(args) == 0
+    assert hashed == [3]
+    assert json.loads(capsys.readouterr().out)["counts"]["inserted"] == 6
+
+    write(base / "dee@example.com" / "tasks.json", [{"id": 1, "title": "Walk dog"}])
+    assert command.main(args) == 0
+    assert hashed == [3, 4]
+    report = json.loads(capsys.readouterr().out)
+    assert (report["counts"]["inserted"], report["source"]["unchanged"]) == (1, 3)
 
 
 @pytest.mark.parametrize("bad", ["no/such/dir/*.json", ""])

@@ -5,6 +5,7 @@ nothing; `inspect` shows how a file would be read (nothing is written, no databa
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import Any
 
 from flows import cli, orchestrator
@@ -41,21 +42,22 @@ def main(argv: list[str] | None = None) -> int:
             _quick_checks(params)
     except UserFacingError as exc:
         return cli.fail(str(exc), exc.exit_code)
-    server = orchestrator.start()  # boots while the files are found and a single one checked whole
+    server = orchestrator.start()  # boots while the files are found and hashed, a single one checked whole
     from flows import phase1
 
-    try:
-        if isinstance(params, P.Phase1) and _single(params):  # the files of a run: by the flow
-            phase1.prepare_job(params)
-    except UserFacingError as exc:
-        if server is not None:
-            server.stop()
-        return cli.fail(str(exc), exc.exit_code)
     flow = phase1.phase1_rollback if name == "rollback" else phase1.phase1_migration
-    with cli.progress_bar(not args.json):
-        return cli.run_flow(
-            lambda: flow(**params.model_dump(), return_state=True), as_json=args.json, summary=summary, server=server
-        )
+    with ExitStack() as ahead:
+        try:
+            if isinstance(params, P.Phase1):
+                ahead.enter_context(_prepared(params))
+        except UserFacingError as exc:
+            if server is not None:
+                server.stop()
+            return cli.fail(str(exc), exc.exit_code)
+        with cli.progress_bar(not args.json):
+            return cli.run_flow(
+                lambda: flow(**params.model_dump(), return_state=True), as_json=args.json, summary=summary, server=server
+            )
 
 
 def _quick_checks(p: P.Phase1) -> None:
@@ -66,17 +68,17 @@ def _quick_checks(p: P.Phase1) -> None:
     read_owner_map(p.owner_map)
 
 
-def _single(p: P.Phase1) -> bool:
-    """Which files (a bad manifest or pattern fails here), and whether the run is of a single
-    file (then its first bytes are checked)."""
-    from tasks.source import quick_check
+def _prepared(p: P.Phase1) -> AbstractContextManager[None]:
+    """The run's job, prepared before the flow starts (bad input fails here) and handed to it; a
+    run split into shards only has its files told here (a bad manifest or pattern fails), the
+    shards prepare their own."""
+    from flows import phase1
     from tasks.sources import resolve
 
-    sources = resolve(p.source, manifest=p.manifest, owner_from_path=p.owner_from_path, source_name=p.source_name)
-    one = p.manifest is None and len(sources) == 1 and sources[0].legacy_source == p.source_name
-    if one and p.source:
-        quick_check(p.source)
-    return one
+    if phase1.fans_out(p):
+        resolve(p.source, manifest=p.manifest, owner_from_path=p.owner_from_path, source_name=p.source_name)
+        return nullcontext()
+    return phase1.prepared_ahead(p)
 
 
 def _inspect(p: P.Parameters, as_json: bool) -> int:
