@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import errors as pgerrors
 
-from tasks import foreign_keys, resync
+from tasks import foreign_keys, heap, resync
 from tasks.checksum import COPY_COLUMNS
 from tasks.db import connect, retrying
 from tasks.files import FileStream, RunFile
@@ -195,29 +195,30 @@ def load(
             on_progress(done, max(done, stream.expected_records()))
 
     try:
-        for chunk in prepared_chunks(stream, ctx, chunk_size):
-            summary.keys_seen |= chunk.keys_seen
-            summary.naive_timestamps += chunk.naive_timestamps
-            summary.rules.update(chunk.rules)
-            summary.defaults.update(chunk.defaults)
-            summary.kept.update(chunk.kept)
-            if chunk.chunk_no in committed:
-                summary.chunks_skipped += 1
-                done += chunk.records
-            else:
-                owners = set(chunk.rows.owners)
-                user_ids = users.ids(owners)
-                rendered = render(chunk.rows, ctx.source_name, user_ids, run_id)
-                if writer is None:
-                    summary.add(_dry_result(chunk, rendered))
+        with heap.settled():  # fewer garbage collections while records stream (tasks/heap.py)
+            for chunk in prepared_chunks(stream, ctx, chunk_size):
+                summary.keys_seen |= chunk.keys_seen
+                summary.naive_timestamps += chunk.naive_timestamps
+                summary.rules.update(chunk.rules)
+                summary.defaults.update(chunk.defaults)
+                summary.kept.update(chunk.kept)
+                if chunk.chunk_no in committed:
+                    summary.chunks_skipped += 1
                     done += chunk.records
                 else:
-                    staged = bool(resync_sources) and not resync_sources.isdisjoint(
-                        files[no].source.legacy_source for no in chunk.files
-                    )
-                    writer.submit(ChunkJob(chunk, rendered, [user_ids[o] for o in owners], staged))
-            collect([] if writer is None else writer.drain())
-        collect([] if writer is None else writer.close())
+                    owners = set(chunk.rows.owners)
+                    user_ids = users.ids(owners)
+                    rendered = render(chunk.rows, ctx.source_name, user_ids, run_id)
+                    if writer is None:
+                        summary.add(_dry_result(chunk, rendered))
+                        done += chunk.records
+                    else:
+                        staged = bool(resync_sources) and not resync_sources.isdisjoint(
+                            files[no].source.legacy_source for no in chunk.files
+                        )
+                        writer.submit(ChunkJob(chunk, rendered, [user_ids[o] for o in owners], staged))
+                collect([] if writer is None else writer.drain())
+            collect([] if writer is None else writer.close())
     finally:
         if writer is not None:
             writer.abort()

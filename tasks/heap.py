@@ -1,0 +1,54 @@
+"""How a run treats Python's cyclic garbage collector: the one place that tunes it.
+
+Python starts a collection every 700 container objects made (more made than freed), and each one
+that reaches the older generations walks them too. A load makes and frees millions of them (every
+record is a dict, every chunk thousands of lists and tuples) while a heap that none of this can free
+stays alive beside it: Prefect's, pandas' and SQLAlchemy's modules (430,000 objects) and the run's
+files (100,000 for a user base). At 700 the collector runs thousands of times a chunk and keeps
+promoting the records of the three chunks in flight into the old generation, whose collections then
+walk the whole heap.
+
+- settled(): for the load, a collection every 50,000 objects instead (cycles are still collected,
+  just in larger batches, so memory stays bounded). 100,000 files (bench/phase1_fleet.py's), paired
+  runs on PostgreSQL 15: 0.78 (0.73 to 0.83) of the time; with no collection at all, 26.2 and 27.1 s
+  of load against 33.8 and 34.6 s.
+- before_exit(): the clean-up at exit collects everything still alive several times while it clears
+  the modules: 1.3 s at the end of a 100,000-file re-sync, 0.1 s with the heap frozen first.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+LOAD_THRESHOLD = 50_000  # container objects made between two collections while a load runs
+
+_lock = threading.Lock()
+_loads = 0  # loads running in this process (flows run in threads share the collector)
+_before = gc.get_threshold()
+
+
+@contextmanager
+def settled() -> Iterator[None]:
+    """Within: the collector runs every LOAD_THRESHOLD objects made; its thresholds are given back
+    when the last load of the process ends."""
+    global _loads, _before
+    with _lock:
+        if _loads == 0:
+            _before = gc.get_threshold()
+            gc.set_threshold(LOAD_THRESHOLD, *_before[1:])
+        _loads += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _loads -= 1
+            if _loads == 0:
+                gc.set_threshold(*_before)
+
+
+def before_exit() -> None:
+    """Freeze the heap out of the collector: the process is ending (what is made after is still collected)."""
+    gc.freeze()
