@@ -247,6 +247,13 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
+def refuse(exc: UserFacingError, server: orchestrator.TemporaryServer | None) -> int:
+    """fail() for input refused before the flow starts, the temporary server started for it stopped."""
+    if server is not None:
+        server.stop()
+    return fail(str(exc), exc.exit_code)
+
+
 @contextmanager
 def progress_bar(enabled: bool):
     """A progress bar on stderr when it is a terminal; silent otherwise."""
@@ -368,6 +375,7 @@ __all__ = [
     "interrupted",
     "parameters",
     "parse",
+    "refuse",
     "progress_bar",
     "report_dir",
     "run_command",

@@ -31,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         spec, _ = preflight(params)
         check(database_url(), spec)  # bad names exit here, before the flow runs
     except UserFacingError as exc:
-        if server is not None:
-            server.stop()
-        return cli.fail(str(exc), exc.exit_code)
+        return cli.refuse(exc, server)
     with cli.progress_bar(not args.json):
         return cli.run_flow(
             lambda: backfill(**params.model_dump(), return_state=True),

@@ -51,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(params, P.Phase1):
                 ahead.enter_context(_prepared(params))
         except UserFacingError as exc:
-            if server is not None:
-                server.stop()
-            return cli.fail(str(exc), exc.exit_code)
+            return cli.refuse(exc, server)
         with cli.progress_bar(not args.json):
             return cli.run_flow(
                 lambda: flow(**params.model_dump(), return_state=True), as_json=args.json, summary=summary, server=server

@@ -53,9 +53,7 @@ def _run(args: Any, params: P.Parameters) -> int:
         if isinstance(params, P.SchemaUpgrade | P.SchemaDowngrade):
             schema.resolve(params.target)  # an unknown revision exits here, before the flow runs
     except UserFacingError as exc:
-        if server is not None:
-            server.stop()
-        return cli.fail(str(exc), exc.exit_code)
+        return cli.refuse(exc, server)
     flow = getattr(flows_schema, f"schema_{args.command}")
     with cli.progress_bar(not args.json):
         return cli.run_flow(
