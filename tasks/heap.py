@@ -10,8 +10,10 @@ walk the whole heap.
 
 - settled(): for the load, a collection every 50,000 objects instead (cycles are still collected,
   just in larger batches, so memory stays bounded). 100,000 files (bench/phase1_fleet.py's), paired
-  runs on PostgreSQL 15: 0.78 (0.73 to 0.83) of the time; with no collection at all, 26.2 and 27.1 s
-  of load against 33.8 and 34.6 s.
+  runs against the default: 0.78 (0.73 to 0.83) of the wall time on PostgreSQL 15, and 0.80 of the
+  flow's time (49.9 and 50.8 s against 63.1 and 61.7 s) on the embedded 18; the 1M file 0.95 (0.88
+  to 0.99); the same peak RSS. With no collection at all the fleet's load took 26.2 and 27.1 s
+  against 33.8 and 34.6 s.
 - before_exit(): the clean-up at exit collects everything still alive several times while it clears
   the modules: 1.3 s at the end of a 100,000-file re-sync, 0.1 s with the heap frozen first.
 """

@@ -25,7 +25,7 @@ def test_overlapping_loads_give_the_thresholds_back_when_the_last_one_ends() -> 
     seen: list[tuple[int, ...]] = []
 
     def second() -> None:
-        first_in.wait()
+        first_in.wait(10)
         with heap.settled():
             pass
         seen.append(gc.get_threshold())  # the first load still runs
@@ -35,7 +35,7 @@ def test_overlapping_loads_give_the_thresholds_back_when_the_last_one_ends() -> 
     t.start()
     with heap.settled():
         first_in.set()
-        second_done.wait()
+        second_done.wait(10)  # bounded: a failing thread must not hang the suite
     t.join()
     assert seen == [(heap.LOAD_THRESHOLD, *before[1:])]
     assert gc.get_threshold() == before
