@@ -79,7 +79,7 @@ from tasks.runs import (
     transform_context,
 )
 from tasks.source import ReadOptions, SourceInfo, precheck
-from tasks.sources import resolve, shard
+from tasks.sources import FileSource, resolve, shard
 from tasks.transform import TransformContext
 from tasks.verify import Verification, find_mismatches, verify_run
 
@@ -189,6 +189,11 @@ def fans_out(p: P.Phase1) -> bool:
     return bool(p.shards) and p.shard is None
 
 
+def sources_of(p: P.Phase1) -> list[FileSource]:
+    """The files the run's parameters name, each with its legacy source and owner (all shards')."""
+    return resolve(p.source, manifest=p.manifest, owner_from_path=p.owner_from_path, source_name=p.source_name)
+
+
 def part_of(p: P.Phase1) -> tuple[int, int] | None:
     """(shard, shards) for the run of one shard of a split run, else None."""
     return (p.shard, p.shards) if p.shard is not None else None
@@ -202,7 +207,7 @@ def prepare_job(p: P.Phase1) -> Job:
     mapping = FieldMapping.build(p.field_map or [], p.mapping_file, p.strict)
     options = ReadOptions(lenient=p.lenient_json, salvage=p.salvage)
     owners = read_owner_map(p.owner_map)
-    sources = resolve(p.source, manifest=p.manifest, owner_from_path=p.owner_from_path, source_name=p.source_name)
+    sources = sources_of(p)
     part = part_of(p)
     if part is not None:
         sources = shard(sources, *part)

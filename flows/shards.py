@@ -24,13 +24,14 @@ from prefect.states import State
 from flows import params as P
 from flows.checkpoint import take_checkpoint
 from flows.outcome import OUTCOME_ROWS, publish
+from flows.phase1 import sources_of
 from flows.settings import resolve_database_url
 from tasks import file_results, schema
 from tasks import report as reports
 from tasks.db import Session, mask_url
 from tasks.errors import FilesRefused, InputError, VerificationFailed
 from tasks.runs import shard_runs
-from tasks.sources import resolve, shard
+from tasks.sources import shard
 from tasks.verify import ACCOUNTED
 
 POLL_SECONDS = 2.0
@@ -42,12 +43,7 @@ def fan_out(shards: int, deployment: str, report_dir: str, started: float) -> St
     logger = get_run_logger()
     params = dict(flow_run.parameters)
     p = P.of(P.Phase1, params)
-    sources = resolve(
-        p.source,
-        manifest=p.manifest,
-        owner_from_path=p.owner_from_path,
-        source_name=p.source_name,
-    )
+    sources = sources_of(p)
     sizes = [len(shard(sources, i, shards)) for i in range(shards)]
     if p.dry_run:
         raise InputError("a dry run is not split into shards: run it without shards")

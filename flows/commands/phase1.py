@@ -71,10 +71,9 @@ def _prepared(p: P.Phase1) -> AbstractContextManager[None]:
     run split into shards only has its files told here (a bad manifest or pattern fails), the
     shards prepare their own."""
     from flows import phase1
-    from tasks.sources import resolve
 
     if phase1.fans_out(p):
-        resolve(p.source, manifest=p.manifest, owner_from_path=p.owner_from_path, source_name=p.source_name)
+        phase1.sources_of(p)
         return nullcontext()
     return phase1.prepared_ahead(p)
 
