@@ -85,22 +85,29 @@ def staged(conn: psycopg.Connection, run_id: str, rows: Rows, rendered: Rendered
     )
     untouched = f"(t.legacy_checksum IS NOT NULL AND {row_checksum_sql('t')} = t.legacy_checksum)"
     file_unchanged = f"(('x' || left(md5({_loaded_line(defaulted)}), 16))::bit(64)::bigint = t.legacy_checksum)"
+    # The module's rules in order. First, a record with its own timestamps whose line is the one
+    # the migration wrote (its checksum, sent with it, is the row's legacy_checksum) is unchanged
+    # whatever Phase 2 did: the rows a re-sync sees are mostly these, and the rules after it
+    # rebuild and hash both lines (60 ms a chunk of 2,000 rows, against 24 ms with this first).
+    outcome = (
+        f"CASE WHEN NOT {defaulted} AND s.legacy_checksum = t.legacy_checksum THEN 'unchanged' "
+        f"WHEN {same} THEN 'unchanged' WHEN {untouched} THEN 'updated' "
+        f"WHEN {file_unchanged} THEN 'unchanged' ELSE 'conflict' END"
+    )
     # The Phase 2 row as JSON only for a conflict, which shows it: for every row it was 6 MB a
     # chunk of 10,000, read from the server and held, for the few a re-sync finds in conflict.
     found = conn.execute(
-        "SELECT id, same, untouched, file_unchanged, CASE WHEN NOT (coalesce(same, false) OR "
-        "coalesce(untouched, false) OR coalesce(file_unchanged, false)) THEN row_to_json(phase2)::text END "
-        f"FROM (SELECT {hex_sql('s.id')} AS id, {same} AS same, {untouched} AS untouched, "
-        f"{file_unchanged} AS file_unchanged, t AS phase2 "
+        "SELECT id, outcome, CASE WHEN outcome = 'conflict' THEN row_to_json(phase2)::text END "
+        f"FROM (SELECT {hex_sql('s.id')} AS id, {outcome} AS outcome, t AS phase2 "
         "FROM stage_tasks s JOIN tasks t ON t.id = s.id OR (t.legacy_source = s.legacy_source "
         "AND (t.legacy_key = s.legacy_key OR t.legacy_id = s.legacy_id)) "
         f"WHERE {hex_sql('s.id')} <> ALL(%(inserted)s)) compared",
         {"untimed": untimed, "inserted": list(out.inserted)},
     ).fetchall()
-    for tid, same_content, left_alone, not_changed_in_file, phase2 in found:
-        if same_content or (not left_alone and not_changed_in_file):
+    for tid, became, phase2 in found:
+        if became == "unchanged":
             out.unchanged.add(tid)
-        elif left_alone:
+        elif became == "updated":
             out.updated.add(tid)
         else:
             out.conflicts[tid] = phase2
