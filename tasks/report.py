@@ -31,12 +31,13 @@ FILE_COLUMNS = ("path", "owner", "status", "records", "inserted", "updated", "un
 @dataclass(frozen=True)
 class Rows:
     """Rows too many to hold (the files of a run): how many, how many refused, the first ones in
-    report order (refused first), and how to read them all, which the report's writing does."""
+    report order (refused first), and how to read them all, each as the text of a JSON object,
+    which the report's writing does."""
 
     total: int
     refused: int
     head: list[dict[str, Any]]
-    read: Callable[[], Iterable[dict[str, Any]]]
+    read: Callable[[], Iterable[str]]
 
 
 def write(report: dict[str, Any], report_dir: str | Path, name: str = "report") -> Path:
@@ -65,8 +66,9 @@ def _json_lines(report: dict[str, Any]) -> Iterator[str]:
             isinstance(value, list) and len(value) > ROWS_PER_LINE and all(isinstance(r, dict) for r in value)
         ):
             yield "["  # row by row: the text of 100,000 rows is never held whole
-            for j, row in enumerate(value.read() if isinstance(value, Rows) else value):
-                yield ("," if j else "") + "\n    " + json.dumps(row, default=str)
+            texts = value.read() if isinstance(value, Rows) else (json.dumps(row, default=str) for row in value)
+            for j, text in enumerate(texts):
+                yield ("," if j else "") + "\n    " + text
             yield "\n  ]"
         else:  # JSON text holds no raw newline, so each one starts an indented line
             yield json.dumps(value, indent=2, default=str).replace("\n", "\n  ")

@@ -86,7 +86,7 @@ def test_totals_and_the_per_file_check_are_summed_in_sql(two_runs: tuple[str, st
 def test_every_row_is_read_page_by_page_in_report_order(two_runs: tuple[str, str, str], page: int) -> None:
     url, a, b = two_runs
     with Session(url) as session:
-        rows = list(file_results.every(session, [a, b], page=page))
+        rows = [json.loads(text) for text in file_results.every(session, [a, b], page=page)]
         head = session.run("t", file_results.first, [a, b], 6)
     assert [(r["path"].split("/")[1], r["status"]) for r in rows[:2]] == [("u7", "rejected"), ("v1", "closed")]
     assert [r["file_no"] for r in rows[2:]] == [n for n in range(12) if n != 7] + [0, 2]
@@ -163,7 +163,7 @@ def test_a_report_whose_rows_cannot_be_read_is_not_written_and_says_so(tmp_path:
     from tasks.retry import RetriesExhausted
 
     def rows():
-        yield {"path": "u1/tasks.json", "status": "loaded"}
+        yield json.dumps({"path": "u1/tasks.json", "status": "loaded"})
         raise RetriesExhausted("report:files still failed after 5 attempts over 60 s (server closed the connection)")
 
     report = {"run_id": "r", "status": "completed", "files": Rows(2, 0, [], rows), "notes": []}
