@@ -23,7 +23,8 @@ import pytest
 
 from deployments.serve import declared
 from tests.conftest import ROOT
-from tests.test_e2e_prefect import call, served, wait_for  # noqa: F401 - `served` is a fixture
+from tests.prefect_server import wait_for
+from tests.test_e2e_prefect import call, served  # noqa: F401 - `served` is a fixture
 
 pytestmark = pytest.mark.browser
 

@@ -4,12 +4,7 @@ parameters, waited for, and their artifacts read back through the API. Everythin
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -24,87 +19,29 @@ import pytest
 from tasks import schema
 from tasks.db import create_database, drop_database
 from tests.conftest import ROOT
+from tests.prefect_server import prefect_server, wait_for
 
 EXAMPLE = ROOT / "examples" / "tasks.json"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what: str, check, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (httpx.HTTPError, OSError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def served(pg_server: str) -> Iterator[dict[str, str]]:
-    home = tempfile.mkdtemp(prefix="prefect-e2e-")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
+    home = Path(tempfile.mkdtemp(prefix="prefect-e2e-"))
     name = f"t_e2e_{uuid.uuid4().hex[:8]}"
     db_url = create_database(pg_server, name)
     schema.upgrade(db_url)
-    env = {
-        **os.environ,
-        "PREFECT_HOME": home,
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "DATABASE_URL": db_url,
-    }
-    logs = Path(home)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=(logs / "server.log").open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    serve = None
     try:
-        wait_for("prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
-        serve = subprocess.Popen(
-            [sys.executable, "-m", "deployments.serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=(logs / "serve.log").open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_for(
-            "deployments",
-            lambda: (
-                httpx.get(f"{api}/deployments/name/backfill/backfill-tasks-priority", timeout=2).status_code
-                == 200
-            ),
-        )
-        yield {"api": api, "db_url": db_url, "home": home}
+        with prefect_server(home, {"DATABASE_URL": db_url}, ui=True) as server:
+            server.spawn(["-m", "deployments.serve"], "serve.log")
+            wait_for(
+                "deployments",
+                lambda: (
+                    httpx.get(f"{server.api}/deployments/name/backfill/backfill-tasks-priority", timeout=2).status_code
+                    == 200
+                ),
+            )
+            yield {"api": server.api, "db_url": db_url, "home": str(home)}
     finally:
-        if serve is not None:
-            stop(serve)
-        stop(server)
         drop_database(pg_server, name)
         with psycopg.connect(pg_server, autocommit=True) as conn:
             branches = [

@@ -21,7 +21,7 @@ import pytest
 from tasks import schema
 from tasks.db import create_database, drop_database
 from tests.conftest import ROOT
-from tests.test_e2e_prefect import free_port, stop, wait_for
+from tests.prefect_server import prefect_server
 
 pytestmark = pytest.mark.workers
 
@@ -40,73 +40,20 @@ def prefect(args: list[str], env: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def pool(pg_server: str) -> Iterator[dict[str, str]]:
-    home = tempfile.mkdtemp(prefix="prefect-shards-")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
+    home = Path(tempfile.mkdtemp(prefix="prefect-shards-"))
     db_url = create_database(pg_server, f"t_shards_{uuid.uuid4().hex[:8]}")
     schema.upgrade(db_url)
-    env = {
-        **os.environ,
-        "PREFECT_HOME": home,
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-        "DATABASE_URL": db_url,  # the workers' environment: no credential is stored in Prefect
-    }
-    started: list[subprocess.Popen] = []
-    try:
-        started.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "prefect",
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--no-ui",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
-        )
-        wait_for("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200)
-        prefect(["work-pool", "create", "migrations", "--type", "process"], env)
-        prefect(["--no-prompt", "deploy", "--name", "phase1-shard"], env)
-        for n in range(2):
-            started.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "prefect",
-                        "worker",
-                        "start",
-                        "--pool",
-                        "migrations",
-                        "--name",
-                        f"worker-{n}",
-                        "--limit",
-                        "1",
-                    ],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )  # fmt: skip
-            )
-        yield {"api": api, "db_url": db_url, **{k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL")}}
+    try:  # the workers' environment names the database: no credential is stored in Prefect
+        with prefect_server(home, {"DATABASE_URL": db_url}) as server:
+            prefect(["work-pool", "create", "migrations", "--type", "process"], server.env)
+            prefect(["--no-prompt", "deploy", "--name", "phase1-shard"], server.env)
+            for n in range(2):
+                server.spawn(
+                    ["-m", "prefect", "worker", "start", "--pool", "migrations", "--name", f"worker-{n}", "--limit", "1"],
+                    f"worker-{n}.log",
+                )
+            yield {"api": server.api, "db_url": db_url, **{k: server.env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL")}}
     finally:
-        for proc in reversed(started):
-            stop(proc)
         drop_database(pg_server, db_url.rsplit("/", 1)[1].split("?")[0])
 
 

@@ -6,9 +6,6 @@ Prefect's own database are searched for them afterwards."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import pytest
 from tests import neon_double, roles
 from tests.conftest import ROOT
 from tests.neon_double import NeonProject
-from tests.test_e2e_prefect import free_port, stop, wait_for
+from tests.prefect_server import prefect_server as served_prefect
 
 neon_project = neon_double.neon_project
 EXAMPLE = str(ROOT / "examples" / "tasks.json")
@@ -26,21 +23,8 @@ EXAMPLE = str(ROOT / "examples" / "tasks.json")
 @pytest.fixture
 def prefect_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A Prefect server of its own, whose database (PREFECT_HOME/prefect.db) is searched afterwards."""
-    import httpx
-
-    home = tmp_path / "prefect-home"
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    api = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_for("the Prefect server", lambda: httpx.get(f"{api}/health", timeout=2).status_code == 200, 180)
-        yield api, home
-    finally:
-        stop(server)
+    with served_prefect(tmp_path / "prefect-home") as server:
+        yield server.api, server.home
 
 
 def test_no_password_or_api_key_in_output_reports_or_prefects_database(
@@ -98,6 +82,7 @@ def test_no_password_or_api_key_in_output_reports_or_prefects_database(
     assert (home / "prefect.db").exists()
     places = {f"output {i // 2} ({'err' if i % 2 else 'out'})": text for i, text in enumerate(said)}
     places |= {str(p): p.read_bytes().decode(errors="replace") for p in kept}
+    places["the Prefect server's log"] = (home / "server.log").read_text(errors="replace")
     places["Prefect's database"] = b"".join(p.read_bytes() for p in home.glob("prefect.db*")).decode(errors="replace")
     found = [(secret[:4] + "…", where) for secret in secrets for where, text in places.items() if secret in text]
     assert found == []
