@@ -80,10 +80,10 @@ def first(conn: psycopg.Connection, run_ids: Sequence[str], limit: int) -> list[
 
 
 def every(session: Session, run_ids: Sequence[str], page: int = PAGE) -> Iterator[str]:
-    """Every row in report order (first()'s) as the text of a JSON object, which PostgreSQL writes
-    (for 100,000 files, rows made into dicts here and dumped took 0.91-1.01 s, the text 0.45-0.52 s): the
-    refused files, then the others, each run's by ranges of `page` file numbers (a run numbers its
-    files from 0), so a page reads only its own."""
+    """Every row in report order (first()'s), each as the text of a JSON object PostgreSQL writes
+    (100,000 files' rows made into dicts here and dumped took 0.91-1.01 s, the text 0.45-0.52 s):
+    the refused files, then the others, each run's by ranges of `page` file numbers (a run numbers
+    its files from 0), so a page reads only its own."""
     for refused in (True, False):
         for run_id in run_ids:
             last = session.run("report:files", _last_file, run_id)
