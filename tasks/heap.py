@@ -26,29 +26,29 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-LOAD_THRESHOLD = 50_000  # container objects made between two collections while a load runs
+THRESHOLD = 50_000  # container objects made between two collections while settled (a load, a preparation)
 
 _lock = threading.Lock()
-_loads = 0  # loads running in this process (flows run in threads share the collector)
+_held = 0  # settled() blocks open in this process (flows run in threads share the collector)
 _before = gc.get_threshold()
 
 
 @contextmanager
 def settled() -> Iterator[None]:
-    """Within: the collector runs every LOAD_THRESHOLD objects made; its thresholds are given back
-    when the last load of the process ends."""
-    global _loads, _before
+    """Within: the collector runs every THRESHOLD objects made; its thresholds are given back when
+    the last settled() block of the process ends."""
+    global _held, _before
     with _lock:
-        if _loads == 0:
+        if _held == 0:
             _before = gc.get_threshold()
-            gc.set_threshold(LOAD_THRESHOLD, *_before[1:])
-        _loads += 1
+            gc.set_threshold(THRESHOLD, *_before[1:])
+        _held += 1
     try:
         yield
     finally:
         with _lock:
-            _loads -= 1
-            if _loads == 0:
+            _held -= 1
+            if _held == 0:
                 gc.set_threshold(*_before)
 
 

@@ -13,7 +13,7 @@ from tasks import heap
 def test_a_load_collects_in_larger_batches_and_gives_the_thresholds_back_even_when_it_fails() -> None:
     before = gc.get_threshold()
     with pytest.raises(RuntimeError), heap.settled():
-        assert gc.get_threshold() == (heap.LOAD_THRESHOLD, *before[1:])
+        assert gc.get_threshold() == (heap.THRESHOLD, *before[1:])
         assert gc.isenabled()  # cycles are still collected
         raise RuntimeError("the load failed")
     assert gc.get_threshold() == before
@@ -37,5 +37,5 @@ def test_overlapping_loads_give_the_thresholds_back_when_the_last_one_ends() -> 
         first_in.set()
         second_done.wait(10)  # bounded: a failing thread must not hang the suite
     t.join()
-    assert seen == [(heap.LOAD_THRESHOLD, *before[1:])]
+    assert seen == [(heap.THRESHOLD, *before[1:])]
     assert gc.get_threshold() == before
