@@ -47,7 +47,8 @@ QUIET_SERVICES = {
 }
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on now (the OS picks it)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -57,7 +58,7 @@ class TemporaryServer:
     """`prefect server start` on a free loopback port, for this process's lifetime at most."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         # Its output goes to a file, not a pipe: a server that logs more than a pipe holds must never
         # block on it. Wide lines, so that a refusal (printed by rich) stays one line.

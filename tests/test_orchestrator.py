@@ -90,7 +90,7 @@ def test_the_temporary_server_reports_a_failed_start_in_one_message(
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        monkeypatch.setattr(orchestrator, "_free_port", lambda: taken.getsockname()[1])
+        monkeypatch.setattr(orchestrator, "free_port", lambda: taken.getsockname()[1])
         server = orchestrator.TemporaryServer()
         try:
             with pytest.raises(
