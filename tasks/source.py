@@ -322,6 +322,8 @@ _DECODER = json.JSONDecoder(
 _WS = " \t\n\r"
 # Where one object ends and the next begins: `}`, a comma, `{` (blanks allowed between).
 _NEXT_OBJECT = re.compile(r"\}[ \t\n\r]*,[ \t\n\r]*(?=\{)")
+# Where an array's last object ends: `}`, then `]` (blanks allowed between).
+_LAST_OBJECT = re.compile(r"\}[ \t\n\r]*(?=\])")
 
 
 _CONSTANT = re.compile(r"[:\[,\s](NaN|-?Infinity)(?=[\s,\]}])")
@@ -354,6 +356,7 @@ class _Text:
         self.bytes_read = base
         self.eof = False
         self.careful_until = -1  # absolute index up to which elements are read one by one
+        self.last_cut_failed = False  # a cut at an array's end did not decode: not tried again
 
     @property
     def blanked(self) -> int:
@@ -449,7 +452,9 @@ class _Text:
 
     def objects(self) -> list[Any]:
         """The whole objects from here to the last `}, {` of the next block or so, decoded in one
-        call, their commas consumed; [] where that cannot be done (then: one value the careful way)."""
+        call, their commas consumed; [] where that cannot be done (then: one value the careful way).
+        Once the rest of the file is read, the cut may be the array's end instead (the `]` is left to
+        the caller): a small file's array is then one batch, not its last object apart."""
         while len(self.buf) - self.i < BLOCK and self.more():
             pass
         if (
@@ -458,6 +463,10 @@ class _Text:
             or self.buf[self.i] != "{"
         ):
             return []
+        if self.eof and not self.last_cut_failed:
+            batch = self._through_last()
+            if batch:
+                return batch
         end = self.buf.rfind("}", self.i)
         while end > self.i:
             cut = _NEXT_OBJECT.match(self.buf, end)
@@ -475,6 +484,24 @@ class _Text:
             self.careful_until = self.consumed_chars + end
             return []
         self.i = cut.end()
+        return batch
+
+    def _through_last(self) -> list[Any]:
+        """The objects from here to the last `}` followed by `]`, decoded in one call; [] (and not
+        tried again) where that `}` does not close the array's last object: it decodes only if it
+        does, by the same argument as a `}, {` cut."""
+        end = self.buf.rfind("}", self.i)
+        while end > self.i and _LAST_OBJECT.match(self.buf, end) is None:
+            end = self.buf.rfind("}", self.i, end)
+        if end <= self.i:
+            self.last_cut_failed = True
+            return []
+        try:
+            batch = _DECODER.decode("[" + self.buf[self.i : end + 1] + "]")
+        except (ValueError, RecursionError):
+            self.last_cut_failed = True
+            return []
+        self.i = end + 1
         return batch
 
     def expect(self, chars: str, what: str) -> str:
@@ -804,6 +831,9 @@ class _Reader:
             if batch:
                 yield from self._emit(Batch(group, index, batch))
                 index += len(batch)
+                if t.skip_ws() == "]":  # the batch ran to the array's end
+                    t.i += 1
+                    return
                 continue
             if not t.skip_ws():
                 raise _Located(
@@ -853,6 +883,9 @@ class _Reader:
                 return
             while True:
                 if t.objects():
+                    if t.skip_ws() == "]":
+                        t.i += 1
+                        return
                     continue
                 self._skip()
                 if t.expect(",]", "',' or ']'") == "]":

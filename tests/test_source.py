@@ -238,3 +238,28 @@ def test_ids_beyond_64_bits_are_found_twice_like_any_other(tmp_path: Path, n: in
     info = precheck(path)
     assert info.records == n + 1
     assert info.duplicate_keys == {key_hash(str(big))}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"tasks": [{"id": 1}, {"id": 2, "sub": [{"a": 1}]}, {"id": 3}]}',
+        '[{"id": 1}, {"id": 2}, {"id": 3}  ]',
+        '{"tasks": [{"id": 1}, {"id": 2}, {"id": 3}], "next_id": 4}',
+        # a `}]` after the array: the cut at the array's end does not decode, the others take over
+        '{"tasks": [{"id": 1}, {"id": 2}, {"id": 3}], "meta": [{"note": "x}]"}]}',
+    ],
+)
+def test_a_small_files_array_is_decoded_in_one_call(tmp_path: Path, text: str) -> None:
+    """Once the whole file is read, an array's objects up to its `]` are one batch (a file of a
+    fleet costs one decode, not its last object apart), and give what the document holds."""
+    from tasks.source import ReadOptions, checked_batches
+
+    path = tmp_path / "tasks.json"
+    path.write_text(text)
+    info, batches = checked_batches(path, FieldMapping.build(), ReadOptions(), 0)
+    kept = list(batches)
+    assert [r for b in kept for r in b.records] == (json.loads(text)["tasks"] if text[0] == "{" else json.loads(text))
+    assert info.records == 3
+    assert len(kept) == (2 if '"meta"' in text else 1)
+
