@@ -263,3 +263,17 @@ def test_a_small_files_array_is_decoded_in_one_call(tmp_path: Path, text: str) -
     assert info.records == 3
     assert len(kept) == (2 if '"meta"' in text else 1)
 
+
+def test_the_load_watches_for_repeated_keys_only_where_the_pre_check_saw_one(tmp_path: Path) -> None:
+    """The load decodes a file without the per-object watch for keys named twice only when its
+    pre-check saw none anywhere in it; otherwise the record that names one is marked as before."""
+    from tasks.source import iter_batches
+
+    clean, twice = tmp_path / "clean.json", tmp_path / "twice.json"
+    clean.write_text('{"tasks": [{"id": 1, "title": "a"}, {"id": 2, "title": "b"}]}')
+    twice.write_text('{"tasks": [{"id": 1, "title": "a"}, {"id": 2, "title": "b", "title": "c"}]}')
+    assert precheck(clean).repeated_keys is False
+    info = precheck(twice)
+    assert info.repeated_keys is True
+    batches = list(iter_batches(info, FieldMapping.build()))
+    assert [b.repeated for b in batches if b.repeated] == [{1: (["title"], '{"id":2,"title":"b","title":"c"}')}]
