@@ -40,12 +40,22 @@ def uuid5_hexes(prefix: str, suffixes: Iterable[str]) -> list[str]:
     (render's hot path): the namespace and prefix are hashed once and each name continues a copy
     of that state (copying is cheaper than a new hash object), then the version and variant bits
     are set for all at once."""
-    base = hashlib.sha1(_NS + prefix.encode(), usedforsecurity=False)
-    digests = []
-    for suffix in suffixes:
-        h = base.copy()
-        h.update(suffix.encode("utf-8", "surrogatepass"))
-        digests.append(h.digest()[:16])
+    base = _hashed_prefix(prefix)
+    return _uuid_hexes([_digest(base, suffix) for suffix in suffixes])
+
+
+def _hashed_prefix(prefix: str) -> Any:
+    return hashlib.sha1(_NS + prefix.encode(), usedforsecurity=False)
+
+
+def _digest(base: Any, suffix: str) -> bytes:
+    h = base.copy()
+    h.update(suffix.encode("utf-8", "surrogatepass"))
+    return h.digest()[:16]
+
+
+def _uuid_hexes(digests: list[bytes]) -> list[str]:
+    """SHA-1 heads as version-5 UUIDs' 32 hex digits, the bits set for all at once."""
     if not digests:
         return []
     a = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 16).copy()
@@ -581,14 +591,16 @@ def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str) ->
 
 
 def _keys_by_source(sources: list[str], legacy_keys: list[str]) -> list[str]:
-    """uuid5 keys of rows that may come from several legacy sources (one hash prefix per source)."""
+    """uuid5 keys of rows that may come from several legacy sources (each source's prefix hashed
+    once; the UUID bits set once for the whole chunk, not once per source: a chunk of a fleet
+    holds hundreds of files)."""
     if len(set(sources)) <= 1:
         return task_keys(sources[0] if sources else "", legacy_keys)
-    out: list[str] = [""] * len(legacy_keys)
-    by: dict[str, list[int]] = {}
-    for i, s in enumerate(sources):
-        by.setdefault(s, []).append(i)
-    for s, idx in by.items():
-        for i, key in zip(idx, task_keys(s, [legacy_keys[i] for i in idx]), strict=True):
-            out[i] = key
-    return out
+    prefixes: dict[str, Any] = {}
+    digests = []
+    for source, key in zip(sources, legacy_keys, strict=True):
+        base = prefixes.get(source)
+        if base is None:
+            base = prefixes[source] = _hashed_prefix(f"{source}:")
+        digests.append(_digest(base, str(key)))
+    return _uuid_hexes(digests)

@@ -310,6 +310,17 @@ def test_keys_are_deterministic_uuid5() -> None:
     assert user_key("Ana@Example.com") == uuid.uuid5(PROJECT_NAMESPACE, "user:Ana@Example.com").hex
 
 
+def test_rows_of_many_files_get_the_uuid5_of_their_own_source() -> None:
+    """A chunk of a fleet mixes files: each row's key is the one its own source alone gives."""
+    from tasks.transform import _keys_by_source
+
+    sources = ["u/a@x.org/tasks.json", "u/b@x.org/tasks.json", "u/a@x.org/tasks.json", "ü/tasks.json"]
+    keys = ["1", "1", "2", "\ud800"]  # a lone surrogate too, as a Phase 1 file may hold one
+    found = _keys_by_source(sources, keys)
+    assert found == [task_key(s, k) for s, k in zip(sources, keys, strict=True)]
+    assert found[:3] == [uuid.uuid5(PROJECT_NAMESPACE, f"{s}:{k}").hex for s, k in zip(sources[:3], keys[:3], strict=True)]
+
+
 def test_duplicates_identical_count_conflicting_quarantine() -> None:
     recs = [
         {"id": 1, "title": "a", "completed": False},
