@@ -72,7 +72,8 @@ def prepared_chunks(
     mapping = ctx.mapping
     for chunk in stream.chunks(chunk_size):
         numbers = {s.file for s in chunk.segments}
-        for no in [k for k in contexts if k < min(numbers)]:
+        first = min(numbers)
+        for no in [k for k in contexts if k < first]:
             del contexts[no]
         for no in numbers - contexts.keys():
             f = stream.files[no]
