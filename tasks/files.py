@@ -1,16 +1,20 @@
 """The files of a run, in one stream of records: each file is pre-checked on its own when its turn
 comes (a bad file is refused whole, with its one-line reason, and the others go on), then its
 records join the stream, so that many small files share a COPY and a transaction instead of
-costing one each. A small file is parsed once (tasks/source.py checked_batches), and once its
-records have passed the run keeps only what its report row and reconciliation need."""
+costing one each. A small file is parsed once (tasks/source.py checked_batches); a run of many has
+them pre-checked by a helper process ahead of the load (tasks/prefetch.py). Once a file's records
+have passed, the run keeps only what its report row and reconciliation need."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
 from tasks.inference import Holdings
 from tasks.mapping import FieldMapping
+from tasks.prefetch import FROM_FILES as PREFETCH_FROM
+from tasks.prefetch import Prefetched
 from tasks.source import (
     Batch,
     Chunk,
@@ -23,6 +27,8 @@ from tasks.source import (
     iter_batches,
 )
 from tasks.sources import FileSource
+
+Check = Callable[[int, str], tuple[SourceInfo, Iterable[Batch]]]  # (file no, path) -> checked_batches()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,25 +118,35 @@ class FileStream:
         self.bytes_left = sum(f.size for f in self.files if f.pending)  # of the files not read yet, as found
 
     def batches(self) -> Iterator[Batch]:
-        for i, f in enumerate(list(self.files)):
-            if f.refused or f.unchanged:
-                continue
-            found = self._check(i, f)
-            if found is None:
-                continue
-            info, batches = found
-            self.infos[f.no] = info
-            self.held.add(info, self.mapping)
-            self.read_bytes += info.size
-            self.read_records += info.records
-            yield from batches
+        todo = [(f.no, f.source.path) for f in self.files if f.pending]
+        with ExitStack() as stack:
+            check = (
+                stack.enter_context(Prefetched(todo, self.mapping, self.options)).checked
+                if len(todo) >= PREFETCH_FROM
+                else self._check_here
+            )
+            for i, f in enumerate(list(self.files)):
+                if f.refused or f.unchanged:
+                    continue
+                found = self._check(i, f, check)
+                if found is None:
+                    continue
+                info, batches = found
+                self.infos[f.no] = info
+                self.held.add(info, self.mapping)
+                self.read_bytes += info.size
+                self.read_records += info.records
+                yield from batches
 
-    def _check(self, i: int, f: RunFile) -> tuple[SourceInfo, Iterable[Batch]] | None:
+    def _check_here(self, no: int, path: str) -> tuple[SourceInfo, Iterable[Batch]]:
+        return checked_batches(path, self.mapping, self.options, no)
+
+    def _check(self, i: int, f: RunFile, check: Check) -> tuple[SourceInfo, Iterable[Batch]] | None:
         if f.info is not None:  # pre-checked whole before the run (a single file)
             return f.info, iter_batches(f.info, self.mapping, f.no)
         self.bytes_left -= f.size
         try:
-            info, batches = checked_batches(f.source.path, self.mapping, self.options, f.no)
+            info, batches = check(f.no, f.source.path)
         except SourceError as exc:
             self.files[i] = replace(f, error=str(exc))
             return None
