@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from flows import orchestrator, progress
 from flows import params as P
 from flows.params import Parameters
-from tasks import heap
+from tasks import interpreter
 from tasks.db import normalize_url, redact
 from tasks.errors import Interrupted, UserFacingError, first_line
 
@@ -360,7 +360,7 @@ def run_command(main: Callable[[], int]) -> NoReturn:
     finally:  # what is left is the clean-up at exit (the temporary server's stop): let it finish
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    heap.before_exit()
+    interpreter.before_exit()
     sys.exit(code)
 
 

@@ -51,7 +51,7 @@ from flows.checkpoint import take_checkpoint
 from flows.outcome import interrupted, interruption, publish, user_error
 from flows.retry import db_task
 from flows.settings import resolve_database_url
-from tasks import file_results, heap, resync, schema
+from tasks import file_results, interpreter, resync, schema
 from tasks import report as reports
 from tasks.db import MIGRATION_LOCK_KEY, RunLock, Session, mask_url, shard_lock_key
 from tasks.errors import (
@@ -204,11 +204,11 @@ def prepare_job(p: P.Phase1) -> Job:
     one), the mapping, the owners. A single file is pre-checked whole here (a bad one fails the run
     before anything starts); the files of a run are found and hashed, and the load pre-checks each
     one it reads when its turn comes (tasks/files.py). Both make objects by the hundred thousand
-    beside Prefect's heap, so the collector is settled meanwhile (tasks/heap.py)."""
+    beside Prefect's heap, so the collector is settled meanwhile (tasks/interpreter.py)."""
     mapping = FieldMapping.build(p.field_map or [], p.mapping_file, p.strict)
     options = ReadOptions(lenient=p.lenient_json, salvage=p.salvage)
     owners = read_owner_map(p.owner_map)
-    with heap.settled():
+    with interpreter.settled():
         sources = sources_of(p)
         part = part_of(p)
         if part is not None:

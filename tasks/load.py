@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import errors as pgerrors
 
-from tasks import foreign_keys, heap, resync
+from tasks import foreign_keys, interpreter, resync
 from tasks.checksum import COPY_COLUMNS
 from tasks.db import connect, retrying
 from tasks.files import FileStream, RunFile
@@ -196,7 +196,7 @@ def load(
             on_progress(done, max(done, stream.expected_records()))
 
     try:
-        with heap.settled():  # fewer garbage collections while records stream (tasks/heap.py)
+        with interpreter.settled():  # fewer collections, quicker GIL hand-overs to the writers (tasks/interpreter.py)
             for chunk in prepared_chunks(stream, ctx, chunk_size):
                 summary.keys_seen |= chunk.keys_seen
                 summary.naive_timestamps += chunk.naive_timestamps

@@ -159,13 +159,13 @@ def _read_again(info: SourceInfo, mapping: FieldMapping, no: int) -> Iterator[Ba
 
 def serve(inp: IO[bytes], out: IO[bytes]) -> None:
     """The helper: pre-check each file of the job read from inp, in order; send the results in groups."""
-    from tasks import heap
+    from tasks import interpreter
 
     todo, spec, options = _receive(inp)
     mapping = FieldMapping.from_spec(spec)
     group: list[_Result] = []
     size = 0
-    with heap.settled():
+    with interpreter.settled():
         for no, path in todo:
             try:
                 info, batches = checked_batches(path, mapping, options, no)
