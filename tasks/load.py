@@ -209,14 +209,14 @@ def load(
                 else:
                     owners = set(chunk.rows.owners)
                     user_ids = users.ids(owners)
-                    rendered = render(chunk.rows, ctx.source_name, user_ids, run_id)
+                    staged = bool(resync_sources) and not resync_sources.isdisjoint(
+                        files[no].source.legacy_source for no in chunk.files
+                    )
+                    rendered = render(chunk.rows, ctx.source_name, user_ids, run_id, each=staged)
                     if writer is None:
                         summary.add(_dry_result(chunk, rendered))
                         done += chunk.records
                     else:
-                        staged = bool(resync_sources) and not resync_sources.isdisjoint(
-                            files[no].source.legacy_source for no in chunk.files
-                        )
                         writer.submit(ChunkJob(chunk, rendered, [user_ids[o] for o in owners], staged))
                 collect([] if writer is None else writer.drain())
             collect([] if writer is None else writer.close())

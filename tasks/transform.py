@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -560,12 +560,18 @@ class Rendered:
     count: int
     task_ids: list[str]
     checksums: list[int]
+    lines: list[str] | None = None  # each row's CSV line, when asked for: a re-sync stages some of them
+
+    def some(self, rows: Sequence[int]) -> bytes:
+        """The CSV of these rows alone (lines were kept)."""
+        assert self.lines is not None
+        return "".join([self.lines[j] for j in rows]).encode("utf-8")
 
 
-def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str) -> Rendered:
+def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str, *, each: bool = False) -> Rendered:
     """Pure: the chunk's rows as COPY … (FORMAT csv) input: the canonical line, then the line's
     checksum (legacy_checksum) and migration_run_id. Rows carry their own legacy sources (a chunk
-    of many files); source names the one of rows that do not."""
+    of many files); source names the one of rows that do not. each: keep each row's line too."""
     sources = rows.sources or [source] * len(rows)
     ids = _keys_by_source(sources, rows.legacy_keys)
     lines = row_lines(
@@ -586,8 +592,8 @@ def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str) ->
     encoded = [line.encode("utf-8") for line in lines]
     sums = line_checksums(encoded)
     tail = f",{run_id}\n"
-    body = "".join([f"{line},{c}{tail}" for line, c in zip(lines, sums, strict=True)]).encode("utf-8")
-    return Rendered(body, sum(sums), len(encoded), ids, sums)
+    csv_lines = [f"{line},{c}{tail}" for line, c in zip(lines, sums, strict=True)]
+    return Rendered("".join(csv_lines).encode("utf-8"), sum(sums), len(encoded), ids, sums, csv_lines if each else None)
 
 
 def _keys_by_source(sources: list[str], legacy_keys: list[str]) -> list[str]:
