@@ -88,7 +88,7 @@ def staged(conn: psycopg.Connection, run_id: str, rows: Rows, rendered: Rendered
         return out
     conn.execute(_STAGE)
     with conn.cursor().copy(f"COPY stage_tasks ({TASK_COLUMNS}) FROM STDIN (FORMAT csv)") as copy:
-        copy.write(rendered.csv if len(todo) == rendered.count else rendered.some(todo))
+        copy.write(rendered.some(todo) if rendered.lines is not None else rendered.csv)
     out.inserted = {
         r[0]
         for r in conn.execute(

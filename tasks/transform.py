@@ -553,14 +553,20 @@ def _settle_duplicates(
 
 @dataclass
 class Rendered:
-    """COPY input for a chunk: CSV text, and the exact sum of the rows' checksums."""
+    """COPY input for a chunk: CSV text, and the exact sum of the rows' checksums. A chunk that a
+    re-sync will stage keeps each row's line instead of the text (some() of them are staged): the
+    two at once were one more chunk's worth of memory for each chunk in flight."""
 
-    csv: bytes
+    text: bytes | None
     checksum: int
     count: int
     task_ids: list[str]
     checksums: list[int]
-    lines: list[str] | None = None  # each row's CSV line, when asked for: a re-sync stages some of them
+    lines: list[str] | None = None  # each row's CSV line, when asked for
+
+    @property
+    def csv(self) -> bytes:
+        return self.text if self.text is not None else self.some(range(self.count))
 
     def some(self, rows: Sequence[int]) -> bytes:
         """The CSV of these rows alone (lines were kept)."""
@@ -593,7 +599,9 @@ def render(rows: Rows, source: str, user_ids: Mapping[str, str], run_id: str, *,
     sums = line_checksums(encoded)
     tail = f",{run_id}\n"
     csv_lines = [f"{line},{c}{tail}" for line, c in zip(lines, sums, strict=True)]
-    return Rendered("".join(csv_lines).encode("utf-8"), sum(sums), len(encoded), ids, sums, csv_lines if each else None)
+    if each:
+        return Rendered(None, sum(sums), len(encoded), ids, sums, csv_lines)
+    return Rendered("".join(csv_lines).encode("utf-8"), sum(sums), len(encoded), ids, sums)
 
 
 def _keys_by_source(sources: list[str], legacy_keys: list[str]) -> list[str]:
