@@ -262,6 +262,22 @@ RETURNING file_no
 """
 
 
+# Tables whose statistics are this far behind their rows (or were never taken) are analysed before
+# the statement reads them: right after the run that wrote them, before autovacuum has, its plan
+# took 6.2 s against 1.3-1.6 s (100,000 files; a re-sync started seconds after the first run).
+_STALE = """
+SELECT c.oid::regclass::text FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.oid = ANY(%s::regclass[]) AND s.n_mod_since_analyze > greatest(c.reltuples, 0) / 10 + 1000
+"""
+
+
+def _analyze_if_stale(conn: psycopg.Connection, tables: Sequence[str]) -> None:
+    """ANALYZE those of the tables whose statistics are stale (a role that may not is warned, not stopped)."""
+    stale = [r[0] for r in conn.execute(_STALE, (list(tables),)).fetchall()]
+    if stale:
+        conn.execute(f"ANALYZE {', '.join(stale)}")
+
+
 def unchanged_files(
     conn: psycopg.Connection, run_id: str, files: Sequence[Any], parameters: dict[str, Any], *, resumed: bool
 ) -> frozenset[int]:
@@ -292,6 +308,7 @@ def unchanged_files(
                 if f.digest is not None and not f.refused:
                     copy.write_row((f.no, f.source.legacy_source, f.source.path, f.source.owner, f.digest))
         conn.execute("ANALYZE run_candidates")
+        _analyze_if_stale(conn, ("tasks", "migration_files", "migration_sources"))
         # Every join here is of whole sets, but a (run, source) join is estimated at a row or two,
         # and a nested loop over that re-aggregated migration_files a row at a time (seen: a
         # statement still running after ten minutes). Hash and merge joins only, for this one; the
