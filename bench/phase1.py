@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks import schema  # noqa: E402
-from tasks.db import create_database, database_url, drop_database, mask_url  # noqa: E402
+from tasks.db import create_database, database_url, drop_database, mask_url, normalize_url  # noqa: E402
 from tasks.load import TASK_COLUMNS, prepared_chunks  # noqa: E402
 from tasks.mapping import FieldMapping  # noqa: E402
 from tasks.source import precheck  # noqa: E402
@@ -87,7 +87,14 @@ class Scratch:
             schema.upgrade(self.url)
 
     def drop(self) -> None:
-        drop_database(self.server, self.name)
+        """The database and the checkpoints the runs made of it (`<name>-backup-<time>`), which
+        would otherwise hold a copy of every benchmark's rows on the server's disk."""
+        with psycopg.connect(normalize_url(self.server), autocommit=True) as admin:
+            backups = admin.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (f"{self.name}-backup-",)
+            ).fetchall()
+        for (name,) in [(self.name,), *backups]:
+            drop_database(self.server, name)
 
 
 def timed_process(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> tuple[float, int]:
