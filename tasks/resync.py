@@ -35,6 +35,7 @@ from tasks.transform import QuarantineEntry, Rendered, Rows
 _STAGE = "CREATE TEMP TABLE IF NOT EXISTS stage_tasks (LIKE tasks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 # What a re-sync compares and updates; a rollback of it restores these and the row's timestamps.
 CONTENT = "title, notes, status, priority, tags, legacy_extra, legacy_id"
+_KEPT = ("id", "user_id", "legacy_source", "legacy_key")  # what an update leaves of the row's own
 PHASE2_SHOWN = 600  # characters of the Phase 2 row a conflict's reason shows
 
 
@@ -138,22 +139,25 @@ def staged(conn: psycopg.Connection, run_id: str, rows: Rows, rendered: Rendered
 
 
 def _update(conn: psycopg.Connection, run_id: str, ids: list[str], untimed: list[str]) -> None:
-    """The rows as they were to history, the records' content onto them; a record without its own
-    creation time keeps the row's; the checksum is the new row's."""
+    """The rows as they were to history, then each row as it becomes -- its own id, owner and keys,
+    the record's content, the row's creation time for a record without its own -- written once
+    with that row's checksum (a second UPDATE for the checksum wrote every updated row twice)."""
     conn.execute(
         "INSERT INTO migration_row_history (run_id, task_id, op, before) "
         "SELECT %s, t.id, 'update', row_to_json(t) FROM tasks t WHERE t.id = ANY(%s::uuid[])",
         (run_id, ids),
     )
-    assignments = ", ".join(f"{c} = s.{c}" for c in CONTENT.split(", "))
-    conn.execute(
-        f"UPDATE tasks t SET {assignments}, "
-        f"created_at = CASE WHEN {hex_sql('s.id')} = ANY(%(untimed)s) THEN t.created_at ELSE s.created_at END, "
-        "updated_at = s.updated_at FROM stage_tasks s WHERE t.id = s.id AND t.id = ANY(%(ids)s::uuid[])",
-        {"ids": ids, "untimed": untimed},
+    content = CONTENT.split(", ")
+    becomes = (
+        f"SELECT {', '.join(f't.{c}' for c in _KEPT)}, {', '.join(f's.{c}' for c in content)}, "
+        f"CASE WHEN {hex_sql('s.id')} = ANY(%(untimed)s) THEN t.created_at ELSE s.created_at END AS created_at, "
+        "s.updated_at FROM stage_tasks s JOIN tasks t ON t.id = s.id WHERE s.id = ANY(%(ids)s::uuid[])"
     )
+    assignments = ", ".join(f"{c} = n.{c}" for c in (*content, "created_at", "updated_at"))
     conn.execute(
-        f"UPDATE tasks t SET legacy_checksum = {row_checksum_sql('t')} WHERE t.id = ANY(%s::uuid[])", (ids,)
+        f"UPDATE tasks t SET {assignments}, legacy_checksum = {row_checksum_sql('n')} "
+        f"FROM ({becomes}) n WHERE t.id = n.id",
+        {"ids": ids, "untimed": untimed},
     )
 
 

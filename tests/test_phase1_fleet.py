@@ -16,6 +16,7 @@ import pytest
 
 from flows.phase1 import phase1_migration, phase1_rollback, prepare
 from tasks import files as files_module
+from tasks.checksum import row_checksum_sql
 from tasks.files import found_files
 from tasks.resync import unchanged_files
 from tasks.runs import start_or_resume
@@ -184,6 +185,29 @@ def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(
     state, out = migrate(flow_env, source=str(src), propagate_deletes=True)
     assert (out["counts"]["disappeared"], out["counts"]["deleted"]) == (1, 1), out["counts"]
     assert "5" not in dict(rows(url, "SELECT legacy_key, title FROM tasks"))
+
+
+def test_an_updated_row_keeps_the_checksum_of_what_it_became(flow_env: dict[str, str], tmp_path: Path) -> None:
+    """A row a re-sync updated is the migration's again: its stored checksum is the row's own, so
+    the next edit in the file updates it again (not a conflict), with and without a creation time."""
+    url = flow_env["db_url"]
+    records = [
+        {"id": 1, "title": "timed", "completed": False, "created_at": "2024-03-05T10:00:00Z"},
+        {"id": 2, "title": "untimed", "completed": False},
+    ]
+    src = write(tmp_path / "tasks.json", {"tasks": records})
+    assert migrate(flow_env, source=str(src))[1]["counts"]["inserted"] == 2
+    created = dict(rows(url, "SELECT legacy_key, created_at FROM tasks"))
+    for edit in ("once", "twice"):
+        for r in records:
+            r["title"] += f", edited {edit}"
+        write(src, {"tasks": records})
+        state, out = migrate(flow_env, source=str(src))
+        assert state.is_completed(), out
+        assert (out["counts"]["updated"], out["counts"]["conflicts"]) == (2, 0), out["counts"]
+        assert rows(url, f"SELECT count(*) FROM tasks t WHERE t.legacy_checksum <> {row_checksum_sql('t')}") == [(0,)]
+        assert dict(rows(url, "SELECT legacy_key, created_at FROM tasks")) == created  # the untimed one kept its own
+        assert dict(rows(url, "SELECT legacy_key, title FROM tasks")) == {"1": records[0]["title"], "2": records[1]["title"]}
 
 
 def test_a_resync_counts_unchanged_files_from_their_last_sync_and_reads_the_others(
