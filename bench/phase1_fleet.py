@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.phase1 import WORDS, Scratch, breakdown, generate, timed_process, warm_up  # noqa: E402
+from bench.phase1 import WORDS, Scratch, breakdown, generate, rss, timed_process, warm_up  # noqa: E402
 from tasks.db import database_url, mask_url  # noqa: E402
 
 
@@ -144,7 +144,7 @@ def main() -> None:
         )
         print(f"re-sync with 1 % changed: {rs:.2f} s, {rs / f:.2f} of the first run (target <= 0.3)")
         print(
-            f"peak RSS: fleet {peak / 2**20:.0f} MiB, one file {statistics.median(rss_s) / 2**20:.0f} MiB (target <= 300)"
+            f"peak RSS: fleet {rss(peak)}, one file {rss(int(statistics.median(rss_s)))} (target <= 300 MB)"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

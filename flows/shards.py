@@ -23,8 +23,8 @@ from prefect.states import State
 
 from flows import params as P
 from flows.checkpoint import take_checkpoint
-from flows.outcome import OUTCOME_ROWS, publish
-from flows.phase1 import sources_of
+from flows.outcome import publish
+from flows.phase1 import FILES_SHOWN, sources_of
 from flows.settings import resolve_database_url
 from tasks import file_results, schema
 from tasks import report as reports
@@ -68,7 +68,7 @@ def fan_out(shards: int, deployment: str, report_dir: str, started: float) -> St
         files = reports.Rows(
             totals.files,
             totals.refused,
-            session.run("phase1:shards", file_results.first, run_ids, OUTCOME_ROWS),
+            session.run("phase1:shards", file_results.first, run_ids, FILES_SHOWN),
             lambda: file_results.every(session, run_ids),
         )
         rows = []
