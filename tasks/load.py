@@ -55,10 +55,11 @@ COUNTS = ("records", "inserted", "updated", "unchanged", "conflicts", "duplicate
 
 
 def run_files(source: SourceInfo | Sequence[RunFile], ctx: TransformContext) -> list[RunFile]:
-    """The files of a run; a single pre-checked file is the one file of a run named ctx.source_name."""
+    """The files of a run (a list: that list, which the stream updates); a single pre-checked file is
+    the one file of a run named ctx.source_name."""
     if isinstance(source, SourceInfo):
         return [RunFile.of(0, FileSource(source.path, ctx.source_name, None), source, keep=True)]
-    return list(source)
+    return source if isinstance(source, list) else list(source)
 
 
 def prepared_chunks(
