@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks import schema  # noqa: E402
+from tasks.branching import checkpoint_prefix  # noqa: E402
 from tasks.db import create_database, database_url, drop_database, mask_url, normalize_url  # noqa: E402
 from tasks.load import TASK_COLUMNS, prepared_chunks  # noqa: E402
 from tasks.mapping import FieldMapping  # noqa: E402
@@ -87,14 +88,18 @@ class Scratch:
             schema.upgrade(self.url)
 
     def drop(self) -> None:
-        """The database and the checkpoints the runs made of it (`<name>-backup-<time>`), which
-        would otherwise hold a copy of every benchmark's rows on the server's disk."""
-        with psycopg.connect(normalize_url(self.server), autocommit=True) as admin:
-            backups = admin.execute(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (f"{self.name}-backup-",)
-            ).fetchall()
-        for (name,) in [(self.name,), *backups]:
-            drop_database(self.server, name)
+        drop_with_checkpoints(self.server, self.name)
+
+
+def drop_with_checkpoints(server: str, name: str) -> None:
+    """Drop a benchmark's database and the checkpoints its runs made of it, which would otherwise
+    hold a copy of every benchmark's rows on the server's disk."""
+    with psycopg.connect(normalize_url(server), autocommit=True) as admin:
+        backups = admin.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (checkpoint_prefix(name),)
+        ).fetchall()
+    for (each,) in [(name,), *backups]:
+        drop_database(server, each)
 
 
 def rss(peak: int) -> str:

@@ -36,6 +36,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.phase1 import drop_with_checkpoints  # noqa: E402
 from bench.workload import Writers, Writes, bench_args, seeded_template  # noqa: E402
 from tasks import schema  # noqa: E402
 from tasks.db import create_database, drop_database  # noqa: E402
@@ -120,10 +121,7 @@ def default_command(server: str, template: str, rows: int, flags: list[str]) -> 
             raise SystemExit(f"upgrade head {' '.join(flags)} exited {out.returncode}: {out.stderr.strip()[-300:]}")
         return seconds, writes, (out.stdout.strip().splitlines() or [""])[0]
     finally:
-        with psycopg.connect(server, autocommit=True) as conn:  # the clone and its checkpoint branch
-            made = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",))]
-        for each in made:
-            drop_database(server, each)
+        drop_with_checkpoints(server, name)  # the clone and its checkpoint branch
 
 
 def main() -> None:

@@ -4,6 +4,6 @@ and recovery. `base.py` is the interface; `local.py` (databases on one PostgreSQ
 
 from __future__ import annotations
 
-from tasks.branching.base import Branch, BranchProvider, checkpoint_name, provider
+from tasks.branching.base import Branch, BranchProvider, checkpoint_name, checkpoint_prefix, provider
 
-__all__ = ["Branch", "BranchProvider", "checkpoint_name", "provider"]
+__all__ = ["Branch", "BranchProvider", "checkpoint_name", "checkpoint_prefix", "provider"]

@@ -73,10 +73,15 @@ class BranchProvider(Protocol):
         ...
 
 
+def checkpoint_prefix(database: str) -> str:
+    """What the name of every checkpoint of `database` starts with."""
+    return f"{database}-backup-"
+
+
 def checkpoint_name(database: str, now: datetime | None = None) -> str:
     """`<db>-backup-<UTC timestamp>`: sortable, and unique to the second."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{database}-backup-{moment:%Y%m%dT%H%M%SZ}"
+    return f"{checkpoint_prefix(database)}{moment:%Y%m%dT%H%M%SZ}"
 
 
 _DURATION = re.compile(r"(\d+)([mhdw])")
