@@ -54,12 +54,12 @@ SAMPLE_LIMIT = 1000
 COUNTS = ("records", "inserted", "updated", "unchanged", "conflicts", "duplicates", "quarantined")
 
 
-def run_files(source: SourceInfo | Sequence[RunFile], ctx: TransformContext) -> list[RunFile]:
-    """The files of a run (a list: that list, which the stream updates); a single pre-checked file is
-    the one file of a run named ctx.source_name."""
+def run_files(source: SourceInfo | Sequence[RunFile], ctx: TransformContext) -> Sequence[RunFile]:
+    """The files of a run (as given: the stream updates a list in place); a single pre-checked file
+    is the one file of a run named ctx.source_name."""
     if isinstance(source, SourceInfo):
         return [RunFile.of(0, FileSource(source.path, ctx.source_name, None), source, keep=True)]
-    return source if isinstance(source, list) else list(source)
+    return source
 
 
 def prepared_chunks(
