@@ -146,9 +146,14 @@ class Job:
             digest.update(f"{f.source.legacy_source}\0{f.digest or ''}\n".encode())
         return digest.hexdigest()
 
-    def with_unchanged(self, unchanged: frozenset[int]) -> Job:
-        """This job with the files a re-sync found unchanged marked so (tasks/resync.py)."""
-        return replace(self, files=[replace(f, unchanged=True) if f.no in unchanged else f for f in self.files])
+    def mark_unchanged(self, unchanged: frozenset[int]) -> None:
+        """Mark the files a re-sync found unchanged (tasks/resync.py) where they stand in the job's
+        list. A new list held 90,000 files twice for a moment, and the memory it took stayed taken
+        for the run (100,000 files, 1 % changed, as in bench/phase1_fleet.py: peak RSS 268-271 MiB
+        against 288-291, six pairs)."""
+        for i, f in enumerate(self.files):
+            if f.no in unchanged:
+                self.files[i] = replace(f, unchanged=True)
 
     def after(self, summary: LoadSummary) -> Job:
         """This job with its files as the load left them: pre-checked, or refused with the reason."""
@@ -345,11 +350,10 @@ def _migrate(
         )
         if run.resumed:
             logger.info("resuming interrupted run %s", run.id)
-        unchanged = session.run(
-            "phase1:start", resync.unchanged_files, run.id, job.files, job.parameters, resumed=run.resumed
+        job.mark_unchanged(
+            session.run("phase1:start", resync.unchanged_files, run.id, job.files, job.parameters, resumed=run.resumed)
         )
         phases.mark("start")
-        job = job.with_unchanged(unchanged)
         ctx = job.context(run.started_at)
         sources = [f.source.legacy_source for f in job.files if f.to_stream]
         resynced = session.run("phase1:start", sources_with_rows_from_other_runs, sources, run.id)
