@@ -73,8 +73,8 @@ from tasks.runs import (
     finish,
     record_refused,
     record_sources,
+    rows_from_other_runs,
     run_parameters,
-    sources_with_rows_from_other_runs,
     start_or_resume,
     transform_context,
 )
@@ -356,9 +356,9 @@ def _migrate(
         phases.mark("start")
         ctx = job.context(run.started_at)
         sources = [f.source.legacy_source for f in job.files if f.to_stream]
-        resynced = session.run("phase1:start", sources_with_rows_from_other_runs, sources, run.id)
+        rows_before = session.run("phase1:start", rows_from_other_runs, sources, run.id)
+        resynced = frozenset(rows_before)
         synced = sorted(resynced)
-        rows_before = session.run("phase1:start", resync.rows_of, synced, exclude_run=run.id)
         reporter = _Progress()
         try:
             # quote(): Prefect would otherwise walk every file, owner and source looking for
@@ -397,10 +397,10 @@ def _migrate(
         verification.problems += files.problems
         verification.problems += _source_problems(
             verification.counts,
-            rows_before,
+            sum(rows_before.values()),
             sum(gone.values()),
             deleted,
-            session.run("phase1:verify", resync.rows_of, synced, exclude_run=run.id),
+            sum(session.run("phase1:verify", rows_from_other_runs, synced, run.id).values()),
         )
         for count, n in files.unchanged.items():  # the unchanged files, counted from their last sync
             verification.counts[count] += n

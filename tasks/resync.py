@@ -217,17 +217,6 @@ def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]
         ).fetchone()[0]
 
 
-def rows_of(conn: psycopg.Connection, sources: list[str], *, exclude_run: str) -> int:
-    """How many rows of these legacy sources other runs (or the application) wrote."""
-    if not sources:
-        return 0
-    row = conn.execute(
-        "SELECT count(*) FROM tasks WHERE legacy_source = ANY(%s) AND migration_run_id IS DISTINCT FROM %s",
-        (sources, exclude_run),
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
 def forget_seen(conn: psycopg.Connection, run_id: str) -> None:
     conn.execute("DELETE FROM migration_seen WHERE run_id = %s", (run_id,))
 

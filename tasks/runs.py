@@ -121,22 +121,20 @@ def finish(
         )
 
 
-def sources_with_rows_from_other_runs(
-    conn: psycopg.Connection, sources: Sequence[str], run_id: str
-) -> frozenset[str]:
-    """The legacy sources of which `tasks` holds rows another run wrote: their chunks are re-syncs
-    (compared); the others are plain COPYs that cannot collide."""
-    found: set[str] = set()
+def rows_from_other_runs(conn: psycopg.Connection, sources: Sequence[str], run_id: str) -> dict[str, int]:
+    """Per legacy source, the rows of `tasks` another run (or the application) wrote; a source with
+    none is left out. Their chunks are re-syncs (compared), the others plain COPYs that cannot
+    collide; before and after the load, their sum is what reconciles a re-sync (flows/phase1.py)."""
+    found: dict[str, int] = {}
     for part in batches(sources):
         found.update(
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT legacy_source FROM tasks WHERE legacy_source = ANY(%s) "
-                "AND migration_run_id IS DISTINCT FROM %s",
+            conn.execute(
+                "SELECT legacy_source, count(*) FROM tasks WHERE legacy_source = ANY(%s) "
+                "AND migration_run_id IS DISTINCT FROM %s GROUP BY legacy_source",
                 (part, run_id),
-            )
+            ).fetchall()
         )
-    return frozenset(found)
+    return found
 
 
 def closed_sources(conn: psycopg.Connection, sources: Sequence[str]) -> dict[str, datetime]:
