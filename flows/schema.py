@@ -140,6 +140,11 @@ def _run(kind: str, target: str, plan: Any, p: P.SchemaRun, force_checkpoint: bo
         if actions and (options["checkpoint"] or force_checkpoint):
             branch, taken = take_checkpoint(url, options["branch_provider"], options["lock_wait_seconds"])
             notes += taken
+            if not options["checkpoint"]:  # the report says why a run told not to took one
+                notes.append(
+                    f"checkpoint branch {branch['name']} taken although checkpoints were turned off: "
+                    f"this {kind} loses data, and the branch keeps it"
+                )
         # each step a unit on this session: a lost one is replaced and the run lock taken again
         with Session(url, lock_wait=options["lock_wait_seconds"]) as control:
             journal = Journal(control, {"action": kind, "from": before, "target": target}, f"{kind} {target}")

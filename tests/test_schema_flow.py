@@ -175,6 +175,8 @@ def test_a_data_losing_downgrade_needs_consent_and_takes_a_checkpoint_first(flow
     assert done.is_completed(), done.message
     report = done.result()["report_data"]
     assert schema.current_revision(url) == "0004" and report["checkpoint"] is not None  # taken anyway
+    name = report["checkpoint"]["name"]
+    assert any(n.startswith(f"checkpoint branch {name} taken although checkpoints were turned off") for n in report["notes"])
     branch = LocalBranches(url).url(report["checkpoint"]["name"])
     assert (
         one(branch, "SELECT count(*) FROM tasks WHERE priority IS NOT NULL") == 50
