@@ -261,3 +261,19 @@ class MigrationRowHistory(SQLModel, table=True):
     task_id: uuid.UUID = Field(sa_column=sa.Column(pg.UUID(as_uuid=True), primary_key=True))
     op: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     before: Any = Field(sa_column=sa.Column(sa.JSON, nullable=False))
+
+
+class MigrationDeleted(SQLModel, table=True):
+    """A migrated task the application deleted (kept by the trigger tasks_note_deleted, revision
+    0012): a re-sync leaves it deleted, Phase 2 wins, and its record waits in quarantine."""
+
+    __tablename__ = "migration_deleted"
+
+    task_id: uuid.UUID = Field(sa_column=sa.Column(pg.UUID(as_uuid=True), primary_key=True))
+    legacy_source: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    legacy_key: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    migration_run_id: uuid.UUID | None = Field(
+        default=None, sa_column=sa.Column(pg.UUID(as_uuid=True), nullable=True)
+    )
+    deleted_at: datetime = _ts()
+    last_row: Any = Field(sa_column=sa.Column(sa.JSON, nullable=False))
