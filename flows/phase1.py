@@ -395,10 +395,11 @@ def _migrate(
             )
         files = session.run("phase1:verify", file_results.totals, [run.id])
         verification.problems += files.problems
+        gone_too = session.run("phase1:verify", resync.deleted_and_gone, run.id, synced) if resynced else 0
         verification.problems += _source_problems(
             verification.counts,
             sum(rows_before.values()),
-            sum(gone.values()),
+            sum(gone.values()) + gone_too,
             deleted,
             sum(session.run("phase1:verify", rows_from_other_runs, synced, run.id).values()),
         )
@@ -449,8 +450,9 @@ def _migrate(
 def _source_problems(
     counts: dict[str, int], before: int, disappeared: int, deleted: int, after: int
 ) -> list[str]:
-    """For the sources migrated before: their rows then are the ones this run matched (updated,
-    unchanged, conflicts) and the ones that disappeared; now they are those less the deleted ones."""
+    """For the sources migrated before: their rows then (those the application deleted included)
+    are the ones this run matched (updated, unchanged, conflicts) and the ones that disappeared
+    (deleted ones whose records left the files too); now they are those less the deleted ones."""
     problems = []
     matched = counts["updated"] + counts["unchanged"] + counts["conflicts"]
     if before != matched + disappeared:

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from models import metadata
 from tasks.errors import InputError
-from tasks.runs import run_mapping, transform_context
+from tasks.runs import has_table, run_mapping, transform_context
 from tasks.source import file_sha256, precheck
 from tasks.verify import find_mismatches, run_counts, table_columns
 from validation import rows as row_schema
@@ -220,6 +220,7 @@ def check_source(conn: psycopg.Connection, source: str | Path, mismatch_limit: i
     )
     counts, _ = run_counts(conn, run_id)
     expected = counts["inserted"] + counts["updated"] + counts["unchanged"] + counts["conflicts"]
+    expected -= _deleted_conflicts(conn, run_id, source_name)
     row = conn.execute("SELECT count(*) FROM tasks WHERE legacy_source = %s", (source_name,)).fetchone()
     actual = int(row[0]) if row else 0
     mismatches = find_mismatches(conn, info, ctx, run_id, chunk_size, limit=mismatch_limit)
@@ -240,6 +241,18 @@ def check_source(conn: psycopg.Connection, source: str | Path, mismatch_limit: i
             f"{len(mismatches)}{more} records differ from {path.name}",
         ),
     ]
+
+
+def _deleted_conflicts(conn: psycopg.Connection, run_id: str, source_name: str) -> int:
+    """The run's conflicts whose rows the application had deleted (they wait in quarantine, no row)."""
+    if not has_table(conn, "migration_deleted"):
+        return 0
+    row = conn.execute(
+        "SELECT count(*) FROM quarantine q JOIN migration_deleted d ON d.legacy_source = %s "
+        "AND d.legacy_key = q.legacy_id WHERE q.run_id = %s",
+        (source_name, run_id),
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 # --- the repair ---------------------------------------------------------------------------------------

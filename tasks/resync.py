@@ -10,7 +10,10 @@ keeps `legacy_checksum`, the checksum of the row as the migration last wrote it.
   of this run puts it back);
 - a record that did not change while the application changed its row is unchanged: Phase 2 wins;
 - a record that changed while the application changed its row too is a conflict: Phase 2 wins,
-  and the record goes to quarantine with both versions.
+  and the record goes to quarantine with both versions;
+- a record whose row the application deleted (migration_deleted keeps it, revision 0012) is a
+  conflict too, whether the record changed or not: Phase 2 wins, the row stays deleted, and the
+  record goes to quarantine with the row as it was when deleted.
 
 A record without its own creation time is compared without timestamps (its stand-in is the run's
 start time, which is not its content). Every row the chunk saw is noted in migration_seen, so the
@@ -32,6 +35,15 @@ from tasks.checksum import hex_sql, row_checksum_sql, row_line_sql
 from tasks.jsontext import raw_json
 from tasks.transform import QuarantineEntry, Rendered, Rows
 
+# A staged row whose task the application deleted: the same id, or the same record of the same source.
+_SAME_RECORD = "d.legacy_source = s.legacy_source AND d.legacy_key = coalesce(s.legacy_key, s.legacy_id::text)"
+_DELETED_MATCH = f"d.task_id = s.id OR ({_SAME_RECORD})"
+# The same as NOT EXISTS (… WHERE _DELETED_MATCH), as two anti-joins on equalities: an OR in one
+# would compare every staged row with every deleted one.
+_NOT_DELETED = (
+    "NOT EXISTS (SELECT 1 FROM migration_deleted d WHERE d.task_id = s.id) "
+    f"AND NOT EXISTS (SELECT 1 FROM migration_deleted d WHERE {_SAME_RECORD})"
+)
 _STAGE = "CREATE TEMP TABLE IF NOT EXISTS stage_tasks (LIKE tasks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 # What a re-sync compares and updates; a rollback of it restores these and the row's timestamps.
 CONTENT = "title, notes, status, priority, tags, legacy_extra, legacy_id"
@@ -47,6 +59,7 @@ class Sorted:
     updated: set[str] = field(default_factory=set)
     unchanged: set[str] = field(default_factory=set)
     conflicts: dict[str, str] = field(default_factory=dict)  # id -> the Phase 2 row, as JSON
+    deleted: set[str] = field(default_factory=set)  # the conflicts whose row the application deleted
 
 
 def _loaded_line(defaulted: str) -> str:
@@ -93,7 +106,8 @@ def staged(conn: psycopg.Connection, run_id: str, rows: Rows, rendered: Rendered
     out.inserted = {
         r[0]
         for r in conn.execute(
-            f"INSERT INTO tasks ({TASK_COLUMNS}) SELECT {TASK_COLUMNS} FROM stage_tasks "
+            f"INSERT INTO tasks ({TASK_COLUMNS}) SELECT {TASK_COLUMNS} FROM stage_tasks s "
+            f"WHERE {_NOT_DELETED} "
             f"ON CONFLICT DO NOTHING RETURNING {hex_sql('id')}"
         ).fetchall()
     }
@@ -133,6 +147,18 @@ def staged(conn: psycopg.Connection, run_id: str, rows: Rows, rendered: Rendered
             out.updated.add(tid)
         else:
             out.conflicts[tid] = phase2
+    # Neither inserted nor matched with a row: the application deleted its row (the insert left it out)
+    matched = set(out.inserted).union(out.unchanged, out.updated, out.conflicts)
+    gone = [tid for tid in (rendered.task_ids[j] for j in todo) if tid not in matched]
+    if gone:
+        for tid, last_row in conn.execute(
+            f"SELECT DISTINCT ON (s.id) {hex_sql('s.id')}, d.last_row::text FROM stage_tasks s "
+            f"JOIN migration_deleted d ON {_DELETED_MATCH} WHERE {hex_sql('s.id')} = ANY(%s) "
+            "ORDER BY s.id, d.deleted_at DESC",
+            (gone,),
+        ).fetchall():
+            out.conflicts[tid] = last_row
+            out.deleted.add(tid)
     if out.updated:
         _update(conn, run_id, sorted(out.updated), untimed)
     return out
@@ -161,15 +187,18 @@ def _update(conn: psycopg.Connection, run_id: str, ids: list[str], untimed: list
     )
 
 
-def conflict_entries(rows: Rows, rendered: Rendered, conflicts: dict[str, str]) -> list[QuarantineEntry]:
-    """A conflict's record in quarantine, with the row Phase 2 kept in its reason."""
+def conflict_entries(rows: Rows, rendered: Rendered, found: Sorted) -> list[QuarantineEntry]:
+    """A conflict's record in quarantine, with the row Phase 2 kept (or deleted) in its reason."""
     out = []
     for j, tid in enumerate(rendered.task_ids):
-        if tid in conflicts:
-            phase2 = conflicts[tid]
+        if tid in found.conflicts:
+            phase2 = found.conflicts[tid]
             shown = phase2 if len(phase2) <= PHASE2_SHOWN else phase2[: PHASE2_SHOWN - 1] + "…"
             reason = (
-                "conflict: the record changed in the file and its row changed in Phase 2 since the migration "
+                "conflict: the application deleted this record's row in Phase 2 after the migration wrote it; "
+                f"Phase 2 wins, the row stays deleted (it was {shown})"
+                if tid in found.deleted
+                else "conflict: the record changed in the file and its row changed in Phase 2 since the migration "
                 f"wrote it; Phase 2 kept (row {tid}: {shown})"
             )
             out.append(
@@ -192,6 +221,18 @@ def disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]) -> di
     )
 
 
+def deleted_and_gone(conn: psycopg.Connection, run_id: str, sources: list[str]) -> int:
+    """The rows of these sources the application deleted whose records no file of this run holds
+    any more: counted among the sources' rows before the run (tasks/runs.py), matched by no record."""
+    row = conn.execute(
+        "SELECT count(*) FROM migration_deleted d WHERE d.legacy_source = ANY(%s) "
+        "AND d.migration_run_id IS DISTINCT FROM %s AND NOT EXISTS "
+        "(SELECT 1 FROM migration_seen m WHERE m.run_id = %s AND m.task_id = d.task_id)",
+        (sources, run_id, run_id),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]) -> int:
     """Delete the disappeared rows the application left alone (their history first); the others stay."""
     with conn.transaction():
@@ -206,11 +247,10 @@ def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]
             f"SELECT %(run)s, t.id, 'delete', row_to_json(t) {gone} ON CONFLICT DO NOTHING",
             params,
         )
-        conn.execute(
-            "DELETE FROM tasks WHERE id IN (SELECT task_id FROM migration_row_history "
-            "WHERE run_id = %(run)s AND op = 'delete')",
-            params,
-        )
+        deleted = "SELECT task_id FROM migration_row_history WHERE run_id = %(run)s AND op = 'delete'"
+        conn.execute(f"DELETE FROM tasks WHERE id IN ({deleted})", params)
+        # the migration's own deletes: not the application's (the trigger noted them all)
+        conn.execute(f"DELETE FROM migration_deleted WHERE task_id IN ({deleted})", params)
         # counted from the history, so a retry after a lost acknowledgement counts the same
         return conn.execute(
             "SELECT count(*) FROM migration_row_history WHERE run_id = %(run)s AND op = 'delete'", params

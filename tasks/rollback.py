@@ -10,6 +10,7 @@ import psycopg
 from tasks.db import Session
 from tasks.errors import InputError
 from tasks.resync import CONTENT
+from tasks.runs import has_table
 
 
 def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float = 0.0) -> dict[str, Any]:
@@ -28,7 +29,7 @@ def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float
                 {"r": run_id},
             ).fetchone(),
         )
-    status, stats, tasks_removed, restored, users, kept, quarantine_removed, checkpoints_removed, changed = done
+    status, stats, tasks_removed, restored, users, kept, quarantine_removed, checkpoints_removed, changed, gone = done
     problems = []
     if any(left):
         problems.append(
@@ -36,8 +37,10 @@ def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float
         )
     stats = stats or {}
     expected = stats.get("inserted", stats.get("migrated"))  # runs before re-syncs counted "migrated"
-    if expected is not None and status == "completed" and expected != tasks_removed:
-        problems.append(f"the run inserted {expected} rows but {tasks_removed} were removed")
+    if expected is not None and status == "completed" and expected != tasks_removed + gone:
+        problems.append(
+            f"the run inserted {expected} rows but {tasks_removed} were removed and {gone} had been deleted since"
+        )
     return {
         "title": "Phase 1 rollback",
         "kind": "phase1-rollback",
@@ -49,6 +52,7 @@ def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float
             "quarantine_removed": quarantine_removed,
             "checkpoints_removed": checkpoints_removed,
             "rows_restored": restored,
+            "rows_deleted_since": gone,  # by the application, or by a later re-sync's --propagate-deletes
         },
         "users_removed": [u[0] for u in users],
         "users_kept_in_use": [u[0] for u in kept],
@@ -76,7 +80,7 @@ def _remove(conn: psycopg.Connection, run_id: str, force: bool, tries: list[bool
     if status == "rolled_back":
         if retry:
             return (stats.get("status_before"), stats, stats.get("rows_removed", 0), stats.get("rows_restored", 0),
-                    [], [], 0, 0, 0)  # fmt: skip
+                    [], [], 0, 0, 0, stats.get("rows_deleted_since", 0))  # fmt: skip
         raise InputError(f"run {run_id} was already rolled back")
     since = finished_at or started_at
     changed = conn.execute(
@@ -88,7 +92,10 @@ def _remove(conn: psycopg.Connection, run_id: str, force: bool, tries: list[bool
             "(use --force to remove them anyway)"
         )
     with conn.transaction():
+        deleted_since = _deleted_since(conn, run_id)
         tasks_removed = conn.execute("DELETE FROM tasks WHERE migration_run_id = %s", (run_id,)).rowcount
+        if has_table(conn, "migration_deleted"):  # as if the run never was: its rows may be written again
+            conn.execute("DELETE FROM migration_deleted WHERE migration_run_id = %s", (run_id,))
         restored = _restore_history(conn, run_id)
         users = conn.execute(
             "DELETE FROM users u WHERE u.migration_run_id = %s "
@@ -104,11 +111,24 @@ def _remove(conn: psycopg.Connection, run_id: str, force: bool, tries: list[bool
         conn.execute("DELETE FROM migration_seen WHERE run_id = %s", (run_id,))
         conn.execute(
             "UPDATE migration_runs SET status = 'rolled_back', stats = stats || jsonb_build_object("
-            "'rolled_back_at', now(), 'rows_removed', %s::int, 'rows_restored', %s::int, 'status_before', %s::text) "
-            "WHERE id = %s",
-            (tasks_removed, restored, status, run_id),
+            "'rolled_back_at', now(), 'rows_removed', %s::int, 'rows_restored', %s::int, 'status_before', %s::text, "
+            "'rows_deleted_since', %s::int) WHERE id = %s",
+            (tasks_removed, restored, status, deleted_since, run_id),
         )
-    return (status, stats, tasks_removed, restored, users, kept, quarantine_removed, checkpoints_removed, changed)
+    return (status, stats, tasks_removed, restored, users, kept, quarantine_removed, checkpoints_removed, changed,
+            deleted_since)  # fmt: skip
+
+
+def _deleted_since(conn: psycopg.Connection, run_id: str) -> int:
+    """Rows the run inserted that are gone already: deleted by the application (migration_deleted)
+    or by a later re-sync's --propagate-deletes (its history keeps the row as it was)."""
+    by_app = "(SELECT count(*) FROM migration_deleted WHERE migration_run_id = %(r)s)"
+    row = conn.execute(
+        f"SELECT {by_app if has_table(conn, 'migration_deleted') else '0'} + (SELECT count(*) FROM "
+        "migration_row_history WHERE op = 'delete' AND run_id <> %(r)s AND before->>'migration_run_id' = %(r)s::text)",
+        {"r": run_id},
+    ).fetchone()
+    return int(row[0]) if row else 0
 def _restore_history(conn: Any, run_id: str) -> int:
     """The rows a re-sync run updated get their content back; the ones it deleted come back whole."""
     columns = [*CONTENT.split(", "), "created_at", "updated_at", "legacy_checksum"]

@@ -122,16 +122,24 @@ def finish(
 
 
 def rows_from_other_runs(conn: psycopg.Connection, sources: Sequence[str], run_id: str) -> dict[str, int]:
-    """Per legacy source, the rows of `tasks` another run (or the application) wrote; a source with
-    none is left out. Their chunks are re-syncs (compared), the others plain COPYs that cannot
-    collide; before and after the load, their sum is what reconciles a re-sync (flows/phase1.py)."""
+    """Per legacy source, the rows of `tasks` another run (or the application) wrote, with those of
+    them the application has deleted since (migration_deleted); a source with none is left out.
+    Their chunks are re-syncs (compared: a deleted row is not written again), the others plain
+    COPYs that cannot collide; before and after the load, their sum is what reconciles a re-sync
+    (flows/phase1.py), a row the application deletes meanwhile included."""
+    deleted = (
+        "UNION ALL SELECT legacy_source FROM migration_deleted WHERE legacy_source = ANY(%(part)s) "
+        "AND migration_run_id IS DISTINCT FROM %(run)s"
+        if has_table(conn, "migration_deleted")
+        else ""
+    )
     found: dict[str, int] = {}
     for part in batches(sources):
         found.update(
             conn.execute(
-                "SELECT legacy_source, count(*) FROM tasks WHERE legacy_source = ANY(%s) "
-                "AND migration_run_id IS DISTINCT FROM %s GROUP BY legacy_source",
-                (part, run_id),
+                "SELECT legacy_source, count(*) FROM (SELECT legacy_source FROM tasks WHERE legacy_source = "
+                f"ANY(%(part)s) AND migration_run_id IS DISTINCT FROM %(run)s {deleted}) r GROUP BY legacy_source",
+                {"part": part, "run": run_id},
             ).fetchall()
         )
     return found

@@ -139,6 +139,14 @@ def test_source_checks_hold_after_a_resync_counted_the_file_unchanged(
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("UPDATE tasks SET title = 'changed' WHERE legacy_id = '7'")
     assert set(failing(url, source)) == {"source checksum"}
+    with psycopg.connect(url, autocommit=True) as conn:  # the application deletes a task
+        conn.execute("DELETE FROM tasks WHERE legacy_id = '8'")
+    assert set(failing(url, source)) == {"source checksum", "source rows"}
+    # a re-sync reads the file again and leaves the row deleted (its record a conflict, in quarantine):
+    # checked against that run, nothing is missing
+    state = phase1_migration(source=str(source), report_dir=flow_env["report_dir"], return_state=True)
+    assert state.result()["counts"]["conflicts"] == 1, state.result()["counts"]
+    assert set(failing(url, source)) == {"source checksum"}  # only the title the application changed
 
 
 def test_audit_flow_fix_orphans_then_passes(flow_env: dict[str, str]) -> None:

@@ -187,6 +187,69 @@ def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(
     assert "5" not in dict(rows(url, "SELECT legacy_key, title FROM tasks"))
 
 
+def test_a_task_the_application_deleted_stays_deleted_and_its_record_waits_in_quarantine(
+    app_db: tuple[str, str], flow_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Phase 2 wins over a delete too: a re-sync does not write back a row the application deleted,
+    whether its record changed or not, and the record goes to quarantine. The application's role
+    needs no right on the migration's tables for its deletes to be noted."""
+    from tests.roles import APP
+
+    app, owner = app_db
+    monkeypatch.setenv("DATABASE_URL", owner)
+    env = {**flow_env, "db_url": owner}
+    timed = {"completed": False, "created_at": "2024-03-05T10:00:00Z"}
+    records = [{"id": i, "title": f"task {i}", **timed} for i in range(1, 6)]
+    src = write(tmp_path / "files" / "ann" / "tasks.json", {"tasks": records})
+    emptied = write(tmp_path / "files" / "bob" / "tasks.json", {"tasks": [{"id": 1, "title": "only"}]})
+    run = {"source": str(tmp_path / "files")}
+    first = migrate(env, **run)[1]
+    assert first["counts"]["inserted"] == 6, first["counts"]
+    ann, bob = (f"%{p.parent.name}/tasks.json" for p in (src, emptied))
+
+    def keys(source: str) -> set[str]:
+        return {r[0] for r in rows(owner, "SELECT legacy_key FROM tasks WHERE legacy_source LIKE %s", source)}
+
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute(f"REVOKE ALL ON migration_deleted FROM {APP}")
+    with psycopg.connect(app, autocommit=True) as conn:  # the application deletes, as itself
+        conn.execute("DELETE FROM tasks WHERE legacy_source LIKE %s AND legacy_key IN ('2', '3', '5')", (ann,))
+        conn.execute("DELETE FROM tasks WHERE legacy_source LIKE %s", (bob,))
+    records[1]["title"] = "task 2, edited in the CLI"  # deleted in Phase 2, changed in the file
+    del records[3:5]  # 4 disappears from the file; 5 is gone from both
+    records.append({"id": 6, "title": "task 6, new", **timed})
+    write(src, {"tasks": records})
+
+    for inserted, unchanged in ((1, 1), (0, 2)):  # again: a file with a deleted row is read every time
+        state, out = migrate(env, **run)
+        assert state.is_completed() and out["report_data"]["verification"]["ok"], out
+        c = out["counts"]
+        assert (c["records_read"], c["inserted"], c["unchanged"], c["updated"], c["conflicts"], c["disappeared"]) == (
+            5, inserted, unchanged, 0, 3, 1
+        ), c  # fmt: skip
+        assert keys(ann) == {"1", "4", "6"} and keys(bob) == set()
+        reasons = rows(owner, "SELECT legacy_id, reasons[1] FROM quarantine WHERE run_id = %s ORDER BY 1", out["run_id"])
+        assert [key for key, _ in reasons] == ["1", "2", "3"]
+        assert all(r.startswith("conflict: the application deleted this record's row in Phase 2") for _, r in reasons)
+        assert '"title":"task 2"' in reasons[1][1]  # the row as it was when deleted
+
+    # the migration's own deletes are not the application's: a record put back is written again
+    propagated = migrate(env, **run, propagate_deletes=True)[1]
+    assert (propagated["counts"]["deleted"], keys(ann)) == (1, {"1", "6"}), propagated["counts"]
+    records.append({"id": 4, "title": "task 4", **timed})
+    write(src, {"tasks": records})
+    back = migrate(env, **run)[1]
+    assert (back["counts"]["inserted"], keys(ann)) == (1, {"1", "4", "6"}), back["counts"]
+
+    # a rollback of the run that wrote the deleted rows makes it as if it never was: all written again
+    rolled = phase1_rollback(run_id=first["run_id"], report_dir=env["report_dir"], return_state=True)
+    assert rolled.is_completed(), rolled.result(raise_on_failure=False)
+    again = migrate(env, **run)[1]
+    assert again["report_data"]["verification"]["ok"], again["report_data"]["verification"]
+    assert (keys(ann), keys(bob)) == ({"1", "2", "3", "4", "6"}, {"1"})
+    assert rows(owner, "SELECT count(*) FROM migration_deleted") == [(0,)]
+
+
 def test_an_updated_row_keeps_the_checksum_of_what_it_became(flow_env: dict[str, str], tmp_path: Path) -> None:
     """A row a re-sync updated is the migration's again: its stored checksum is the row's own, so
     the next edit in the file updates it again (not a conflict), with and without a creation time."""
@@ -254,14 +317,17 @@ def test_a_resync_counts_unchanged_files_from_their_last_sync_and_reads_the_othe
         by_path[str(files["ann@example.com"])]["inserted"],
         by_path[str(files["ann@example.com"])]["unchanged"],
     ) == (1, 2)
-    assert by_path[str(files["cy@example.com"])]["inserted"] == 1  # its row is gone: read and written again
+    cy = by_path[str(files["cy@example.com"])]  # read again (a row is gone), not written again: Phase 2 wins
+    assert (cy["status"], cy["inserted"], cy["conflicts"]) == ("loaded", 0, 1)
+    assert rows(url, "SELECT count(*) FROM tasks WHERE legacy_source LIKE '%%cy@example.com%%'") == [(0,)]
     assert third["report_data"]["verification"]["ok"]
     assert third["counts"]["records_read"] == 9
 
     # other parameters may give other rows: every file is read again
     _, other = migrate(flow_env, **run, default_user_email="someone.else@example.com")
     assert {f["status"] for f in other["report_data"]["files"]} == {"loaded"}
-    assert other["counts"]["unchanged"] == 8 and other["report_data"]["verification"]["ok"]
+    assert (other["counts"]["unchanged"], other["counts"]["conflicts"]) == (7, 1)  # cy's deleted row: a conflict
+    assert other["report_data"]["verification"]["ok"]
 
     # cutover closes the sources of unchanged files too
     _, last = migrate(flow_env, **run, default_user_email="someone.else@example.com", cutover=True)
@@ -288,8 +354,9 @@ def test_a_resumed_resync_reads_the_files_its_first_attempt_chose(flow_env: dict
     _, out = migrate(flow_env, **run)  # resumes it: the chunks it streams are the ones it numbered
     assert out["run_id"] == started.id and out["report_data"]["resumed"]
     assert out["report_data"]["verification"]["ok"] and out["counts"]["unchanged"] == 6
-    _, after = migrate(flow_env, **run)  # the next sync reads ann's file again and writes her rows
-    assert after["counts"]["inserted"] == 2 and after["report_data"]["verification"]["ok"]
+    _, after = migrate(flow_env, **run)  # the next sync reads ann's file again; her deleted rows stay so
+    assert (after["counts"]["inserted"], after["counts"]["conflicts"]) == (0, 2), after["counts"]
+    assert after["report_data"]["verification"]["ok"]
 
 
 def test_cutover_closes_the_sources(flow_env: dict[str, str], tmp_path: Path) -> None:
