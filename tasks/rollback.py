@@ -129,6 +129,8 @@ def _deleted_since(conn: psycopg.Connection, run_id: str) -> int:
         {"r": run_id},
     ).fetchone()
     return int(row[0]) if row else 0
+
+
 def _restore_history(conn: Any, run_id: str) -> int:
     """The rows a re-sync run updated get their content back; the ones it deleted come back whole."""
     columns = [*CONTENT.split(", "), "created_at", "updated_at", "legacy_checksum"]
