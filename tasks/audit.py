@@ -278,6 +278,12 @@ def fix_orphans(conn: psycopg.Connection, run_id: str) -> int:
                 (run_id, moved, fk.table, f"{fk.table}.{fk.column}", fk.column, fk.parent),
             ).fetchall()
             moved += len(row)
+        if has_table(conn, "migration_deleted"):  # the audit's own move: not the application's delete
+            conn.execute(
+                "DELETE FROM migration_deleted d USING quarantine q WHERE q.run_id = %s "
+                "AND q.raw::json ->> 'table' = 'tasks' AND d.task_id = (q.raw::json -> 'row' ->> 'id')::uuid",
+                (run_id,),
+            )
     return moved
 
 

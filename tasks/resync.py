@@ -33,6 +33,7 @@ from psycopg.types.json import Jsonb
 from tasks.checksum import COPY_COLUMNS as TASK_COLUMNS
 from tasks.checksum import hex_sql, row_checksum_sql, row_line_sql
 from tasks.jsontext import raw_json
+from tasks.runs import STILL_DELETED
 from tasks.transform import QuarantineEntry, Rendered, Rows
 
 # A staged row whose task the application deleted: the same id, or the same record of the same source.
@@ -226,8 +227,8 @@ def deleted_and_gone(conn: psycopg.Connection, run_id: str, sources: list[str]) 
     any more: counted among the sources' rows before the run (tasks/runs.py), matched by no record."""
     row = conn.execute(
         "SELECT count(*) FROM migration_deleted d WHERE d.legacy_source = ANY(%s) "
-        "AND d.migration_run_id IS DISTINCT FROM %s AND NOT EXISTS "
-        "(SELECT 1 FROM migration_seen m WHERE m.run_id = %s AND m.task_id = d.task_id)",
+        f"AND d.migration_run_id IS DISTINCT FROM %s AND {STILL_DELETED} "
+        "AND NOT EXISTS (SELECT 1 FROM migration_seen m WHERE m.run_id = %s AND m.task_id = d.task_id)",
         (sources, run_id, run_id),
     ).fetchone()
     return int(row[0]) if row else 0

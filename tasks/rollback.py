@@ -10,7 +10,7 @@ import psycopg
 from tasks.db import Session
 from tasks.errors import InputError
 from tasks.resync import CONTENT
-from tasks.runs import has_table
+from tasks.runs import STILL_DELETED, has_table
 
 
 def rollback_run(url: str, run_id: str, *, force: bool = False, lock_wait: float = 0.0) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def _remove(conn: psycopg.Connection, run_id: str, force: bool, tries: list[bool
 def _deleted_since(conn: psycopg.Connection, run_id: str) -> int:
     """Rows the run inserted that are gone already: deleted by the application (migration_deleted)
     or by a later re-sync's --propagate-deletes (its history keeps the row as it was)."""
-    by_app = "(SELECT count(*) FROM migration_deleted WHERE migration_run_id = %(r)s)"
+    by_app = f"(SELECT count(*) FROM migration_deleted d WHERE d.migration_run_id = %(r)s AND {STILL_DELETED})"
     row = conn.execute(
         f"SELECT {by_app if has_table(conn, 'migration_deleted') else '0'} + (SELECT count(*) FROM "
         "migration_row_history WHERE op = 'delete' AND run_id <> %(r)s AND before->>'migration_run_id' = %(r)s::text)",

@@ -121,15 +121,20 @@ def finish(
         )
 
 
+# A row migration_deleted d keeps that is still deleted: one put back since (by an administrator,
+# an undone audit fix) counts as the row it is again.
+STILL_DELETED = "NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = d.task_id)"
+
+
 def rows_from_other_runs(conn: psycopg.Connection, sources: Sequence[str], run_id: str) -> dict[str, int]:
     """Per legacy source, the rows of `tasks` another run (or the application) wrote, with those of
-    them the application has deleted since (migration_deleted); a source with none is left out.
-    Their chunks are re-syncs (compared: a deleted row is not written again), the others plain
-    COPYs that cannot collide; before and after the load, their sum is what reconciles a re-sync
-    (flows/phase1.py), a row the application deletes meanwhile included."""
+    them the application has deleted since (migration_deleted, unless the row is back); a source
+    with none is left out. Their chunks are re-syncs (compared: a deleted row is not written
+    again), the others plain COPYs that cannot collide; before and after the load, their sum is
+    what reconciles a re-sync (flows/phase1.py), a row the application deletes meanwhile included."""
     deleted = (
-        "UNION ALL SELECT legacy_source FROM migration_deleted WHERE legacy_source = ANY(%(part)s) "
-        "AND migration_run_id IS DISTINCT FROM %(run)s"
+        "UNION ALL SELECT d.legacy_source FROM migration_deleted d WHERE d.legacy_source = ANY(%(part)s) "
+        f"AND d.migration_run_id IS DISTINCT FROM %(run)s AND {STILL_DELETED}"
         if has_table(conn, "migration_deleted")
         else ""
     )

@@ -161,6 +161,8 @@ def test_audit_flow_fix_orphans_then_passes(flow_env: dict[str, str]) -> None:
     assert state.is_completed(), state.message
     out = state.result()
     assert out["counts"]["orphans_quarantined"] == 30 and out["report_data"]["failed"] == []
+    with psycopg.connect(url) as conn:  # moved by the audit, not deleted by the application
+        assert conn.execute("SELECT count(*) FROM migration_deleted").fetchone()[0] == 0
 
 
 def test_audit_cli_prints_the_table_and_names_what_failed(flow_env: dict[str, str], capsys) -> None:

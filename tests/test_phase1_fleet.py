@@ -233,13 +233,23 @@ def test_a_task_the_application_deleted_stays_deleted_and_its_record_waits_in_qu
         assert all(r.startswith("conflict: the application deleted this record's row in Phase 2") for _, r in reasons)
         assert '"title":"task 2"' in reasons[1][1]  # the row as it was when deleted
 
+    with psycopg.connect(owner, autocommit=True) as conn:  # an administrator puts task 3 back as it was
+        conn.execute(
+            "INSERT INTO tasks SELECT (json_populate_record(NULL::tasks, last_row)).* FROM migration_deleted "
+            "WHERE legacy_source LIKE %s AND legacy_key = '3'",
+            (ann,),
+        )
+    restored = migrate(env, **run)[1]  # its row is back: compared as any other, counted once
+    assert restored["report_data"]["verification"]["ok"], restored["report_data"]["verification"]
+    assert (restored["counts"]["unchanged"], restored["counts"]["conflicts"]) == (3, 2), restored["counts"]
+
     # the migration's own deletes are not the application's: a record put back is written again
     propagated = migrate(env, **run, propagate_deletes=True)[1]
-    assert (propagated["counts"]["deleted"], keys(ann)) == (1, {"1", "6"}), propagated["counts"]
+    assert (propagated["counts"]["deleted"], keys(ann)) == (1, {"1", "3", "6"}), propagated["counts"]
     records.append({"id": 4, "title": "task 4", **timed})
     write(src, {"tasks": records})
     back = migrate(env, **run)[1]
-    assert (back["counts"]["inserted"], keys(ann)) == (1, {"1", "4", "6"}), back["counts"]
+    assert (back["counts"]["inserted"], keys(ann)) == (1, {"1", "3", "4", "6"}), back["counts"]
 
     # a rollback of the run that wrote the deleted rows makes it as if it never was: all written again
     rolled = phase1_rollback(run_id=first["run_id"], report_dir=env["report_dir"], return_state=True)
