@@ -33,7 +33,7 @@ from psycopg.types.json import Jsonb
 from tasks.checksum import COPY_COLUMNS as TASK_COLUMNS
 from tasks.checksum import hex_sql, row_checksum_sql, row_line_sql
 from tasks.jsontext import raw_json
-from tasks.runs import STILL_DELETED
+from tasks.runs import DELETED_OF_OTHER_RUNS
 from tasks.transform import QuarantineEntry, Rendered, Rows
 
 # A staged row whose task the application deleted: the same id, or the same record of the same source.
@@ -226,10 +226,9 @@ def deleted_and_gone(conn: psycopg.Connection, run_id: str, sources: list[str]) 
     """The rows of these sources the application deleted whose records no file of this run holds
     any more: counted among the sources' rows before the run (tasks/runs.py), matched by no record."""
     row = conn.execute(
-        "SELECT count(*) FROM migration_deleted d WHERE d.legacy_source = ANY(%s) "
-        f"AND d.migration_run_id IS DISTINCT FROM %s AND {STILL_DELETED} "
-        "AND NOT EXISTS (SELECT 1 FROM migration_seen m WHERE m.run_id = %s AND m.task_id = d.task_id)",
-        (sources, run_id, run_id),
+        f"SELECT count(*) {DELETED_OF_OTHER_RUNS} "
+        "AND NOT EXISTS (SELECT 1 FROM migration_seen m WHERE m.run_id = %(run)s AND m.task_id = d.task_id)",
+        {"sources": sources, "run": run_id},
     ).fetchone()
     return int(row[0]) if row else 0
 

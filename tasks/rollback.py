@@ -92,9 +92,10 @@ def _remove(conn: psycopg.Connection, run_id: str, force: bool, tries: list[bool
             "(use --force to remove them anyway)"
         )
     with conn.transaction():
-        deleted_since = _deleted_since(conn, run_id)
+        noted = has_table(conn, "migration_deleted")  # revision 0012 on: the application's deletes
+        deleted_since = _deleted_since(conn, run_id, noted)
         tasks_removed = conn.execute("DELETE FROM tasks WHERE migration_run_id = %s", (run_id,)).rowcount
-        if has_table(conn, "migration_deleted"):  # as if the run never was: its rows may be written again
+        if noted:  # as if the run never was: its rows may be written again
             conn.execute("DELETE FROM migration_deleted WHERE migration_run_id = %s", (run_id,))
         restored = _restore_history(conn, run_id)
         users = conn.execute(
@@ -119,12 +120,12 @@ def _remove(conn: psycopg.Connection, run_id: str, force: bool, tries: list[bool
             deleted_since)  # fmt: skip
 
 
-def _deleted_since(conn: psycopg.Connection, run_id: str) -> int:
+def _deleted_since(conn: psycopg.Connection, run_id: str, noted: bool) -> int:
     """Rows the run inserted that are gone already: deleted by the application (migration_deleted)
     or by a later re-sync's --propagate-deletes (its history keeps the row as it was)."""
     by_app = f"(SELECT count(*) FROM migration_deleted d WHERE d.migration_run_id = %(r)s AND {STILL_DELETED})"
     row = conn.execute(
-        f"SELECT {by_app if has_table(conn, 'migration_deleted') else '0'} + (SELECT count(*) FROM "
+        f"SELECT {by_app if noted else '0'} + (SELECT count(*) FROM "
         "migration_row_history WHERE op = 'delete' AND run_id <> %(r)s AND before->>'migration_run_id' = %(r)s::text)",
         {"r": run_id},
     ).fetchone()

@@ -124,6 +124,12 @@ def finish(
 # A row migration_deleted d keeps that is still deleted: one put back since (by an administrator,
 # an undone audit fix) counts as the row it is again.
 STILL_DELETED = "NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = d.task_id)"
+# The rows of the sources another run wrote that the application has deleted: counted among the
+# sources' rows before and after a re-sync, and (those no file holds) in resync.deleted_and_gone.
+DELETED_OF_OTHER_RUNS = (
+    "FROM migration_deleted d WHERE d.legacy_source = ANY(%(sources)s) "
+    f"AND d.migration_run_id IS DISTINCT FROM %(run)s AND {STILL_DELETED}"
+)
 
 
 def rows_from_other_runs(conn: psycopg.Connection, sources: Sequence[str], run_id: str) -> dict[str, int]:
@@ -132,19 +138,14 @@ def rows_from_other_runs(conn: psycopg.Connection, sources: Sequence[str], run_i
     with none is left out. Their chunks are re-syncs (compared: a deleted row is not written
     again), the others plain COPYs that cannot collide; before and after the load, their sum is
     what reconciles a re-sync (flows/phase1.py), a row the application deletes meanwhile included."""
-    deleted = (
-        "UNION ALL SELECT d.legacy_source FROM migration_deleted d WHERE d.legacy_source = ANY(%(part)s) "
-        f"AND d.migration_run_id IS DISTINCT FROM %(run)s AND {STILL_DELETED}"
-        if has_table(conn, "migration_deleted")
-        else ""
-    )
     found: dict[str, int] = {}
     for part in batches(sources):
         found.update(
             conn.execute(
                 "SELECT legacy_source, count(*) FROM (SELECT legacy_source FROM tasks WHERE legacy_source = "
-                f"ANY(%(part)s) AND migration_run_id IS DISTINCT FROM %(run)s {deleted}) r GROUP BY legacy_source",
-                {"part": part, "run": run_id},
+                "ANY(%(sources)s) AND migration_run_id IS DISTINCT FROM %(run)s "
+                f"UNION ALL SELECT d.legacy_source {DELETED_OF_OTHER_RUNS}) r GROUP BY legacy_source",
+                {"sources": part, "run": run_id},
             ).fetchall()
         )
     return found
