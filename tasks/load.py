@@ -439,7 +439,7 @@ class ChunkWriter:
         with conn.transaction():
             per_chunk = batch and foreign_keys.check_per_chunk(conn, job.user_ids, self.run_id)
             if job.staged:
-                found = resync.staged(conn, self.run_id, chunk.rows, rendered)
+                found = resync.staged(conn, self.run_id, chunk.rows, rendered, self._whole(chunk))
                 inserted_ids = found.inserted
                 lots = {
                     **dict.fromkeys(found.updated, "updated"),
@@ -498,6 +498,10 @@ class ChunkWriter:
         )
         result.by_file = by_file
         return result
+
+    def _whole(self, chunk: TransformedChunk) -> frozenset[str]:
+        """The legacy sources whose every record is in this chunk (the pre-check counted them)."""
+        return frozenset(self.files[no].source.legacy_source for no, n in chunk.files.items() if n == self.files[no].records)
 
     def _file_parts(self, conn: psycopg.Connection, chunk_no: int, by_file: dict[int, Counter[str]]) -> None:
         """Each file's share of the chunk: its checkpoint, committed with the chunk."""

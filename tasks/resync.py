@@ -23,7 +23,7 @@ deleted only when asked (`--propagate-deletes`) and only where the application l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,18 +73,32 @@ def _loaded_line(defaulted: str) -> str:
     )
 
 
-def staged(conn: psycopg.Connection, run_id: str, rows: Rows, rendered: Rendered) -> Sorted:
+def staged(
+    conn: psycopg.Connection, run_id: str, rows: Rows, rendered: Rendered, whole: Collection[str] = ()
+) -> Sorted:
     """Sort the chunk's rows; the caller holds the transaction. A row whose record has its own
     timestamps and whose row under the same id still has the checksum the record's line gives is
     unchanged by the first rule (below) whatever else: told from the checksums alone. The others
-    are COPied into a staging table and compared there. Every row is noted as seen."""
+    are COPied into a staging table and compared there. Every row is noted as seen.
+
+    `whole`: the legacy sources all of whose records are in this chunk. Their stored rows are
+    read by source, the others' id by id: a source's rows sit together in its index and, loaded
+    file by file, in the table, where the ids of a chunk are random probes into both (a chunk of
+    380 user files, 3,700 rows, on the 100,000-file database: 4 ms against 21 ms)."""
     out = Sorted()
     todo: Sequence[int] = range(rendered.count)
     if rendered.lines is not None:  # a re-sync's rows are mostly such: 9 in 10 of a file that changed
+        whole = whole if rows.sources else ()  # rows of a single file carry no source of their own
+        by_id = (
+            [t for t, source in zip(rendered.task_ids, rows.sources, strict=True) if source not in whole]
+            if whole
+            else rendered.task_ids
+        )
         stored = dict(
             conn.execute(
+                f"SELECT {hex_sql('id')}, legacy_checksum FROM tasks WHERE legacy_source = ANY(%s) UNION ALL "
                 f"SELECT {hex_sql('id')}, legacy_checksum FROM tasks WHERE id = ANY(%s::uuid[])",
-                (rendered.task_ids,),
+                (list(whole), by_id),
             ).fetchall()
         )
         todo = [

@@ -187,6 +187,41 @@ def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(
     assert "5" not in dict(rows(url, "SELECT legacy_key, title FROM tasks"))
 
 
+def test_a_resync_with_files_whole_in_a_chunk_and_one_across_two(flow_env: dict[str, str], tmp_path: Path) -> None:
+    """Chunks of 4 records: ann's 3 and bob's first, then bob's second and cy's 3. A re-sync reads
+    the stored rows of a file whole in its chunk by its source, and bob's id by id: the outcomes
+    are the same either way."""
+    url = flow_env["db_url"]
+    base = tmp_path / "uploads"
+
+    def tasks(name: str, n: int, edited: dict[int, str]) -> dict[str, object]:
+        return {
+            "tasks": [
+                {"id": i, "title": edited.get(i, f"{name} {i}"), "completed": False, "created_at": "2024-03-05T10:00:00Z"}
+                for i in range(1, n + 1)
+            ]
+        }
+
+    sizes = {"ann": 3, "bob": 2, "cy": 3}
+    for name, n in sizes.items():
+        write(base / name / "tasks.json", tasks(name, n, {}))
+    _, first = migrate(flow_env, source=str(base), chunk_size=4)
+    assert first["counts"]["inserted"] == 8, first["counts"]
+    with psycopg.connect(url, autocommit=True) as conn:  # the application edits cy's first task
+        conn.execute("UPDATE tasks SET title = 'cy 1, in Phase 2' WHERE legacy_source LIKE '%%cy/%%' AND legacy_key = '1'")
+    edits = {"ann": {2: "ann 2, edited"}, "bob": {2: "bob 2, edited"}, "cy": {1: "cy 1, edited", 3: "cy 3, edited"}}
+    for name, n in sizes.items():
+        write(base / name / "tasks.json", tasks(name, n, edits[name]))
+    state, out = migrate(flow_env, source=str(base), chunk_size=4)
+    assert state.is_completed(), out
+    c = out["counts"]
+    assert (c["inserted"], c["updated"], c["unchanged"], c["conflicts"], c["disappeared"]) == (0, 3, 4, 1, 0), c
+    assert out["report_data"]["verification"]["ok"]
+    titles = {(s.split(":")[1].split("/")[0], k): t for s, k, t in rows(url, "SELECT legacy_source, legacy_key, title FROM tasks")}
+    assert (titles["ann", "2"], titles["bob", "2"], titles["cy", "3"]) == ("ann 2, edited", "bob 2, edited", "cy 3, edited")
+    assert titles["cy", "1"] == "cy 1, in Phase 2" and titles["bob", "1"] == "bob 1"
+
+
 def test_a_task_the_application_deleted_stays_deleted_and_its_record_waits_in_quarantine(
     app_db: tuple[str, str], flow_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
