@@ -138,6 +138,10 @@ class MigrationCheckpoint(SQLModel, table=True):
     # Exact sum of the migrated rows' 64-bit content checksums (see tasks/checksum.py).
     checksum: Decimal = Field(sa_column=sa.Column(sa.Numeric, nullable=False))
     committed_at: datetime = _ts()
+    # Revision 0013: the task ids of a compared (re-synced) chunk's rows, until its run completes
+    seen: list[uuid.UUID] | None = Field(
+        default=None, sa_column=sa.Column(pg.ARRAY(pg.UUID(as_uuid=True)), nullable=True)
+    )
 
 
 class QuarantineRecord(SQLModel, table=True):
@@ -244,7 +248,9 @@ class MigrationSource(SQLModel, table=True):
 
 
 class MigrationSeen(SQLModel, table=True):
-    """The rows a re-sync run saw in its files: the others of the same sources disappeared."""
+    """The rows a re-sync run saw in its files, one row each, as runs before revision 0013 noted
+    them (since then a chunk's checkpoint holds its own: migration_checkpoints.seen). Read for a
+    run interrupted before that upgrade; nothing writes here any more."""
 
     __tablename__ = "migration_seen"
 

@@ -466,8 +466,8 @@ class ChunkWriter:
             counted = Counter(lots.values())
             conn.execute(
                 "INSERT INTO migration_checkpoints (run_id, chunk_no, first_position, last_position, records, "
-                "migrated, already_present, duplicates, quarantined, checksum, updated, conflicts) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "migrated, already_present, duplicates, quarantined, checksum, updated, conflicts, seen) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::uuid[])",
                 (
                     self.run_id,
                     chunk.chunk_no,
@@ -481,6 +481,8 @@ class ChunkWriter:
                     checksum,
                     counted["updated"],
                     counted["conflicts"],
+                    # a compared chunk's rows, whatever became of them: the others of its sources disappeared
+                    rendered.task_ids if job.staged else None,
                 ),
             )
             self._file_parts(conn, chunk.chunk_no, by_file)

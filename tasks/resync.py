@@ -16,8 +16,9 @@ keeps `legacy_checksum`, the checksum of the row as the migration last wrote it.
   record goes to quarantine with the row as it was when deleted.
 
 A record without its own creation time is compared without timestamps (its stand-in is the run's
-start time, which is not its content). Every row the chunk saw is noted in migration_seen, so the
-rows of the same sources that no file holds any more are found afterwards (`disappeared`), and
+start time, which is not its content). Every row the chunk saw is noted in its checkpoint
+(migration_checkpoints.seen, revision 0013), so the rows of the same sources that no file holds any
+more are found afterwards (`disappeared`), and
 deleted only when asked (`--propagate-deletes`) and only where the application left them alone.
 """
 
@@ -79,7 +80,8 @@ def staged(
     """Sort the chunk's rows; the caller holds the transaction. A row whose record has its own
     timestamps and whose row under the same id still has the checksum the record's line gives is
     unchanged by the first rule (below) whatever else: told from the checksums alone. The others
-    are COPied into a staging table and compared there. Every row is noted as seen.
+    are COPied into a staging table and compared there. The caller notes every row as seen, in the
+    chunk's checkpoint.
 
     `whole`: the legacy sources all of whose records are in this chunk. Their stored rows are
     read by source, the others' id by id: a source's rows sit together in its index and, loaded
@@ -109,10 +111,6 @@ def staged(
             if untimed or stored.get(tid) != checksum
         ]
         out.unchanged = set(rendered.task_ids).difference(rendered.task_ids[j] for j in todo)
-    conn.execute(
-        "INSERT INTO migration_seen (run_id, task_id) SELECT %s, unnest(%s::uuid[]) ON CONFLICT DO NOTHING",
-        (run_id, rendered.task_ids),
-    )
     if not todo:
         return out
     conn.execute(_STAGE)
@@ -225,13 +223,21 @@ def conflict_entries(rows: Rows, rendered: Rendered, found: Sorted) -> list[Quar
     return out
 
 
+# The task ids a run saw: each compared chunk's checkpoint holds its own (revision 0013); a run
+# interrupted before that upgrade noted them a row each in migration_seen.
+_SEEN = (
+    "(SELECT unnest(seen) AS task_id FROM migration_checkpoints WHERE run_id = %(run)s AND seen IS NOT NULL "
+    "UNION ALL SELECT task_id FROM migration_seen WHERE run_id = %(run)s)"
+)
+
+
 def disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]) -> dict[str, int]:
     """Per legacy source, the rows no file of this run holds any more."""
     return dict(
         conn.execute(
-            "SELECT t.legacy_source, count(*) FROM tasks t WHERE t.legacy_source = ANY(%s) AND NOT EXISTS "
-            "(SELECT 1 FROM migration_seen m WHERE m.run_id = %s AND m.task_id = t.id) GROUP BY 1",
-            (sources, run_id),
+            "SELECT t.legacy_source, count(*) FROM tasks t WHERE t.legacy_source = ANY(%(sources)s) AND NOT EXISTS "
+            f"(SELECT 1 FROM {_SEEN} m WHERE m.task_id = t.id) GROUP BY 1",
+            {"sources": sources, "run": run_id},
         ).fetchall()
     )
 
@@ -241,7 +247,7 @@ def deleted_and_gone(conn: psycopg.Connection, run_id: str, sources: list[str]) 
     any more: counted among the sources' rows before the run (tasks/runs.py), matched by no record."""
     row = conn.execute(
         f"SELECT count(*) {DELETED_OF_OTHER_RUNS} "
-        "AND NOT EXISTS (SELECT 1 FROM migration_seen m WHERE m.run_id = %(run)s AND m.task_id = d.task_id)",
+        f"AND NOT EXISTS (SELECT 1 FROM {_SEEN} m WHERE m.task_id = d.task_id)",
         {"sources": sources, "run": run_id},
     ).fetchone()
     return int(row[0]) if row else 0
@@ -252,7 +258,7 @@ def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]
     with conn.transaction():
         gone = (
             "FROM tasks t WHERE t.legacy_source = ANY(%(sources)s) AND NOT EXISTS "
-            "(SELECT 1 FROM migration_seen m WHERE m.run_id = %(run)s AND m.task_id = t.id) "
+            f"(SELECT 1 FROM {_SEEN} m WHERE m.task_id = t.id) "
             f"AND t.legacy_checksum IS NOT NULL AND {row_checksum_sql('t')} = t.legacy_checksum"
         )
         params = {"sources": sources, "run": run_id}
@@ -272,7 +278,10 @@ def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]
 
 
 def forget_seen(conn: psycopg.Connection, run_id: str) -> None:
-    conn.execute("DELETE FROM migration_seen WHERE run_id = %s", (run_id,))
+    """A completed run's seen rows: no longer needed (a resumed run needed them)."""
+    with conn.transaction():
+        conn.execute("UPDATE migration_checkpoints SET seen = NULL WHERE run_id = %s AND seen IS NOT NULL", (run_id,))
+        conn.execute("DELETE FROM migration_seen WHERE run_id = %s", (run_id,))
 
 
 # The files of a run that a re-sync may find unchanged, in one statement over the run's files:

@@ -96,6 +96,7 @@ def test_steps_are_what_their_operations_declare() -> None:
     assert {r for r in REVISIONS if schema.step(r).breaking} == {"0009", "0010"}
     assert "drops tasks.priority" in (schema.step("0005").downgrade_loses or "")
     assert schema.step("0010").downgrade_loses is None  # a rename gives everything back
+    assert schema.step("0013").downgrade_loses is None  # the seen ids go back to migration_seen
     assert set(schema.declared_backfills()) == {
         "tasks.tags", "tasks.priority", "tasks.status", "migration_checkpoints.updated", "migration_checkpoints.conflicts"
     }  # fmt: skip
@@ -207,3 +208,38 @@ def test_a_lock_held_by_the_application_times_out_cleanly_and_goes_through_once_
     assert "tags" not in columns(empty_db_url)
     schema.start(empty_db_url, schema.step("0003"), lock_timeout="100ms")  # free now: it goes through
     assert "tags" in columns(empty_db_url) and schema.pending(empty_db_url) == "0003"
+
+
+def test_0013_down_gives_a_runs_seen_ids_back_as_rows_and_up_reads_them_where_they_are(db_url: str) -> None:
+    """An interrupted re-sync keeps what it saw across a downgrade of 0013 and an upgrade again:
+    the chunks' arrays become rows of migration_seen on the way down, and stay rows on the way up
+    (the resumed run reads both: tasks/resync.py)."""
+    import uuid
+
+    from tasks import resync
+
+    run, ids = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(3)]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO migration_runs (id, kind, status) VALUES (%s, 'phase1', 'interrupted')", (run,))
+        for no, seen in enumerate([ids[:2], ids[1:], None]):
+            conn.execute(
+                "INSERT INTO migration_checkpoints (run_id, chunk_no, first_position, last_position, records, "
+                "migrated, already_present, duplicates, quarantined, checksum, seen) "
+                "VALUES (%s, %s, 0, 0, 0, 0, 0, 0, 0, 0, %s::uuid[])",
+                (run, no, seen),
+            )
+    schema.downgrade_to(db_url, "0012")
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT task_id::text FROM migration_seen WHERE run_id = %s ORDER BY 1", (run,)).fetchall()
+        assert [r[0] for r in rows] == sorted(ids)
+    schema.upgrade(db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        user = conn.execute("INSERT INTO users (id, email) VALUES (gen_random_uuid(), 'a@example.com') RETURNING id").fetchone()[0]
+        for i, tid in enumerate([*ids, str(uuid.uuid4())]):  # three seen before the downgrade, one not
+            conn.execute(
+                "INSERT INTO tasks (id, user_id, title, legacy_source, legacy_key) VALUES (%s, %s, 't', 'phase1:a', %s)",
+                (tid, user, str(i)),
+            )
+        assert resync.disappeared(conn, run, ["phase1:a"]) == {"phase1:a": 1}
+        resync.forget_seen(conn, run)
+        assert resync.disappeared(conn, run, ["phase1:a"]) == {"phase1:a": 4}

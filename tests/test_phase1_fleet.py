@@ -220,6 +220,8 @@ def test_a_resync_with_files_whole_in_a_chunk_and_one_across_two(flow_env: dict[
     titles = {(s.split(":")[1].split("/")[0], k): t for s, k, t in rows(url, "SELECT legacy_source, legacy_key, title FROM tasks")}
     assert (titles["ann", "2"], titles["bob", "2"], titles["cy", "3"]) == ("ann 2, edited", "bob 2, edited", "cy 3, edited")
     assert titles["cy", "1"] == "cy 1, in Phase 2" and titles["bob", "1"] == "bob 1"
+    # the ids its chunks saw (their checkpoints held them) are let go once the run completed
+    assert rows(url, "SELECT count(*) FROM migration_checkpoints WHERE seen IS NOT NULL") == [(0,)]
 
 
 def test_a_task_the_application_deleted_stays_deleted_and_its_record_waits_in_quarantine(
@@ -450,6 +452,43 @@ def test_kill_9_in_a_run_of_many_files_resumes_exactly(flow_env: dict[str, str],
     assert report["resumed"] and report["counts"]["records_read"] == total
     assert rows(url, "SELECT count(*), count(DISTINCT id) FROM tasks")[0] == (total, total)
     assert report["verification"]["ok"]
+
+
+def test_kill_9_in_a_resync_resumes_with_what_its_chunks_saw(flow_env: dict[str, str], tmp_path: Path) -> None:
+    """A re-sync killed part-way, resumed: the rows its committed chunks saw (their checkpoints hold
+    them) are not taken for disappeared, and the records gone from the files are, each once."""
+    base, url = tmp_path / "many", flow_env["db_url"]
+    sizes = [2 + i % 6 for i in range(600)]
+    for i, n in enumerate(sizes):
+        write(base / f"u{i:04d}" / "tasks.json", [{"id": j, "title": f"u{i} t{j}", "done": False} for j in range(1, n + 1)])
+    env = {**os.environ, "PREFECT_API_URL": flow_env["api_url"], "DATABASE_URL": url}
+    args = [sys.executable, "-m", "flows.phase1", "--source", str(base), "--chunk-size", "100", "--workers", "1",
+            "--no-checkpoint", "--report-dir", str(tmp_path / "runs"), "--json"]  # fmt: skip
+    assert subprocess.run(args, cwd=ROOT, env=env, capture_output=True, timeout=300).returncode == 0
+    for i, n in enumerate(sizes):  # every file edited; every third loses its last record
+        kept = n - 1 if i % 3 == 0 else n
+        write(base / f"u{i:04d}" / "tasks.json", [{"id": j, "title": f"u{i} t{j} (edited)" if j == 1 else f"u{i} t{j}",
+                                                   "done": False} for j in range(1, kept + 1)])  # fmt: skip
+    before = rows(url, "SELECT count(*) FROM migration_checkpoints")[0][0]
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline, committed = time.monotonic() + 120, 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline and committed < 4:
+            committed = conn.execute("SELECT count(*) FROM migration_checkpoints").fetchone()[0] - before
+            time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    noted = rows(url, "SELECT count(*) FROM migration_checkpoints WHERE seen IS NOT NULL")[0][0]
+    assert 4 <= noted < sum(sizes) // 100, "the kill must land part-way, after chunks that noted what they saw"
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["resumed"] and report["verification"]["ok"]
+    c = report["counts"]
+    assert (c["updated"], c["disappeared"], c["inserted"], c["conflicts"]) == (600, 200, 0, 0), c
+    assert rows(url, "SELECT count(*) FROM migration_checkpoints WHERE seen IS NOT NULL") == [(0,)]
 
 
 def test_the_command_finds_and_hashes_the_files_once_and_each_command_afresh(

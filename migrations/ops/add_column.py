@@ -21,6 +21,7 @@ class AddColumn(OnlineOperation):
     default: str | None = None  # SQL, for rows inserted from start on
     backfill: str | None = None  # SQL over the row, for the rows that existed before start
     not_null: bool = False
+    kept: str | None = None  # where another operation of the revision keeps its values on downgrade
 
     def start(self, ctx: Context) -> None:
         column = self.column._copy()
@@ -44,8 +45,8 @@ class AddColumn(OnlineOperation):
         ctx.operations.drop_column(self.table, self.column.name)
 
     @property
-    def loses(self) -> str:
-        return f"drops {self.table}.{self.column.name} and every value in it"
+    def loses(self) -> str | None:
+        return None if self.kept else f"drops {self.table}.{self.column.name} and every value in it"
 
     def describe(self) -> str:
         return f"add column {self.table}.{self.column.name}"
