@@ -83,17 +83,24 @@ def every(session: Session, run_ids: Sequence[str], page: int = PAGE) -> Iterato
     """Every row in report order (first()'s), each as the text of a JSON object PostgreSQL writes
     (100,000 files' rows made into dicts here and dumped took 0.91-1.01 s, the text 0.45-0.52 s):
     the refused files, then the others, each run's by ranges of `page` file numbers (a run numbers
-    its files from 0), so a page reads only its own."""
+    its files from 0), so a page reads only its own. A run that refused no file is not paged
+    through for its refused ones (100,000 files: 20 reads of every row, 0.2 s, for none)."""
+    spans = {run_id: session.run("report:files", _span, run_id) for run_id in run_ids}
     for refused in (True, False):
         for run_id in run_ids:
-            last = session.run("report:files", _last_file, run_id)
+            last, any_refused = spans[run_id]
+            if refused and not any_refused:
+                continue
             for low in range(0, last + 1, page):
                 yield from session.run("report:files", _page, run_id, refused, low, low + page)
 
 
-def _last_file(conn: psycopg.Connection, run_id: str) -> int:
-    row = conn.execute("SELECT max(file_no) FROM migration_files WHERE run_id = %s", (run_id,)).fetchone()
-    return -1 if row is None or row[0] is None else int(row[0])
+def _span(conn: psycopg.Connection, run_id: str) -> tuple[int, bool]:
+    """The run's last file number (-1: none), and whether it refused any file (part -1)."""
+    row = conn.execute(
+        "SELECT max(file_no), coalesce(bool_or(part = -1), false) FROM migration_files WHERE run_id = %s", (run_id,)
+    ).fetchone()
+    return (-1, False) if row is None or row[0] is None else (int(row[0]), bool(row[1]))
 
 
 def _page(conn: psycopg.Connection, run_id: str, refused: bool, low: int, high: int) -> list[str]:

@@ -96,6 +96,26 @@ def test_every_row_is_read_page_by_page_in_report_order(two_runs: tuple[str, str
     assert rows[0]["error"] == "cut short" and set(rows[0]) == set(file_results.FIELDS)
 
 
+def test_a_run_that_refused_no_file_is_paged_through_once(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        clean, mixed = _run(conn), _run(conn)
+        for no in range(5):
+            _part(conn, clean, no, 0, "loaded", records=1, inserted=1)
+            _part(conn, mixed, no, 0, "loaded", records=1, inserted=1)
+        _refused(conn, mixed, 5, "uploads/w5", "rejected", "not JSON")
+    pages, page = [], file_results._page
+
+    def counted(conn: psycopg.Connection, run_id: str, refused: bool, *span: int) -> list[str]:
+        pages.append((run_id, refused))
+        return page(conn, run_id, refused, *span)
+
+    monkeypatch.setattr(file_results, "_page", counted)
+    with Session(db_url) as session:
+        rows = [json.loads(text) for text in file_results.every(session, [clean, mixed], page=2)]
+    assert [r["path"] for r in rows] == ["uploads/w5/tasks.json"] + [f"uploads/u{n}/tasks.json" for n in [*range(5), *range(5)]]
+    assert (clean, True) not in pages and pages.count((mixed, True)) == 3  # files 0-5 of the mixed run, two a page
+
+
 def test_a_report_writes_every_row_it_never_held(two_runs: tuple[str, str, str], tmp_path: Path) -> None:
     url, a, b = two_runs
     with Session(url) as session:
