@@ -18,8 +18,8 @@ keeps `legacy_checksum`, the checksum of the row as the migration last wrote it.
 A record without its own creation time is compared without timestamps (its stand-in is the run's
 start time, which is not its content). Every row the chunk saw is noted in its checkpoint
 (migration_checkpoints.seen, revision 0013), so the rows of the same sources that no file holds any
-more are found afterwards (`disappeared`), and
-deleted only when asked (`--propagate-deletes`) and only where the application left them alone.
+more are found afterwards (`disappeared`), and deleted only when asked (`--propagate-deletes`) and
+only where the application left them alone.
 """
 
 from __future__ import annotations
