@@ -78,7 +78,7 @@ from tasks.runs import (
     start_or_resume,
     transform_context,
 )
-from tasks.source import ReadOptions, SourceInfo, precheck
+from tasks.source import ReadOptions, SourceInfo, file_sha256, precheck
 from tasks.sources import FileSource, resolve, shard
 from tasks.transform import TransformContext
 from tasks.verify import Verification, find_mismatches, verify_run
@@ -138,12 +138,13 @@ class Job:
 
     @property
     def sha256(self) -> str:
-        """One file's sha256, or one over every file's name and sha256 (what a resume matches)."""
+        """One file's sha256, or one over every file's name and stat key (what a resume matches: a
+        file's stat moves with its bytes, tasks/filestat.py, and is the same whether it was hashed)."""
         if self.single:
             return self.files[0].digest or ""
         digest = hashlib.sha256()
         for f in self.files:
-            digest.update(f"{f.source.legacy_source}\0{f.digest or ''}\n".encode())
+            digest.update(f"{f.source.legacy_source}\0{f.stat if f.stat is not None else ''}\n".encode())
         return digest.hexdigest()
 
     def mark_unchanged(self, unchanged: frozenset[int]) -> None:
@@ -224,7 +225,7 @@ def prepare_job(p: P.Phase1) -> Job:
         if single:
             files = [RunFile.of(0, sources[0], precheck(sources[0].path, mapping, options), keep=True)]
         else:
-            files = found_files(sources)
+            files = found_files(sources, hashed=p.cutover)
     origin = p.manifest or p.source or ""
     return Job(files, single, mapping, options, owners, p.source_name, p.default_user_email, p.chunk_size, origin)
 
@@ -351,7 +352,9 @@ def _migrate(
         if run.resumed:
             logger.info("resuming interrupted run %s", run.id)
         job.mark_unchanged(
-            session.run("phase1:start", resync.unchanged_files, run.id, job.files, job.parameters, resumed=run.resumed)
+            session.run(
+                "phase1:start", resync.unchanged_files, run.id, job.files, job.parameters, file_sha256, resumed=run.resumed
+            )
         )
         phases.mark("start")
         ctx = job.context(run.started_at)

@@ -242,6 +242,8 @@ class MigrationSource(SQLModel, table=True):
     path: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     owner: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
     sha256: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))
+    # the stat of the file that sync read, when it vouches for those bytes (revision 0014, tasks/filestat.py)
+    stat_key: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     last_run_id: uuid.UUID | None = Field(default=None, sa_column=sa.Column(pg.UUID(as_uuid=True), nullable=True))
     synced_at: datetime | None = _ts(nullable=True, default=False)
     closed_at: datetime | None = _ts(nullable=True, default=False)

@@ -7,10 +7,13 @@ have passed, the run keeps only what its report row and reconciliation need."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 
+from tasks.filestat import settled, stat_key
 from tasks.inference import Holdings
 from tasks.mapping import FieldMapping
 from tasks.prefetch import FROM_FILES as PREFETCH_FROM
@@ -39,8 +42,10 @@ class RunFile:
     error: str | None = None  # why it was refused, one line
     closed: bool = False  # its legacy source was closed at cutover: refused
     unchanged: bool = False  # what its source's last sync read, nothing left to do (tasks/resync.py)
-    sha256: str | None = None  # of the file as found; once pre-checked, of what the run read
+    sha256: str | None = None  # of the file as found, if hashed then; once pre-checked, of what the run read
     size: int = 0  # bytes, likewise
+    stat: int | None = None  # its stat key as found (tasks/filestat.py); once pre-checked, as read if it vouches
+    settled: bool = False  # its stat as found may vouch for its bytes (a re-sync's quick check)
     checked: bool = False  # pre-checked and accepted: its records stream
     records: int = 0  # its records, once pre-checked
     salvaged: str | None = None  # where a file cut short was cut (Cut.describe()), once pre-checked
@@ -57,6 +62,7 @@ class RunFile:
             # the values found, where the pre-check read the same: no copy of them made during the load
             sha256=self.sha256 if self.sha256 == info.sha256 else info.sha256,
             size=self.size if self.size == info.size else info.size,
+            stat=info.stat,
             checked=True,
             records=info.records,
             salvaged=info.cut.describe() if info.cut else None,
@@ -92,14 +98,25 @@ class RunFile:
         return self.sha256
 
 
-def found_files(sources: Sequence[FileSource]) -> list[RunFile]:
-    """Every file with its sha256 and size and nothing more (one read, in C): a re-sync tells the
-    unchanged files by it before the others are read. One that cannot be read is left to the
+def found_files(sources: Sequence[FileSource], *, hashed: bool = False) -> list[RunFile]:
+    """Every file with its size and stat key and nothing more: a re-sync tells the unchanged files
+    by them before the others are read (tasks/resync.py), and a resumed run the same files. A file
+    whose stat cannot vouch for its bytes (changed a moment ago), or every file when `hashed` (the
+    last sync, at cutover), is also hashed (one read, in C). One that cannot be read is left to the
     pre-check, which says why in one line."""
-    out = []
+    out, taken = [], time.time_ns()  # before any stat: a file settled then was settled at its stat
     for no, source in enumerate(sources):
+        try:
+            st = os.stat(source.path)
+        except OSError:
+            out.append(RunFile(no, source))
+            continue
+        if not hashed and settled(st, taken):
+            out.append(RunFile(no, source, size=st.st_size, stat=stat_key(st), settled=True))
+            continue
         found = file_digest(source.path)
-        out.append(RunFile(no, source, sha256=found[0] if found else None, size=found[1] if found else 0))
+        sha, size = found if found else (None, st.st_size)
+        out.append(RunFile(no, source, sha256=sha, size=size, stat=stat_key(st)))
     return out
 
 

@@ -24,7 +24,7 @@ only where the application left them alone.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,12 +289,28 @@ def forget_seen(conn: psycopg.Connection, run_id: str) -> None:
 # these parameters; what it did with the file; and whether the rows are all still there.
 _CANDIDATES = (
     "CREATE TEMP TABLE IF NOT EXISTS run_candidates (file_no int, legacy_source text, path text, owner text, "
-    "sha256 text) ON COMMIT DELETE ROWS"
+    "sha256 text, stat_key bigint) ON COMMIT DELETE ROWS"
+)
+# The candidates not hashed yet whose stat does not vouch for the bytes their source's last sync
+# read (another stat, or none kept): they are hashed and compared by content.
+_UNVOUCHED = """
+SELECT c.file_no, c.path FROM run_candidates c JOIN migration_sources s ON s.legacy_source = c.legacy_source
+WHERE c.sha256 IS NULL AND s.closed_at IS NULL AND s.stat_key IS DISTINCT FROM c.stat_key
+"""
+_HASHED = (
+    "UPDATE run_candidates c SET sha256 = u.sha256 FROM unnest(%s::int[], %s::text[]) AS u(file_no, sha256) "
+    "WHERE c.file_no = u.file_no"
+)
+# A file found unchanged by content, stat taken before it was hashed: that stat vouches for it next time.
+_VOUCHED = (
+    "UPDATE migration_sources s SET stat_key = c.stat_key FROM run_candidates c "
+    "WHERE c.file_no = ANY(%s) AND c.stat_key IS NOT NULL AND s.legacy_source = c.legacy_source"
 )
 _UNCHANGED = """
-WITH matched AS MATERIALIZED (
-    SELECT c.*, s.last_run_id FROM run_candidates c
-    JOIN migration_sources s ON s.legacy_source = c.legacy_source AND s.sha256 = c.sha256
+WITH matched AS MATERIALIZED (  -- the same bytes: the same sha256, or (not hashed) the same stat
+    SELECT c.file_no, c.legacy_source, c.path, c.owner, s.sha256, s.last_run_id FROM run_candidates c
+    JOIN migration_sources s ON s.legacy_source = c.legacy_source
+         AND (s.sha256 = c.sha256 OR (c.sha256 IS NULL AND s.stat_key = c.stat_key))
     JOIN migration_runs r ON r.id = s.last_run_id
     WHERE s.closed_at IS NULL AND s.owner IS NOT DISTINCT FROM c.owner AND r.status = 'completed'
       AND r.parameters = %(parameters)s
@@ -335,10 +351,18 @@ def _analyze_if_stale(conn: psycopg.Connection, tables: Sequence[str]) -> None:
 
 
 def unchanged_files(
-    conn: psycopg.Connection, run_id: str, files: Sequence[Any], parameters: dict[str, Any], *, resumed: bool
+    conn: psycopg.Connection,
+    run_id: str,
+    files: Sequence[Any],
+    parameters: dict[str, Any],
+    sha256: Callable[[str], str | None],
+    *,
+    resumed: bool,
 ) -> frozenset[int]:
     """The files this run need not read again, recorded (status 'unchanged' in migration_files)
     in one transaction, so that a resumed run streams exactly the files its first attempt did.
+    A file found with a stat that matches the one its last sync kept is those bytes (tasks/filestat.py);
+    the others are hashed here with sha256(path) and compared by content.
 
     A file is unchanged when the last sync that read its source, a completed run with these same
     parameters and owner, read these very bytes (sha256) and left nothing to do: every record it
@@ -359,10 +383,12 @@ def unchanged_files(
         return frozenset()
     with conn.transaction():
         conn.execute(_CANDIDATES)
-        with conn.cursor().copy("COPY run_candidates (file_no, legacy_source, path, owner, sha256) FROM STDIN") as copy:
+        columns = "file_no, legacy_source, path, owner, sha256, stat_key"
+        with conn.cursor().copy(f"COPY run_candidates ({columns}) FROM STDIN") as copy:
             for f in files:
-                if f.digest is not None and not f.refused:
-                    copy.write_row((f.no, f.source.legacy_source, f.source.path, f.source.owner, f.digest))
+                if not f.refused and (f.digest is not None or f.settled):
+                    key = f.stat if f.settled else None
+                    copy.write_row((f.no, f.source.legacy_source, f.source.path, f.source.owner, f.digest, key))
         conn.execute("ANALYZE run_candidates")
         _analyze_if_stale(conn, ("tasks", "migration_files", "migration_sources"))
         # Every join here is of whole sets, but a (run, source) join is estimated at a row or two,
@@ -370,5 +396,21 @@ def unchanged_files(
         # statement still running after ten minutes). Hash and merge joins only, for this one; the
         # rows of each file's source are counted on the index of tasks (legacy_source, ...).
         conn.execute("SET LOCAL enable_nestloop = off")
-        found = conn.execute(_UNCHANGED, {"run": run_id, "parameters": Jsonb(parameters)}).fetchall()
-    return frozenset(r[0] for r in found)
+        hashed = _hash_unvouched(conn, sha256)
+        found = frozenset(
+            r[0] for r in conn.execute(_UNCHANGED, {"run": run_id, "parameters": Jsonb(parameters)}).fetchall()
+        )
+        vouched = [no for no in hashed if no in found]
+        if vouched:
+            conn.execute(_VOUCHED, (vouched,))
+    return found
+
+
+def _hash_unvouched(conn: psycopg.Connection, sha256: Callable[[str], str | None]) -> list[int]:
+    """Hash the candidates whose stat cannot say they are unchanged (the few that changed, as a
+    rule); the file numbers hashed. One that cannot be read stays unhashed: it is read, and refused."""
+    hashed = [(no, sha256(path)) for no, path in conn.execute(_UNVOUCHED).fetchall()]
+    hashed = [(no, sha) for no, sha in hashed if sha is not None]
+    if hashed:
+        conn.execute(_HASHED, ([no for no, _ in hashed], [sha for _, sha in hashed]))
+    return [no for no, _ in hashed]

@@ -198,12 +198,14 @@ def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], 
                 )
         for part in batches(loaded):
             conn.execute(
-                "INSERT INTO migration_sources AS s (legacy_source, path, owner, sha256, last_run_id, synced_at, closed_at) "
-                "SELECT u.source, u.path, u.owner, u.sha, %s, now(), CASE WHEN %s THEN now() END "
-                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS u(source, path, owner, sha) "
+                "INSERT INTO migration_sources AS s (legacy_source, path, owner, sha256, stat_key, last_run_id, "
+                "synced_at, closed_at) "
+                "SELECT u.source, u.path, u.owner, u.sha, u.stat_key, %s, now(), CASE WHEN %s THEN now() END "
+                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[]) "
+                "AS u(source, path, owner, sha, stat_key) "
                 "ON CONFLICT (legacy_source) DO UPDATE SET path = excluded.path, owner = excluded.owner, "
-                "sha256 = excluded.sha256, last_run_id = excluded.last_run_id, synced_at = excluded.synced_at, "
-                "closed_at = coalesce(s.closed_at, excluded.closed_at)",
+                "sha256 = excluded.sha256, stat_key = excluded.stat_key, last_run_id = excluded.last_run_id, "
+                "synced_at = excluded.synced_at, closed_at = coalesce(s.closed_at, excluded.closed_at)",
                 (
                     run_id,
                     cutover,
@@ -211,6 +213,7 @@ def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], 
                     [f.source.path for f in part],
                     [f.source.owner for f in part],
                     [f.digest for f in part],
+                    [f.stat for f in part],
                 ),
             )
 

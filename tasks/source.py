@@ -29,6 +29,7 @@ import os
 import re
 import stat
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from tasks.errors import InputError
+from tasks.filestat import read_key
 from tasks.jsontext import dumps_exact, readable
 from tasks.mapping import FieldMapping, Truncated
 from tasks.shapes import (
@@ -105,6 +107,7 @@ class SourceInfo:
     cut: Cut | None = None
     comments: int = 0  # comments and trailing commas blanked out (lenient)
     mtime_ns: int = 0  # the file as it was checked: the load reads that one, or refuses
+    stat: int | None = None  # its settled stat (tasks/filestat.py) when it held still while read, else None
     repeated_keys: bool = True  # some object of the text names a key twice (False: the load needs no watch for it)
 
     @property
@@ -230,7 +233,9 @@ def _survey(
     f, bom, size = _open_checked(path)
     kept: list[Batch] | None = [] if size <= keep_upto else None
     with f:
-        mtime_ns = os.fstat(f.fileno()).st_mtime_ns
+        taken = time.time_ns()  # before the stat: settled then, settled when it was taken
+        before = os.fstat(f.fileno())
+        mtime_ns = before.st_mtime_ns
         skip = len(UTF8_BOM) if bom else 0
         hashing = _Hashing(_Limited(f, size - skip), UTF8_BOM if bom else b"")  # a growing file: its size now
         text = _Text(hashing, lenient=options.lenient, base=skip)
@@ -244,7 +249,8 @@ def _survey(
                     kept.append(batch)
         except _Located as exc:
             raise SourceError(f"{path}: {exc}") from None
-        if os.fstat(f.fileno()).st_mtime_ns != mtime_ns:
+        after = os.fstat(f.fileno())
+        if after.st_mtime_ns != mtime_ns:
             raise SourceError(f"{path}: changed while being checked (it is being written to?); run again")
     survey = reader.survey
     if mapping.container is not None:
@@ -284,6 +290,7 @@ def _survey(
         cut=reader.cut,
         comments=text.blanked,
         mtime_ns=mtime_ns,
+        stat=read_key(before, taken, after, size),
         repeated_keys=getattr(_TWICE, "ever", 0) != twice_before,
     )
     return info, kept

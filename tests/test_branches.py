@@ -115,7 +115,7 @@ def test_rollback_downgrade_is_verified_against_its_checkpoint(flow_env: dict[st
 
     url = flow_env["db_url"]
     seed_tasks(url, 300)
-    lossy = rollback_downgrade(to="6", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True)
+    lossy = rollback_downgrade(to="7", allow_data_loss=True, report_dir=flow_env["report_dir"], return_state=True)
     # 0013 gives its seen ids back as rows, 0012 forgets the application's deletes, 0011 drops the
     # re-sync bookkeeping, 0009 loses in_progress, 0008 legacy_key: consent given
     assert lossy.is_completed(), lossy.message

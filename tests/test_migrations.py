@@ -97,6 +97,7 @@ def test_steps_are_what_their_operations_declare() -> None:
     assert "drops tasks.priority" in (schema.step("0005").downgrade_loses or "")
     assert schema.step("0010").downgrade_loses is None  # a rename gives everything back
     assert schema.step("0013").downgrade_loses is None  # the seen ids go back to migration_seen
+    assert schema.step("0014").downgrade_loses is None  # a shortcut: the files are hashed again
     assert set(schema.declared_backfills()) == {
         "tasks.tags", "tasks.priority", "tasks.status", "migration_checkpoints.updated", "migration_checkpoints.conflicts"
     }  # fmt: skip

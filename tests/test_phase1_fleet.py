@@ -16,11 +16,12 @@ import pytest
 
 from flows.phase1 import phase1_migration, phase1_rollback, prepare
 from tasks import files as files_module
+from tasks import filestat
 from tasks.checksum import row_checksum_sql
 from tasks.files import found_files
 from tasks.resync import unchanged_files
 from tasks.runs import start_or_resume
-from tasks.source import checked_batches
+from tasks.source import checked_batches, file_sha256
 from tests.conftest import ROOT, table_checksums
 
 
@@ -383,6 +384,47 @@ def test_a_resync_counts_unchanged_files_from_their_last_sync_and_reads_the_othe
     assert {f["status"] for f in closed["report_data"]["files"]} == {"closed"}
 
 
+def test_a_resync_knows_files_that_held_still_by_their_stat_and_reads_an_edit_that_kept_size_and_mtime(
+    flow_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-sync hashes only the files whose stat moved since their last sync: an edit of the same
+    length with its mtime put back is still read (its ctime moved); a file touched but not changed
+    is hashed and counted unchanged, and its new stat vouches for it from then on."""
+    from flows import phase1 as flow_module
+
+    monkeypatch.setattr(filestat, "SETTLED_NS", 200_000_000)  # the rule as it is, in less time
+    url = flow_env["db_url"]
+    base = tmp_path / "uploads"
+    files = uploads(base)
+    time.sleep(0.3)
+    run = {"source": str(base / "**" / "tasks.json"), "owner_from_path": f"{base}/{{email}}/tasks.json"}
+    migrate(flow_env, **run)
+    assert rows(url, "SELECT count(*), count(stat_key) FROM migration_sources") == [(3, 3)]
+
+    hashed: list[str] = []
+    monkeypatch.setattr(flow_module, "file_sha256", lambda path: hashed.append(path) or file_sha256(path))
+    ann, bob = files["ann@example.com"], files["bob@example.com"]
+    old = ann.stat()
+    ann.write_text(ann.read_text().replace("Buy milk", "Buy eggs"), encoding="utf-8")
+    os.utime(ann, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert (ann.stat().st_size, ann.stat().st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    os.utime(bob)  # touched: the same bytes
+    time.sleep(0.3)
+    _, again = migrate(flow_env, **run)
+    assert sorted(hashed) == sorted([str(ann), str(bob)])  # cy's file: its stat vouched for it
+    status = {f["path"]: f["status"] for f in again["report_data"]["files"]}
+    assert (status[str(ann)], status[str(bob)], status[str(files["cy@example.com"])]) == (
+        "loaded", "unchanged", "unchanged"
+    )  # fmt: skip
+    assert (again["counts"]["updated"], again["counts"]["unchanged"]) == (1, 5), again["counts"]
+    assert again["report_data"]["verification"]["ok"]
+    assert rows(url, "SELECT count(*) FROM tasks WHERE title = 'Buy eggs'") == [(1,)]
+
+    hashed.clear()
+    _, third = migrate(flow_env, **run)
+    assert hashed == [] and {f["status"] for f in third["report_data"]["files"]} == {"unchanged"}
+
+
 def test_a_resumed_resync_reads_the_files_its_first_attempt_chose(flow_env: dict[str, str], tmp_path: Path) -> None:
     url = flow_env["db_url"]
     base = tmp_path / "uploads"
@@ -394,10 +436,10 @@ def test_a_resumed_resync_reads_the_files_its_first_attempt_chose(flow_env: dict
              "source_sha256": job.sha256, "chunk_size": job.chunk_size, "parameters": job.parameters}  # fmt: skip
     with psycopg.connect(url, autocommit=True) as conn:  # a re-sync that dies once it has chosen
         started = start_or_resume(conn, **start)
-        chosen = unchanged_files(conn, started.id, job.files, job.parameters, resumed=False)
+        chosen = unchanged_files(conn, started.id, job.files, job.parameters, file_sha256, resumed=False)
         assert len(chosen) == 3
         conn.execute("DELETE FROM tasks WHERE legacy_source LIKE '%%ann@example.com%%'")  # now ann's is not
-        assert unchanged_files(conn, started.id, job.files, job.parameters, resumed=True) == chosen
+        assert unchanged_files(conn, started.id, job.files, job.parameters, file_sha256, resumed=True) == chosen
     _, out = migrate(flow_env, **run)  # resumes it: the chunks it streams are the ones it numbered
     assert out["run_id"] == started.id and out["report_data"]["resumed"]
     assert out["report_data"]["verification"]["ok"] and out["counts"]["unchanged"] == 6
@@ -503,7 +545,9 @@ def test_the_command_finds_and_hashes_the_files_once_and_each_command_afresh(
     base = tmp_path / "uploads"
     uploads(base)
     hashed: list[int] = []
-    monkeypatch.setattr(flow_module, "found_files", lambda sources: hashed.append(len(sources)) or found_files(sources))
+    monkeypatch.setattr(
+        flow_module, "found_files", lambda sources, **kw: hashed.append(len(sources)) or found_files(sources, **kw)
+    )
     args = ["--source", str(base), "--no-checkpoint", "--report-dir", flow_env["report_dir"], "--json"]
     assert command.main(args) == 0
     assert hashed == [3]

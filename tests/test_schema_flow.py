@@ -217,7 +217,7 @@ def test_status_sql_and_search_path_commands(flow_env: dict[str, str], capsys) -
     assert main(["status", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["current"] == "0004" and [p["revision"] for p in status["pending"]] == [
-        "0005", "0006", "0007", "0008", "0009", "0010", "0011", "0012", "0013"
+        "0005", "0006", "0007", "0008", "0009", "0010", "0011", "0012", "0013", "0014"
     ]  # fmt: skip
     # back at 0004 as its own complete left it: 0004's schema is the live version again
     assert status["versions"] == [{"revision": "0004", "search_path": "public_0004, public", "state": "complete"}]

@@ -21,7 +21,7 @@ class AddColumn(OnlineOperation):
     default: str | None = None  # SQL, for rows inserted from start on
     backfill: str | None = None  # SQL over the row, for the rows that existed before start
     not_null: bool = False
-    kept: str | None = None  # where another operation of the revision keeps its values on downgrade
+    kept: str | None = None  # why a downgrade loses nothing: where its values are kept, or why none are needed
 
     def start(self, ctx: Context) -> None:
         column = self.column._copy()
