@@ -148,13 +148,13 @@ class Job:
         return digest.hexdigest()
 
     def mark_unchanged(self, unchanged: frozenset[int]) -> None:
-        """Mark the files a re-sync found unchanged (tasks/resync.py) where they stand in the job's
-        list. A new list held 90,000 files twice for a moment, and the memory it took stayed taken
-        for the run (100,000 files, 1 % changed, as in bench/phase1_fleet.py: peak RSS 268-271 MiB
-        against 288-291, six pairs)."""
-        for i, f in enumerate(self.files):
+        """Mark the files a re-sync found unchanged (tasks/resync.py), each in place. A new list held
+        90,000 files twice for a moment, and the memory it took stayed taken for the run (100,000
+        files, 1 % changed, as in bench/phase1_fleet.py: peak RSS 268-271 MiB against 288-291, six
+        pairs); a new object per file took 0.27-0.34 s of the start."""
+        for f in self.files:
             if f.no in unchanged:
-                self.files[i] = replace(f, unchanged=True)
+                f.unchanged = True
 
     def after(self, summary: LoadSummary) -> Job:
         """This job with its files as the load left them: pre-checked, or refused with the reason."""

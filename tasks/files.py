@@ -34,7 +34,9 @@ from tasks.sources import FileSource
 Check = Callable[[int, str], tuple[SourceInfo, Iterable[Batch]]]  # (file no, path) -> checked_batches()
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a re-sync marks its unchanged files where they stand (Job.mark_unchanged), and a frozen
+# dataclass costs twice as much to make (100,000 files: 0.2 s against 0.1).
+@dataclass(slots=True)
 class RunFile:
     no: int  # its number in the run (stable: the files are sorted by legacy source)
     source: FileSource
