@@ -2,7 +2,8 @@
 
 The story of a run:
 1. find the files (one, a directory, a glob or a manifest); one file is pre-checked whole here (well
-   formed, sha256, where the records are, duplicate ids), the files of a run are hashed;
+   formed, sha256, where the records are, duplicate ids), the files of a run are stat'ed (and
+   hashed if their stat cannot vouch for their bytes, tasks/filestat.py);
 2. take a checkpoint branch `<db>-backup-<UTC time>` (unless told not to), then the migration lock,
    and bring the schema up to head (backfills included);
 3. start a run, or resume the interrupted run of these same files; count the files unchanged since
@@ -208,7 +209,7 @@ def part_of(p: P.Phase1) -> tuple[int, int] | None:
 def prepare_job(p: P.Phase1) -> Job:
     """Everything a run needs before it touches the database: the files (of its shard, if it is
     one), the mapping, the owners. A single file is pre-checked whole here (a bad one fails the run
-    before anything starts); the files of a run are found and hashed, and the load pre-checks each
+    before anything starts); the files of a run are found and stat'ed, and the load pre-checks each
     one it reads when its turn comes (tasks/files.py). Both make objects by the hundred thousand
     beside Prefect's heap, so the collector is settled meanwhile (tasks/interpreter.py)."""
     mapping = FieldMapping.build(p.field_map or [], p.mapping_file, p.strict)
@@ -238,7 +239,7 @@ _AHEAD: ContextVar[dict[str, Job] | None] = ContextVar("phase1_prepared_ahead", 
 def prepared_ahead(p: P.Phase1) -> Iterator[None]:
     """prepare_job(p) now, and handed to the flow run of the same parameters started inside. The
     command prepares while the temporary Prefect server boots, so bad input fails before the flow
-    starts, and the flow does not walk and hash 100,000 files a second time (its pre-check step in
+    starts, and the flow does not walk and stat 100,000 files a second time (its pre-check step in
     a re-sync of them: 2.3 to 2.8 s before, 0.01 s now)."""
     token = _AHEAD.set({p.model_dump_json(): prepare_job(p)})
     try:

@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tasks.filestat import SETTLED_NS, read_key, settled, stat_key
 
 
@@ -49,3 +51,27 @@ def test_a_read_is_vouched_for_only_if_the_file_held_still(tmp_path: Path) -> No
     with path.open("a") as f:
         f.write(" ")
     assert read_key(st, later(st), os.stat(path), st.st_size) is None  # written to while read
+
+
+def test_a_run_hashes_only_the_files_its_stat_cannot_vouch_for_and_cutover_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks import filestat
+    from tasks.files import found_files
+    from tasks.sources import resolve
+
+    old = tmp_path / "ann@example.com" / "tasks.json"
+    old.parent.mkdir()
+    old.write_text('[{"id": 1, "title": "Buy milk"}]')
+    monkeypatch.setattr(filestat, "SETTLED_NS", 50_000_000)
+    time.sleep(0.1)
+    new = tmp_path / "bob@example.com" / "tasks.json"
+    new.parent.mkdir()
+    new.write_text('[{"id": 1, "title": "Fix bike"}]')  # just now: its stat cannot vouch for it yet
+    sources = resolve(str(tmp_path))
+    found = {f.source.path: f for f in found_files(sources)}
+    assert (found[str(old)].settled, found[str(old)].sha256) == (True, None)
+    assert not found[str(new)].settled and found[str(new)].sha256 is not None
+    assert all(f.sha256 is not None and not f.settled for f in found_files(sources, hashed=True))
+    # what a resumed run matches: the same whether a file was hashed or not
+    assert [f.stat for f in found_files(sources)] == [f.stat for f in found_files(sources, hashed=True)]

@@ -533,11 +533,11 @@ def test_kill_9_in_a_resync_resumes_with_what_its_chunks_saw(flow_env: dict[str,
     assert rows(url, "SELECT count(*) FROM migration_checkpoints WHERE seen IS NOT NULL") == [(0,)]
 
 
-def test_the_command_finds_and_hashes_the_files_once_and_each_command_afresh(
+def test_the_command_finds_the_files_once_and_each_command_afresh(
     flow_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The command prepares the run while the temporary server boots, and the flow run takes that
-    job instead of walking and hashing the files again; the next command sees the files as they are then."""
+    job instead of walking and stating the files again; the next command sees the files as they are then."""
     from flows import phase1 as flow_module
     from flows.commands import phase1 as command
 

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             _quick_checks(params)
     except UserFacingError as exc:
         return cli.fail(str(exc), exc.exit_code)
-    server = orchestrator.start()  # boots while the files are found and hashed, a single one checked whole
+    server = orchestrator.start()  # boots while the files are found, a single one checked whole
     from flows import phase1
 
     flow = phase1.phase1_rollback if name == "rollback" else phase1.phase1_migration
