@@ -23,7 +23,8 @@ import struct
 # How long after a file's last change its stat says enough: well over a clock tick (4-10 ms on
 # Linux) and FAT's two-second timestamps, and clocks of a network file system a little apart.
 SETTLED_NS = 2_000_000_000
-_LAYOUT = struct.Struct("<QqqQ")  # size, mtime ns, ctime ns, inode
+_LAYOUT = struct.Struct("<4Q")  # size, mtime ns, ctime ns, inode, each cut to 64 bits
+_BITS = (1 << 64) - 1  # a time before 1970 or after 2262 in ns, or an inode past 2**63, still packs
 
 
 def _fields(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -32,7 +33,7 @@ def _fields(st: os.stat_result) -> tuple[int, int, int, int]:
 
 def stat_key(st: os.stat_result) -> int:
     """The stat's size, mtime, ctime and inode as one signed 64-bit key (a bigint column)."""
-    packed = _LAYOUT.pack(*_fields(st))
+    packed = _LAYOUT.pack(*(v & _BITS for v in _fields(st)))
     return int.from_bytes(hashlib.blake2b(packed, digest_size=8).digest(), "big", signed=True)
 
 

@@ -75,3 +75,15 @@ def test_a_run_hashes_only_the_files_its_stat_cannot_vouch_for_and_cutover_all(
     assert all(f.sha256 is not None and not f.settled for f in found_files(sources, hashed=True))
     # what a resumed run matches: the same whether a file was hashed or not
     assert [f.stat for f in found_files(sources)] == [f.stat for f in found_files(sources, hashed=True)]
+
+
+def test_any_time_a_file_system_holds_gives_a_key(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.json"
+    path.write_text("[]")
+    keys = set()
+    for seconds in (-86_400 * 365 * 100, 0, 2**33):  # 1870, 1970 and the year 2242
+        os.utime(path, ns=(seconds * 10**9, seconds * 10**9))
+        keys.add(stat_key(os.stat(path)))
+    os.utime(path, ns=(0, 2**63 + 5))  # past what a signed 64-bit nanosecond count holds (2262)
+    keys.add(stat_key(os.stat(path)))
+    assert len(keys) == 4
