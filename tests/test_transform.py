@@ -451,3 +451,41 @@ def test_one_chunk_of_mixed_shapes_is_split_record_by_record() -> None:
 def test_keys_are_deterministic_uuid5_for_any_id() -> None:
     assert task_key("phase1", "abc") == uuid.uuid5(PROJECT_NAMESPACE, "phase1:abc").hex
     assert task_key("phase1", 5) == task_key("phase1", "5")
+
+
+def test_the_schema_leaves_a_missing_value_to_nullable_and_judges_every_other_value_of_a_column() -> None:
+    """The checks see missing values (pandera does not drop them first): None passes every check
+    of a nullable column and is only "missing" in one that is not; any other value is judged, in a
+    column of one type or of many."""
+    from validation.records import frame, validate
+
+    found = validate(
+        frame(
+            {
+                "legacy_key": ["a", None, 7, "k" * 201],
+                "title": ["ok", None, "", 5],
+                "description": [None, "fine", ["x"], "nul\x00"],
+                "completed": [True, None, 1, False],
+                "owner": [None, "a@b.io", "nobody", None],
+                "priority": ["low", "high", None, "urgent"],
+            }
+        )
+    )
+    assert found == {
+        1: [("title", "is missing"), ("completed", "is missing")],
+        2: [
+            ("legacy_key", "must be a string (got integer)"),
+            ("title", "is empty"),
+            ("description", "must be a string (got array)"),
+            ("completed", "must be true or false (got integer)"),
+            ("owner", "is not an email address"),
+            ("priority", "is missing"),
+        ],
+        3: [
+            ("legacy_key", "is longer than 200 characters"),
+            ("title", "must be a string (got integer)"),
+            ("description", "contains a NUL or an unpaired surrogate, which PostgreSQL cannot store"),
+            ("priority", "is not low, medium or high"),
+        ],
+    }
+    assert validate(frame({"title": ["a", "b"], "completed": [True, False], "priority": ["low", "low"]})) == {}

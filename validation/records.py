@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from types import NoneType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+from pandas.api.types import infer_dtype
 
 from tasks.mapping import type_name
 
@@ -25,10 +27,21 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def is_type(s: pd.Series, kind: type, *, exact: bool = False) -> pd.Series:
-    """Elementwise type test decided once per distinct type (a chunk usually holds one or two)."""
-    types = list(map(type, s.to_numpy()))
-    verdict = {t: (t is kind) if exact else issubclass(t, kind) for t in set(types)}
+# pandas' name (infer_dtype) for a column whose values are all of one of the types checked here
+_ALL_OF = {str: "string", bool: "boolean"}
+
+
+def is_type(s: pd.Series, kind: type, *, exact: bool = False, missing: bool = False) -> pd.Series:
+    """Elementwise type test, a missing value (None) counting as `missing`. A column all of `kind`
+    (the common case) is told in one pass in C; else each distinct type is decided once (a chunk
+    usually holds one or two)."""
+    values = s.to_numpy()
+    if infer_dtype(values, skipna=False) == _ALL_OF.get(kind):
+        return pd.Series(True, index=s.index, dtype=bool)
+    types = list(map(type, values))
+    verdict = {
+        t: missing if t is NoneType else (t is kind) if exact else issubclass(t, kind) for t in set(types)
+    }
     if len(verdict) == 1:
         return pd.Series(next(iter(verdict.values())), index=s.index, dtype=bool)
     return pd.Series([verdict[t] for t in types], index=s.index, dtype=bool)
@@ -36,7 +49,7 @@ def is_type(s: pd.Series, kind: type, *, exact: bool = False) -> pd.Series:
 
 def _is(kind: type, *, exact: bool = False):
     def check(s: pd.Series) -> pd.Series:
-        return is_type(s, kind, exact=exact)
+        return is_type(s, kind, exact=exact, missing=True)  # a missing value is `nullable`'s business
 
     return check
 
@@ -45,8 +58,8 @@ Verdicts = Callable[[list[Any]], "np.ndarray | list[bool]"]
 
 
 def _only(kind: type, pred: Verdicts, *, exact: bool = False):
-    """Apply pred to the values of one type only (as a list); other types are the type check's
-    business and pass here."""
+    """Apply pred to the values of one type only (as a list); other types, and missing values, are
+    the type check's and `nullable`'s business and pass here."""
 
     def check(s: pd.Series) -> pd.Series:
         mask = is_type(s, kind, exact=exact)
@@ -85,14 +98,19 @@ def at_most(limit: int) -> Verdicts:
     return lambda values: _lengths(values) <= limit
 
 
+def _check(fn: Callable[[pd.Series], pd.Series], error: str) -> pa.Check:
+    """A column check that sees the whole column, missing values too: the checks above let them
+    pass. (Left to pandera, each check finds and drops them first: 1.5 of 5.7 ms per 5,000 records.)"""
+    return pa.Check(fn, error=error, ignore_na=False)
+
+
 def _text(
     nullable: bool, *, required_msg: str | None = None, extra: list[pa.Check] | None = None
 ) -> pa.Column:
     checks = [
-        pa.Check(_is(str), element_wise=False, error="must be a string"),
-        pa.Check(
-            _only(str, storable),
-            error="contains a NUL or an unpaired surrogate, which PostgreSQL cannot store",
+        _check(_is(str), "must be a string"),
+        _check(
+            _only(str, storable), "contains a NUL or an unpaired surrogate, which PostgreSQL cannot store"
         ),
         *(extra or []),
     ]
@@ -103,42 +121,35 @@ SCHEMA = pa.DataFrameSchema(
     {
         # None for a record without an id (its key is derived from its content after validation)
         "legacy_key": _text(
-            True, extra=[pa.Check(_only(str, at_most(KEY_MAX)), error=f"is longer than {KEY_MAX} characters")]
+            True, extra=[_check(_only(str, at_most(KEY_MAX)), f"is longer than {KEY_MAX} characters")]
         ),
         "title": _text(
             False,
             extra=[
-                pa.Check(_only(str, not_blank), error="is empty"),
-                pa.Check(
-                    _only(str, at_most(TITLE_MAX)),
-                    error=f"is longer than {TITLE_MAX} characters",
-                ),
+                _check(_only(str, not_blank), "is empty"),
+                _check(_only(str, at_most(TITLE_MAX)), f"is longer than {TITLE_MAX} characters"),
             ],
         ),
         "description": _text(True),
         "completed": pa.Column(
-            None, nullable=False, checks=[pa.Check(_is(bool, exact=True), error="must be true or false")]
+            None, nullable=False, checks=[_check(_is(bool, exact=True), "must be true or false")]
         ),
         "owner": pa.Column(
             None,
             nullable=True,
             required=False,
             checks=[
-                pa.Check(_is(str), error="must be a string"),
-                pa.Check(
+                _check(_is(str), "must be a string"),
+                _check(
                     _only(str, lambda values: [EMAIL.match(v.strip()) is not None for v in values]),
-                    error="is not an email address",
+                    "is not an email address",
                 ),
             ],
         ),
         "priority": pa.Column(
             None,
             nullable=False,
-            checks=[
-                pa.Check(
-                    _only(str, lambda v: [p in PRIORITIES for p in v]), error="is not low, medium or high"
-                )
-            ],
+            checks=[_check(_only(str, lambda v: [p in PRIORITIES for p in v]), "is not low, medium or high")],
         ),
     },
     strict=False,
