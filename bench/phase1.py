@@ -6,7 +6,8 @@ Generates N records, runs `python -m flows.phase1` on them as a user would (a fr
 orchestrator's start-up included) into a fresh database, and in the same run times `psql \\copy` of
 the same rows, already rendered to CSV, into the same tables of another fresh database. Prints both
 times, their ratio and the flow's peak RSS, and how the flow checked foreign keys (once per chunk
-where its role may, tasks/foreign_keys.py; \\copy fires PostgreSQL's per-row checks); then the flow
+where its role may, tasks/foreign_keys.py; \\copy fires PostgreSQL's per-row checks), and how busy
+the machine's cores were in each phase of the flow and during \\copy (bench/cores.py); then the flow
 on 1,000 records next to an empty two-task Prefect flow started the standard way (bench/empty_flow.py,
 Prefect's own ephemeral server). Medians of R repetitions.
 """
@@ -32,6 +33,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cores import Cores, shown  # noqa: E402
 from tasks import schema  # noqa: E402
 from tasks.branching import checkpoint_prefix  # noqa: E402
 from tasks.db import create_database, database_url, drop_database, mask_url, normalize_url  # noqa: E402
@@ -107,8 +109,11 @@ def rss(peak: int) -> str:
     return f"{peak / 1e6:.0f} MB ({peak / 2**20:.0f} MiB)"
 
 
-def timed_process(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> tuple[float, int]:
-    """Wall time and peak RSS (VmHWM of the process itself, polled) of a command."""
+def timed_process(
+    cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,), cores: Cores | None = None
+) -> tuple[float, int]:
+    """Wall time and peak RSS (VmHWM of the process itself, polled) of a command; with `cores`,
+    the machine's CPU time sampled alongside."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -116,6 +121,8 @@ def timed_process(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,
     peak = 0
     status = Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
+        if cores is not None:
+            cores.sample()
         try:
             for line in status.read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -124,6 +131,8 @@ def timed_process(cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,
             pass
         time.sleep(0.02)
     elapsed = time.perf_counter() - start
+    if cores is not None:
+        cores.sample()
     if proc.returncode not in ok:
         raise SystemExit(
             f"{' '.join(cmd[:4])} exited {proc.returncode}: {proc.stderr.read()[-2000:] if proc.stderr else ''}"
@@ -137,9 +146,11 @@ def warm_up(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "bench/empty_flow.py"], cwd=ROOT, env=env, capture_output=True)
 
 
-def run_flow(source: Path, url: str, env: dict[str, str], report_dir: str) -> tuple[float, int]:
+def run_flow(
+    source: Path, url: str, env: dict[str, str], report_dir: str, cores: Cores | None = None
+) -> tuple[float, int]:
     cmd = [sys.executable, "-m", "flows.phase1", "--source", str(source), "--report-dir", report_dir]
-    return timed_process(cmd, {**env, "DATABASE_URL": url})
+    return timed_process(cmd, {**env, "DATABASE_URL": url}, cores=cores)
 
 
 def key_checks(report_dir: Path) -> str:
@@ -174,7 +185,7 @@ def psql_binary() -> str:
     return shutil.which("psql") or "psql"
 
 
-def time_copy(server: str, csv_path: Path) -> float:
+def time_copy(server: str, csv_path: Path, cores: Cores | None = None) -> float:
     db = Scratch(server, at_head=True)
     try:
         with psycopg.connect(db.url, autocommit=True) as c:
@@ -182,20 +193,9 @@ def time_copy(server: str, csv_path: Path) -> float:
                 "INSERT INTO users (id, email) VALUES (%s, 'phase1-migration@example.com')",
                 (user_key("phase1-migration@example.com"),),
             )
-        start = time.perf_counter()
-        subprocess.run(
-            [
-                psql_binary(),
-                db.url,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-qc",
-                f"\\copy tasks ({TASK_COLUMNS}) FROM '{csv_path}' (FORMAT csv)",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        return time.perf_counter() - start
+        cmd = [psql_binary(), db.url, "-v", "ON_ERROR_STOP=1", "-qc",
+               f"\\copy tasks ({TASK_COLUMNS}) FROM '{csv_path}' (FORMAT csv)"]  # fmt: skip
+        return timed_process(cmd, dict(os.environ), cores=cores)[0]
     finally:
         db.drop()
 
@@ -265,6 +265,8 @@ def main() -> None:
                 f"{n:,} records, where the flow's time went: "
                 + ", ".join(f"{k} {v:.2f}s" for k, v in r["breakdown"].items())
             )
+            if r["busy"]:
+                print(f"{n:,} records, how busy the machine's cores were: {shown(r['busy'])}")
         if 1_000_000 in results:
             r = results[1_000_000]
             print(
@@ -288,19 +290,25 @@ def one_size(n: int, server: str, env: dict[str, str], work: Path, repeat: int) 
     generate(n, big)
     render_csv(big, csv_path)
     print(f"{n:,} records, {big.stat().st_size / 1e6:.0f} MB; median of {repeat}", flush=True)
-    flow_t, copy_t, rss, parts = [], [], [], []
+    flow_t, copy_t, rss, parts, busy = [], [], [], [], []
     for _ in range(repeat):
         db = Scratch(server, at_head=True)
+        cores, copy_cores = Cores(), Cores()
         try:
             began = time.time()
-            t, peak = run_flow(big, db.url, env, str(work / "runs"))
+            t, peak = run_flow(big, db.url, env, str(work / "runs"), cores)
             parts.append(breakdown(work / "runs", began, t))
+            busy.append(cores.by_phase(parts[-1], began))
         finally:
             db.drop()
         flow_t.append(t)
         rss.append(peak)
         keys = key_checks(work / "runs")
-        copy_t.append(time_copy(server, csv_path))
+        began = time.time()
+        copy_t.append(time_copy(server, csv_path, copy_cores))
+        copying = copy_cores.busy(began, began + copy_t[-1])
+        if copying is not None:
+            busy[-1]["\\copy"] = copying
         print(
             f"  flow {t:.2f}s (foreign keys: chunks checked {keys})  \\copy {copy_t[-1]:.2f}s  peak RSS {peak / 2**20:.0f} MiB",
             flush=True,
@@ -313,6 +321,7 @@ def one_size(n: int, server: str, env: dict[str, str], work: Path, repeat: int) 
         "copy": statistics.median(copy_t),
         "rss": statistics.median(rss),
         "breakdown": parts[middle],
+        "busy": busy[middle],
     }
 
 

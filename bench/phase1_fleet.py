@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cores import Cores, shown  # noqa: E402
 from bench.phase1 import WORDS, Scratch, breakdown, generate, rss, timed_process, warm_up  # noqa: E402
 from tasks.db import database_url, mask_url  # noqa: E402
 
@@ -77,10 +78,12 @@ def run(source: Path, url: str, env: dict[str, str], report_dir: Path, *extra: s
     """(seconds, peak RSS, where the time went) of one run as a user starts it."""
     cmd = [sys.executable, "-m", "flows.phase1", "--source", str(source), "--no-checkpoint",
            "--report-dir", str(report_dir), *extra]  # fmt: skip
-    began = time.time()
-    seconds, peak = timed_process(cmd, {**env, "DATABASE_URL": url}, ok=(0,))
+    began, cores = time.time(), Cores()
+    seconds, peak = timed_process(cmd, {**env, "DATABASE_URL": url}, ok=(0,), cores=cores)
     parts = breakdown(report_dir, began, seconds)
-    return seconds, peak, ", ".join(f"{k} {v:.2f}s" for k, v in parts.items())
+    busy = cores.by_phase(parts, began)
+    where = ", ".join(f"{k} {v:.2f}s" for k, v in parts.items())
+    return seconds, peak, where + (f" (cores busy: {shown(busy)})" if busy else "")
 
 
 def main() -> None:
