@@ -7,6 +7,7 @@ import uuid
 from dataclasses import replace
 from decimal import Decimal
 
+import numpy as np
 import pytest
 
 from tasks.conversions import key_hash
@@ -489,3 +490,8 @@ def test_the_schema_leaves_a_missing_value_to_nullable_and_judges_every_other_va
         ],
     }
     assert validate(frame({"title": ["a", "b"], "completed": [True, False], "priority": ["low", "low"]})) == {}
+    # exactly a bool: numpy's is not, in a column of one kind as in a mixed one
+    numpy_bool = np.bool_(True)
+    assert validate(frame({"title": ["a", "b"], "completed": [numpy_bool, True], "priority": ["low", "low"]})) == {
+        0: [("completed", "must be true or false (got number)")]
+    }

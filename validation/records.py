@@ -27,16 +27,17 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-# pandas' name (infer_dtype) for a column whose values are all of one of the types checked here
-_ALL_OF = {str: "string", bool: "boolean"}
+# pandas' name (infer_dtype) for a column whose values are all instances of a type checked here. Not
+# for an exact test: "boolean" takes numpy's bool too, "string" a subclass of str.
+_ALL_OF = {str: "string"}
 
 
 def is_type(s: pd.Series, kind: type, *, exact: bool = False, missing: bool = False) -> pd.Series:
     """Elementwise type test, a missing value (None) counting as `missing`. A column all of `kind`
-    (the common case) is told in one pass in C; else each distinct type is decided once (a chunk
-    usually holds one or two)."""
+    (the common case; not for an exact test) is told in one pass in C; else each distinct type is
+    decided once (a chunk usually holds one or two)."""
     values = s.to_numpy()
-    if infer_dtype(values, skipna=False) == _ALL_OF.get(kind):
+    if not exact and infer_dtype(values, skipna=False) == _ALL_OF.get(kind):
         return pd.Series(True, index=s.index, dtype=bool)
     types = list(map(type, values))
     verdict = {
