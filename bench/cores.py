@@ -8,6 +8,7 @@ phase gets faster only with less work, not with more processes or threads. Read 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,9 +30,9 @@ class Cores:
         idle = fields[3] + fields[4]  # idle and iowait
         self.samples.append((time.time(), sum(fields) - idle, sum(fields)))
 
-    def busy(self, start: float, end: float) -> float | None:
-        """The share of all cores busy between two moments (epoch seconds), from the samples that
-        bracket them most closely within; None without two samples there."""
+    def busy(self, start: float = 0.0, end: float = math.inf) -> float | None:
+        """The share of all cores busy between two moments (epoch seconds; by default all that was
+        sampled), from the samples that bracket them most closely within; None without two there."""
         inside = [s for s in self.samples if start <= s[0] <= end]
         if len(inside) < 2 or inside[-1][2] == inside[0][2]:
             return None

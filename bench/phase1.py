@@ -304,9 +304,8 @@ def one_size(n: int, server: str, env: dict[str, str], work: Path, repeat: int) 
         flow_t.append(t)
         rss.append(peak)
         keys = key_checks(work / "runs")
-        began = time.time()
         copy_t.append(time_copy(server, csv_path, copy_cores))
-        copying = copy_cores.busy(began, began + copy_t[-1])
+        copying = copy_cores.busy()  # sampled only while psql ran (its database is made before)
         if copying is not None:
             busy[-1]["\\copy"] = copying
         print(
