@@ -15,7 +15,10 @@ waits, then fails on the rows it finds. It is done only when it is provably the 
   or rules the replica role would skip on INSERT into them are the checks of the three foreign keys
   locked here. Any other (an application's trigger, a new foreign key, a deferrable unique check)
   and the chunk is written with every trigger firing, as if this module did not exist;
-- a referenced row is missing: per row too, so the insert fails exactly as it would otherwise.
+- a referenced row is missing: per row too, so the insert fails exactly as it would otherwise;
+- the chunk only inserts: a re-sync's chunk also updates rows and writes their history, whose
+  triggers (an application's audit trigger on UPDATE) the replica role would skip as well, so it
+  is written with every trigger firing (tasks/load.py).
 """
 
 from __future__ import annotations

@@ -437,7 +437,9 @@ class ChunkWriter:
         quarantine = list(chunk.quarantine)
         inserted_ids, lots, checksum = set(rendered.task_ids), {}, rendered.checksum
         with conn.transaction():
-            per_chunk = batch and foreign_keys.check_per_chunk(conn, job.user_ids, self.run_id)
+            # A staged chunk (a re-sync) also updates rows and writes their history, whose triggers the
+            # replica role would skip too (an application's audit trigger): it keeps them all firing.
+            per_chunk = batch and not job.staged and foreign_keys.check_per_chunk(conn, job.user_ids, self.run_id)
             if job.staged:
                 found = resync.staged(conn, self.run_id, chunk.rows, rendered, self._whole(chunk))
                 inserted_ids = found.inserted

@@ -110,3 +110,39 @@ def test_a_role_without_the_privilege_is_told_no(db_url: str) -> None:
             conn.execute("RESET ROLE")
         finally:
             conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_resync_fires_the_applications_update_triggers_on_the_rows_it_updates(
+    flow_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A re-sync's chunk updates rows and writes their history: the replica role that stands in for
+    the per-row key checks would skip an application's UPDATE trigger (an audit log here) too, so
+    such a chunk keeps every trigger firing."""
+    from flows.phase1 import phase1_migration
+
+    url = flow_env["db_url"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE audit (op text, legacy_key text, title text)")
+        conn.execute(
+            "CREATE FUNCTION audit_task() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO audit VALUES (TG_OP, NEW.legacy_key, NEW.title); RETURN NEW; END $$"
+        )
+        conn.execute("CREATE TRIGGER audit_task AFTER UPDATE ON tasks FOR EACH ROW EXECUTE FUNCTION audit_task()")
+    src = tmp_path / "tasks.json"
+    records = [{"id": i, "title": f"t{i}", "completed": False} for i in range(1, 4)]
+
+    def migrate() -> dict[str, int]:
+        src.write_text(json.dumps({"tasks": records}), encoding="utf-8")
+        state = phase1_migration(source=str(src), report_dir=flow_env["report_dir"], checkpoint=False, return_state=True)
+        assert state.is_completed(), state.result(raise_on_failure=False)
+        return state.result()["counts"]
+
+    assert migrate()["inserted"] == 3
+    records[0]["title"] = "t1, edited in the CLI"
+    records.append({"id": 4, "title": "t4", "completed": False})
+    counts = migrate()
+    assert (counts["inserted"], counts["updated"], counts["unchanged"]) == (1, 1, 2)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT op, legacy_key, title FROM audit").fetchall() == [
+            ("UPDATE", "1", "t1, edited in the CLI")
+        ]
