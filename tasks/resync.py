@@ -24,6 +24,7 @@ only where the application left them alone.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from tasks import foreign_keys
 from tasks.checksum import COPY_COLUMNS as TASK_COLUMNS
 from tasks.checksum import hex_sql, row_checksum_sql, row_line_sql
 from tasks.jsontext import raw_json
@@ -381,6 +383,7 @@ def unchanged_files(
     synced = conn.execute("SELECT EXISTS (SELECT 1 FROM migration_sources WHERE closed_at IS NULL)").fetchone()
     if not (synced and synced[0]):  # no source has a sync to compare with: a first run
         return frozenset()
+    batch = foreign_keys.may_batch(conn)
     with conn.transaction():
         conn.execute(_CANDIDATES)
         columns = "file_no, legacy_source, path, owner, sha256, stat_key"
@@ -397,9 +400,10 @@ def unchanged_files(
         # rows of each file's source are counted on the index of tasks (legacy_source, ...).
         conn.execute("SET LOCAL enable_nestloop = off")
         hashed = _hash_unvouched(conn, sha256)
-        found = frozenset(
-            r[0] for r in conn.execute(_UNCHANGED, {"run": run_id, "parameters": Jsonb(parameters)}).fetchall()
-        )
+        with foreign_keys.checked_once(conn, (), run_id) if batch else contextlib.nullcontext():
+            found = frozenset(
+                r[0] for r in conn.execute(_UNCHANGED, {"run": run_id, "parameters": Jsonb(parameters)}).fetchall()
+            )
         vouched = [no for no in hashed if no in found]
         if vouched:
             conn.execute(_VOUCHED, (vouched,))

@@ -146,3 +146,70 @@ def test_a_resync_fires_the_applications_update_triggers_on_the_rows_it_updates(
         assert conn.execute("SELECT op, legacy_key, title FROM audit").fetchall() == [
             ("UPDATE", "1", "t1, edited in the CLI")
         ]
+
+
+def test_keys_checked_once_for_a_statement_are_checked_per_row_again_after_it(db_url: str) -> None:
+    """checked_once() covers the block alone: later in the same transaction a row that names no run
+    is refused by PostgreSQL's own check, and a probe inside an open transaction leaves nothing on."""
+    run_id = str(uuid.uuid4())
+    with psycopg.connect(db_url) as conn:  # not autocommit: everything below is one transaction
+        conn.execute(
+            "INSERT INTO migration_runs (id, kind, status, parameters) VALUES (%s, 'phase1', 'running', '{}')",
+            (run_id,),
+        )
+        may = foreign_keys.may_batch(conn)
+        assert may == _superuser(db_url)
+        assert conn.execute("SHOW session_replication_role").fetchone()[0] == "origin"
+        with foreign_keys.checked_once(conn, (), run_id) as off:
+            assert off == may
+            assert conn.execute("SHOW session_replication_role").fetchone()[0] == ("replica" if may else "origin")
+            conn.execute(
+                "INSERT INTO migration_files (run_id, file_no, part, legacy_source, path, status) "
+                "VALUES (%s, 0, 0, 'phase1:a', 'a', 'unchanged')",
+                (run_id,),
+            )
+        assert conn.execute("SHOW session_replication_role").fetchone()[0] == "origin"
+        with pytest.raises(pgerrors.ForeignKeyViolation):
+            conn.execute(
+                "INSERT INTO migration_files (run_id, file_no, part, legacy_source, path, status) "
+                "VALUES (%s, 1, 0, 'phase1:b', 'b', 'unchanged')",
+                (str(uuid.uuid4()),),
+            )
+
+
+def test_an_application_trigger_on_migration_files_fires_for_every_unchanged_file(
+    flow_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A re-sync records the files it need not read in one statement; with a trigger of the
+    application's on migration_files there, that statement keeps every trigger firing."""
+    from flows.phase1 import phase1_migration
+
+    url = flow_env["db_url"]
+    for user in ("ann", "bob"):
+        (tmp_path / "in" / user).mkdir(parents=True)
+        (tmp_path / "in" / user / "tasks.json").write_text(
+            json.dumps({"tasks": [{"id": 1, "title": f"{user}'s", "completed": False}]}), encoding="utf-8"
+        )
+
+    def migrate() -> dict[str, object]:
+        state = phase1_migration(
+            source=str(tmp_path / "in"), report_dir=flow_env["report_dir"], checkpoint=False, return_state=True
+        )
+        assert state.is_completed(), state.result(raise_on_failure=False)
+        return state.result()
+
+    migrate()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE seen_files (path text, status text)")
+        conn.execute(
+            "CREATE FUNCTION see_file() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO seen_files VALUES (NEW.path, NEW.status); RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER see_file AFTER INSERT ON migration_files FOR EACH ROW EXECUTE FUNCTION see_file()"
+        )
+    again = migrate()
+    assert again["report_data"]["source"]["unchanged"] == 2, again["report_data"]["source"]
+    with psycopg.connect(url) as conn:
+        seen = sorted(conn.execute("SELECT path, status FROM seen_files").fetchall())
+    assert seen == sorted((str(tmp_path / "in" / u / "tasks.json"), "unchanged") for u in ("ann", "bob"))
