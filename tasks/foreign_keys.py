@@ -13,8 +13,10 @@ waits, then fails on the rows it finds. It is done only when it is provably the 
 - the role may set session_replication_role (a superuser, or one granted SET on it); else per row;
 - after locking the tables against DDL (ROW EXCLUSIVE, what COPY takes anyway), the only triggers
   or rules the replica role would skip on INSERT into them are the checks of the four foreign keys
-  locked here (tasks' owner; the run of quarantine, migration_checkpoints and migration_files). Any other (an application's trigger, a new foreign key, a deferrable unique check)
-  and the chunk is written with every trigger firing, as if this module did not exist;
+  locked here (tasks' owner; the run of quarantine, migration_checkpoints and migration_files), and
+  it would fire none that does not fire now (one enabled for replicas only, as replicators set).
+  Any other (an application's trigger, a new foreign key, a deferrable unique check) and the chunk
+  is written with every trigger firing, as if this module did not exist;
 - a referenced row is missing: per row too, so the insert fails exactly as it would otherwise;
 - the chunk only inserts: a re-sync's chunk also updates rows and writes their history, whose
   triggers (an application's audit trigger on UPDATE) the replica role would skip as well, so it
@@ -35,7 +37,8 @@ import psycopg
 TABLES = "tasks, quarantine, migration_checkpoints, migration_files"
 
 # True when, on INSERT into TABLES, the replica role would skip nothing but the checks of the
-# foreign keys that locked_parents() stands in for.
+# foreign keys that check_per_chunk() stands in for, and would fire nothing that does not fire now
+# (a trigger or rule enabled for replicas only: logical replication and trigger-based replicators).
 _ONLY_KNOWN_CHECKS = """
 WITH known(tbl, col, ref, refcol) AS (
     VALUES ('tasks'::regclass, 'user_id', 'users'::regclass, 'id'),
@@ -53,12 +56,12 @@ WITH known(tbl, col, ref, refcol) AS (
 SELECT NOT EXISTS (
     SELECT 1 FROM pg_trigger t
     WHERE t.tgrelid IN (SELECT tbl FROM known)
-      AND t.tgenabled = 'O'
+      AND t.tgenabled IN ('O', 'R')  -- skipped by the replica role, or fired by it alone (ENABLE REPLICA)
       AND t.tgtype & 4 <> 0  -- fires on INSERT
-      AND NOT (t.tgfoid = 'pg_catalog."RI_FKey_check_ins"'::regproc
+      AND NOT (t.tgenabled = 'O' AND t.tgfoid = 'pg_catalog."RI_FKey_check_ins"'::regproc
                AND t.tgconstraint IN (SELECT oid FROM stood_in))
 ) AND NOT EXISTS (
-    SELECT 1 FROM pg_rewrite w WHERE w.ev_class IN (SELECT tbl FROM known) AND w.ev_enabled = 'O'
+    SELECT 1 FROM pg_rewrite w WHERE w.ev_class IN (SELECT tbl FROM known) AND w.ev_enabled IN ('O', 'R')
 )
 """
 
