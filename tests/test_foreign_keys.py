@@ -37,8 +37,10 @@ def test_a_load_checks_keys_per_chunk_where_the_role_may(db_url: str, tmp_path: 
     assert summary.keys_checked_per_chunk == (3 if _superuser(db_url) else 0)
 
 
-def test_an_application_trigger_keeps_every_trigger_firing(db_url: str, tmp_path: Path) -> None:
-    """The replica role would skip the application's trigger too: that chunk goes per row."""
+def _load_counting_inserts(db_url: str, tmp_path: Path, enable: str = "") -> int:
+    """A load beside a trigger of the application's that counts the rows inserted into tasks
+    (`ALTER TABLE tasks ENABLE <enable> TRIGGER` first, if given): how many it counted. Every chunk
+    keeps its triggers firing (keys checked per row)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE seen (n int)")
         conn.execute(
@@ -48,29 +50,23 @@ def test_an_application_trigger_keeps_every_trigger_firing(db_url: str, tmp_path
         conn.execute(
             "CREATE TRIGGER count_task AFTER INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION count_task()"
         )
+        if enable:
+            conn.execute(f"ALTER TABLE tasks ENABLE {enable} TRIGGER count_task")
     summary = _load(db_url, tmp_path)
     assert (summary.inserted, summary.keys_checked_per_chunk) == (250, 0)
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM seen").fetchone()[0] == 250
+        return int(conn.execute("SELECT count(*) FROM seen").fetchone()[0])
+
+
+def test_an_application_trigger_keeps_every_trigger_firing(db_url: str, tmp_path: Path) -> None:
+    """The replica role would skip the application's trigger too: that chunk goes per row."""
+    assert _load_counting_inserts(db_url, tmp_path) == 250
 
 
 def test_a_trigger_enabled_for_replicas_only_stays_silent(db_url: str, tmp_path: Path) -> None:
     """A replicator's trigger (ENABLE REPLICA) fires only under the replica role: the chunks go per
     row, so it stays as silent as it would be without this module."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE seen (n int)")
-        conn.execute(
-            "CREATE FUNCTION count_task() RETURNS trigger LANGUAGE plpgsql AS "
-            "$$ BEGIN INSERT INTO seen VALUES (1); RETURN NEW; END $$"
-        )
-        conn.execute(
-            "CREATE TRIGGER count_task AFTER INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION count_task()"
-        )
-        conn.execute("ALTER TABLE tasks ENABLE REPLICA TRIGGER count_task")
-    summary = _load(db_url, tmp_path)
-    assert (summary.inserted, summary.keys_checked_per_chunk) == (250, 0)
-    with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM seen").fetchone()[0] == 0
+    assert _load_counting_inserts(db_url, tmp_path, enable="REPLICA") == 0
 
 
 def test_a_missing_user_fails_the_insert_as_the_foreign_key_would(db_url: str) -> None:
