@@ -7,9 +7,11 @@ orchestrator's start-up included) into a fresh database, and in the same run tim
 the same rows, already rendered to CSV, into the same tables of another fresh database. Prints both
 times, their ratio and the flow's peak RSS, and how the flow checked foreign keys (once per chunk
 where its role may, tasks/foreign_keys.py; \\copy fires PostgreSQL's per-row checks), and how busy
-the machine's cores were in each phase of the flow and during \\copy (bench/cores.py); then the flow
-on 1,000 records next to an empty two-task Prefect flow started the standard way (bench/empty_flow.py,
-Prefect's own ephemeral server). Medians of R repetitions.
+the machine's cores were in each phase of the flow and during \\copy (bench/cores.py), and the CPU
+time each used, the command's and the server's, with the shortest time the flow's CPU allows on
+this machine's cores (bench/cpu_time.py); then the flow on 1,000 records next to an empty two-task
+Prefect flow started the standard way (bench/empty_flow.py, Prefect's own ephemeral server).
+Medians of R repetitions.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cores import Cores, shown  # noqa: E402
+from bench.cpu_time import CpuMeter, CpuUse, ServerCpu, explained, median_use  # noqa: E402
 from tasks import schema  # noqa: E402
 from tasks.branching import checkpoint_prefix  # noqa: E402
 from tasks.db import create_database, database_url, drop_database, mask_url, normalize_url  # noqa: E402
@@ -110,10 +113,17 @@ def rss(peak: int) -> str:
 
 
 def timed_process(
-    cmd: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,), cores: Cores | None = None
+    cmd: list[str],
+    env: dict[str, str],
+    ok: tuple[int, ...] = (0,),
+    cores: Cores | None = None,
+    meter: CpuMeter | None = None,
 ) -> tuple[float, int]:
     """Wall time and peak RSS (VmHWM of the process itself, polled) of a command; with `cores`,
-    the machine's CPU time sampled alongside."""
+    the machine's CPU time sampled alongside; with `meter`, the command's and the server's CPU
+    time measured around it (meter.stop() after this returns)."""
+    if meter is not None:
+        meter.start()
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -147,10 +157,15 @@ def warm_up(env: dict[str, str]) -> None:
 
 
 def run_flow(
-    source: Path, url: str, env: dict[str, str], report_dir: str, cores: Cores | None = None
+    source: Path,
+    url: str,
+    env: dict[str, str],
+    report_dir: str,
+    cores: Cores | None = None,
+    meter: CpuMeter | None = None,
 ) -> tuple[float, int]:
     cmd = [sys.executable, "-m", "flows.phase1", "--source", str(source), "--report-dir", report_dir]
-    return timed_process(cmd, {**env, "DATABASE_URL": url}, cores=cores)
+    return timed_process(cmd, {**env, "DATABASE_URL": url}, cores=cores, meter=meter)
 
 
 def key_checks(report_dir: Path) -> str:
@@ -185,7 +200,7 @@ def psql_binary() -> str:
     return shutil.which("psql") or "psql"
 
 
-def time_copy(server: str, csv_path: Path, cores: Cores | None = None) -> float:
+def time_copy(server: str, csv_path: Path, cores: Cores | None = None, meter: CpuMeter | None = None) -> float:
     db = Scratch(server, at_head=True)
     try:
         with psycopg.connect(db.url, autocommit=True) as c:
@@ -195,7 +210,7 @@ def time_copy(server: str, csv_path: Path, cores: Cores | None = None) -> float:
             )
         cmd = [psql_binary(), db.url, "-v", "ON_ERROR_STOP=1", "-qc",
                f"\\copy tasks ({TASK_COLUMNS}) FROM '{csv_path}' (FORMAT csv)"]  # fmt: skip
-        return timed_process(cmd, dict(os.environ), cores=cores)[0]
+        return timed_process(cmd, dict(os.environ), cores=cores, meter=meter)[0]
     finally:
         db.drop()
 
@@ -267,6 +282,7 @@ def main() -> None:
             )
             if r["busy"]:
                 print(f"{n:,} records, how busy the machine's cores were: {shown(r['busy'])}")
+            print(f"{n:,} records, CPU seconds: {explained(*r['cpu'], r['copy'])}")
         if 1_000_000 in results:
             r = results[1_000_000]
             print(
@@ -291,12 +307,17 @@ def one_size(n: int, server: str, env: dict[str, str], work: Path, repeat: int) 
     render_csv(big, csv_path)
     print(f"{n:,} records, {big.stat().st_size / 1e6:.0f} MB; median of {repeat}", flush=True)
     flow_t, copy_t, rss, parts, busy = [], [], [], [], []
+    flow_cpu: list[CpuUse] = []
+    copy_cpu: list[CpuUse] = []
+    server_cpu = ServerCpu.of(normalize_url(server))
     for _ in range(repeat):
         db = Scratch(server, at_head=True)
         cores, copy_cores = Cores(), Cores()
+        meter = CpuMeter(server_cpu)
         try:
             began = time.time()
-            t, peak = run_flow(big, db.url, env, str(work / "runs"), cores)
+            t, peak = run_flow(big, db.url, env, str(work / "runs"), cores, meter)
+            flow_cpu.append(meter.stop())
             parts.append(breakdown(work / "runs", began, t))
             busy.append(cores.by_phase(parts[-1], began))
         finally:
@@ -304,12 +325,14 @@ def one_size(n: int, server: str, env: dict[str, str], work: Path, repeat: int) 
         flow_t.append(t)
         rss.append(peak)
         keys = key_checks(work / "runs")
-        copy_t.append(time_copy(server, csv_path, copy_cores))
+        copy_t.append(time_copy(server, csv_path, copy_cores, meter))
+        copy_cpu.append(meter.stop())
         copying = copy_cores.busy()  # sampled only while psql ran (its database is made before)
         if copying is not None:
             busy[-1]["\\copy"] = copying
         print(
-            f"  flow {t:.2f}s (foreign keys: chunks checked {keys})  \\copy {copy_t[-1]:.2f}s  peak RSS {peak / 2**20:.0f} MiB",
+            f"  flow {t:.2f}s (foreign keys: chunks checked {keys})  \\copy {copy_t[-1]:.2f}s  peak RSS {peak / 2**20:.0f} MiB"
+            f"  CPU: flow {flow_cpu[-1]}, \\copy {copy_cpu[-1]}",
             flush=True,
         )
     big.unlink()
@@ -321,6 +344,7 @@ def one_size(n: int, server: str, env: dict[str, str], work: Path, repeat: int) 
         "rss": statistics.median(rss),
         "breakdown": parts[middle],
         "busy": busy[middle],
+        "cpu": (median_use(flow_cpu), median_use(copy_cpu)),
     }
 
 

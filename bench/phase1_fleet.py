@@ -7,7 +7,9 @@ Writes FILES user files (default 100,000) of 1 to 30 records each, N records in 
 on the same database server, with a fresh database each time, it times `python -m flows.phase1`
 (a fresh process, the orchestrator included) on the directory of user files and on the one file,
 then a re-sync of the user files after 1 % of their records changed. Prints the medians, the
-ratios and the peak RSS of each.
+ratios and the peak RSS of each, and the CPU time of the first run and the re-sync, the command's
+and the server's (bench/cpu_time.py): what the re-sync's work is against the first run's, apart
+from the time both spend waiting for their start.
 
 Targets: the fleet run <= 2x the single-file run; peak RSS <= 300 MB; the re-sync <= 0.3x the
 first fleet run.
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cores import Cores, shown  # noqa: E402
+from bench.cpu_time import CpuMeter, CpuUse, ServerCpu, median_use  # noqa: E402
 from bench.phase1 import WORDS, Scratch, breakdown, generate, rss, timed_process, warm_up  # noqa: E402
 from tasks.db import database_url, mask_url  # noqa: E402
 
@@ -74,16 +77,19 @@ def change(folder: Path, share: float, seed: int = 11) -> int:
     return changed
 
 
-def run(source: Path, url: str, env: dict[str, str], report_dir: Path, *extra: str) -> tuple[float, int, str]:
-    """(seconds, peak RSS, where the time went) of one run as a user starts it."""
+def run(
+    source: Path, url: str, env: dict[str, str], report_dir: Path, server: ServerCpu | None
+) -> tuple[float, int, str, CpuUse]:
+    """(seconds, peak RSS, where the time went, CPU time) of one run as a user starts it."""
     cmd = [sys.executable, "-m", "flows.phase1", "--source", str(source), "--no-checkpoint",
-           "--report-dir", str(report_dir), *extra]  # fmt: skip
-    began, cores = time.time(), Cores()
-    seconds, peak = timed_process(cmd, {**env, "DATABASE_URL": url}, ok=(0,), cores=cores)
+           "--report-dir", str(report_dir)]  # fmt: skip
+    began, cores, meter = time.time(), Cores(), CpuMeter(server)
+    seconds, peak = timed_process(cmd, {**env, "DATABASE_URL": url}, ok=(0,), cores=cores, meter=meter)
+    cpu = meter.stop()
     parts = breakdown(report_dir, began, seconds)
     busy = cores.by_phase(parts, began)
     where = ", ".join(f"{k} {v:.2f}s" for k, v in parts.items())
-    return seconds, peak, where + (f" (cores busy: {shown(busy)})" if busy else "")
+    return seconds, peak, where + (f" (cores busy: {shown(busy)})" if busy else "") + f"; CPU {cpu}", cpu
 
 
 def main() -> None:
@@ -114,21 +120,26 @@ def main() -> None:
             flush=True,
         )
         fleet_t, single_t, resync_t, rss_f, rss_s, rss_r = [], [], [], [], [], []
+        cpu_f: list[CpuUse] = []
+        cpu_r: list[CpuUse] = []
+        server_cpu = ServerCpu.of(server)
         for r in range(args.repeat):
             db = Scratch(server, at_head=True)
             try:
-                t, peak, where_f = run(users, db.url, env, work / "runs")
+                t, peak, where_f, cpu = run(users, db.url, env, work / "runs", server_cpu)
                 fleet_t.append(t)
+                cpu_f.append(cpu)
                 rss_f.append(peak)
                 changed = change(users, 0.01, seed=11 + r)
-                t, peak, where_r = run(users, db.url, env, work / "runs")
+                t, peak, where_r, cpu = run(users, db.url, env, work / "runs", server_cpu)
                 resync_t.append(t)
+                cpu_r.append(cpu)
                 rss_r.append(peak)
             finally:
                 db.drop()
             db = Scratch(server, at_head=True)
             try:
-                t, peak, where_s = run(one, db.url, env, work / "runs")
+                t, peak, where_s, _ = run(one, db.url, env, work / "runs", server_cpu)
                 single_t.append(t)
                 rss_s.append(peak)
             finally:
@@ -146,6 +157,12 @@ def main() -> None:
             f"{args.files:,} files: {f:.2f} s; one file of {records:,} records: {s:.2f} s; ratio {f / s:.2f} (target <= 2)"
         )
         print(f"re-sync with 1 % changed: {rs:.2f} s, {rs / f:.2f} of the first run (target <= 0.3)")
+        cf, cr = median_use(cpu_f), median_use(cpu_r)
+        if cf.total is not None and cr.total is not None:
+            print(
+                f"CPU seconds, the command with its Prefect server and helper + PostgreSQL: first run "
+                f"{cf.command:.1f} + {cf.server:.1f}, re-sync {cr.command:.1f} + {cr.server:.1f} ({cr.total / cf.total:.2f} of it)"
+            )
         print(
             f"peak RSS: fleet run and re-sync (the larger median) {rss(peak)}, one file "
             f"{rss(int(statistics.median(rss_s)))} (target <= 300 MB)"
