@@ -79,6 +79,7 @@ def test_help_and_json(tmp_path: Path, cli_env: dict[str, str]) -> None:
     printed = json.loads(out.stdout)
     assert printed["counts"]["inserted"] == 9
     assert printed == json.loads((tmp_path / printed["run_id"] / "report.json").read_text())  # all of it
+    assert "precheck" in printed["timing"]["before_flow_s"]  # the command's, beside the server's boot
 
 
 def test_unreachable_database_is_one_line_without_password(tmp_path: Path, cli_env: dict[str, str]) -> None:
