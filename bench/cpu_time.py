@@ -148,11 +148,14 @@ def explained(flow: CpuUse, copy: CpuUse, copy_seconds: float) -> str:
 
 
 class CpuMeter:
-    """Around one command: start() before it, stop() after it has been waited for."""
+    """Around one command: start() before it, stop() as soon as it has been waited for (before
+    anything else runs on the server, such as dropping the command's database); `use` is then what
+    it used."""
 
     def __init__(self, server: ServerCpu | None) -> None:
         self.server = server
         self._at: tuple[float, float | None] = (0.0, None)
+        self.use: CpuUse | None = None
 
     def start(self) -> None:
         self._at = (children_seconds(), self.server.seconds() if self.server else None)
@@ -161,7 +164,8 @@ class CpuMeter:
         command, server = self._at
         if self.server is not None:
             self.server.settled()
-        return CpuUse(
+        self.use = CpuUse(
             children_seconds() - command,
             None if self.server is None or server is None else self.server.seconds() - server,
         )
+        return self.use

@@ -121,7 +121,7 @@ def timed_process(
 ) -> tuple[float, int]:
     """Wall time and peak RSS (VmHWM of the process itself, polled) of a command; with `cores`,
     the machine's CPU time sampled alongside; with `meter`, the command's and the server's CPU
-    time measured around it (meter.stop() after this returns)."""
+    time measured around it (meter.use)."""
     if meter is not None:
         meter.start()
     start = time.perf_counter()
@@ -143,6 +143,8 @@ def timed_process(
     elapsed = time.perf_counter() - start
     if cores is not None:
         cores.sample()
+    if meter is not None:
+        meter.stop()
     if proc.returncode not in ok:
         raise SystemExit(
             f"{' '.join(cmd[:4])} exited {proc.returncode}: {proc.stderr.read()[-2000:] if proc.stderr else ''}"
@@ -322,7 +324,8 @@ def one_size(n: int, server: str, env: dict[str, str], work: Path, repeat: int) 
         try:
             began = time.time()
             t, peak = run_flow(big, db.url, env, str(work / "runs"), cores, meter)
-            flow_cpu.append(meter.stop())
+            assert meter.use is not None
+            flow_cpu.append(meter.use)
             parts.append(breakdown(work / "runs", began, t))
             busy.append(cores.by_phase(parts[-1], began))
         finally:
@@ -331,7 +334,8 @@ def one_size(n: int, server: str, env: dict[str, str], work: Path, repeat: int) 
         rss.append(peak)
         keys = key_checks(work / "runs")
         copy_t.append(time_copy(server, csv_path, copy_cores, meter))
-        copy_cpu.append(meter.stop())
+        assert meter.use is not None
+        copy_cpu.append(meter.use)
         copying = copy_cores.busy()  # sampled only while psql ran (its database is made before)
         if copying is not None:
             busy[-1]["\\copy"] = copying

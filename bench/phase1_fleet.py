@@ -85,7 +85,8 @@ def run(
            "--report-dir", str(report_dir)]  # fmt: skip
     began, cores, meter = time.time(), Cores(), CpuMeter(server)
     seconds, peak = timed_process(cmd, {**env, "DATABASE_URL": url}, ok=(0,), cores=cores, meter=meter)
-    cpu = meter.stop()
+    cpu = meter.use
+    assert cpu is not None
     parts = breakdown(report_dir, began, seconds)
     busy = cores.by_phase(parts, began)
     where = ", ".join(f"{k} {v:.2f}s" for k, v in parts.items())
