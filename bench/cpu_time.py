@@ -76,7 +76,7 @@ class ServerCpu:
     def _own(self) -> list[str]:
         own = _stat(self.postmaster)
         if own is None:
-            raise RuntimeError("the PostgreSQL server stopped during the benchmark")
+            raise SystemExit(f"the PostgreSQL server (postmaster {self.postmaster}) stopped during the benchmark")
         return own
 
     def settled(self, interval: float = 0.05, tries: int = 20) -> None:
