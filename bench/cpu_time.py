@@ -63,8 +63,8 @@ class ServerCpu:
     @classmethod
     def of(cls, url: str) -> ServerCpu | None:
         """The server `url` names, if it runs on this machine and its processes can be read."""
-        host = conninfo_to_dict(url).get("host") or ""
-        if not all(h.startswith("/") or h in LOOPBACK for h in str(host).split(",")) or not PROC.is_dir():
+        hosts = str(conninfo_to_dict(url).get("host") or "").split(",")  # none: libpq's default socket
+        if not all(h == "" or h.startswith("/") or h in LOOPBACK for h in hosts) or not PROC.is_dir():
             return None
         with psycopg.connect(url, autocommit=True) as conn:  # read while the backend lives
             pid = conn.info.backend_pid
@@ -135,14 +135,14 @@ def cores() -> int:
 
 def explained(flow: CpuUse, copy: CpuUse, copy_seconds: float) -> str:
     """The flow's CPU against \\copy's, and the shortest time the flow's CPU allows on this machine."""
-    if flow.server is None or copy.server is None:
+    if flow.total is None or copy.total is None:
         return f"flow: the command {flow.command:.1f}, \\copy: psql {copy.command:.1f} (the server's not measurable here)"
     n = cores()
-    floor = (flow.command + flow.server) / n
+    floor = flow.total / n
     return (
-        f"flow {flow.command + flow.server:.1f} (the command with its Prefect server and helpers {flow.command:.1f}, "
+        f"flow {flow.total:.1f} (the command with its Prefect server and helpers {flow.command:.1f}, "
         f"PostgreSQL {flow.server:.1f}): at least {floor:.1f} s on {n} cores, a ratio of at least "
-        f"{floor / copy_seconds:.2f}; \\copy {copy.command + copy.server:.1f} (psql {copy.command:.1f}, "
+        f"{floor / copy_seconds:.2f}; \\copy {copy.total:.1f} (psql {copy.command:.1f}, "
         f"PostgreSQL {copy.server:.1f})"
     )
 
