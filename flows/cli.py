@@ -8,6 +8,7 @@ SIGTERM is raised in the main thread as `Interrupted`, a KeyboardInterrupt like 
 turns it into its TerminationSignal while a flow runs): the flow marks its run interrupted and
 writes its report, the chunk or batch in flight commits or rolls back whole, and the command exits
 with 128 + the signal's number once it has stopped its temporary Prefect server (orchestrator.py).
+A signal whose exception lands where Python can only print it (a finalizer) is sent again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import signal
 import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -350,9 +352,31 @@ def _terminate(signum: int, _frame: Any) -> None:
     raise Interrupted(signum)
 
 
+REDELIVERY_DELAY_S = 0.01  # after the main thread has left the place that swallowed it, as a rule
+
+
+def _redeliver(unraisable: Any) -> None:
+    """sys.unraisablehook while a command runs. A signal's handler runs wherever the main thread
+    is; inside a finalizer, or a check the interpreter makes on its own (seen: Prefect's
+    TerminationSignal raised inside an isinstance check, an upgrade that then ran to its end and
+    exited 0), its exception cannot unwind anything and Python only prints it: the interruption
+    would be lost. It is sent again instead, from a moment later, so that it arrives where it
+    can unwind (sent again if that place swallows it too); anything else is printed as before."""
+    from flows.outcome import interruption  # imports Prefect: only once there is something to tell
+
+    signum = interruption(unraisable.exc_value) if unraisable.exc_value is not None else None
+    if signum is None:
+        sys.__unraisablehook__(unraisable)
+        return
+    if signum == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, _terminate)  # _terminate ignored the later ones: this is the first again
+    threading.Timer(REDELIVERY_DELAY_S, os.kill, (os.getpid(), signum)).start()
+
+
 def run_command(main: Callable[[], int]) -> NoReturn:
     """`python -m flows.<command>`: run main and exit with its code (see the module's docstring)."""
     signal.signal(signal.SIGTERM, _terminate)
+    sys.unraisablehook = _redeliver
     try:
         code = main()
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM outside a flow run: before or after it
@@ -360,6 +384,7 @@ def run_command(main: Callable[[], int]) -> NoReturn:
     finally:  # what is left is the clean-up at exit (the temporary server's stop): let it finish
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.unraisablehook = sys.__unraisablehook__
     interpreter.before_exit()
     sys.exit(code)
 

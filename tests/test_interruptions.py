@@ -160,6 +160,51 @@ def test_sigterm_during_a_schema_upgrade(flow_env: dict[str, str], tmp_path: Pat
     assert len(branches_of(url)) == 1  # the checkpoint taken before, nothing half-made
 
 
+
+# A command whose SIGTERM arrives while a finalizer runs: the handler's exception is raised where
+# Python can only print it ("Exception ignored in ..."), the way Prefect's TerminationSignal was
+# once lost inside an isinstance check mid-upgrade. In a flow run (Prefect's handler) or outside one (ours).
+_FINALIZER_PROBE = """
+import os, signal, sys, time
+from prefect import flow
+from flows import cli
+
+class SignalledWhileFinalized:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(10_000))  # the handler runs here, inside the finalizer
+
+@flow(name="finalizer-probe")
+def probe() -> dict:
+    SignalledWhileFinalized()
+    time.sleep(2)
+    return {"exit_code": 0}
+
+def main() -> int:
+    if sys.argv[1] == "flow":
+        return cli.run_flow(lambda: probe(return_state=True), as_json=False, summary=lambda _o: "went on to the end")
+    SignalledWhileFinalized()
+    time.sleep(2)
+    print("went on to the end")
+    return 0
+
+cli.run_command(main)
+"""
+
+
+@pytest.mark.parametrize("where", ["flow", "command"])
+def test_a_sigterm_raised_inside_a_finalizer_is_not_lost(flow_env: dict[str, str], tmp_path: Path, where: str) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(_FINALIZER_PROBE)
+    env = {**os.environ, "PREFECT_API_URL": flow_env["api_url"], "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(probe), where], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 128 + signal.SIGTERM, done.stdout + done.stderr
+    assert "went on to the end" not in done.stdout
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(said) == 1 and "interrupted by SIGTERM" in said[0], done.stderr
+
 # --- the server restarted ----------------------------------------------------------------------------
 
 
