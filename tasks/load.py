@@ -469,7 +469,7 @@ class ChunkWriter:
             conn.execute(
                 "INSERT INTO migration_checkpoints (run_id, chunk_no, first_position, last_position, records, "
                 "migrated, already_present, duplicates, quarantined, checksum, updated, conflicts, seen) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::uuid[])",
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b::uuid[])",
                 (
                     self.run_id,
                     chunk.chunk_no,

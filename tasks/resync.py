@@ -100,8 +100,8 @@ def staged(
         )
         stored = dict(
             conn.execute(
-                f"SELECT {hex_sql('id')}, legacy_checksum FROM tasks WHERE legacy_source = ANY(%s) UNION ALL "
-                f"SELECT {hex_sql('id')}, legacy_checksum FROM tasks WHERE id = ANY(%s::uuid[])",
+                f"SELECT {hex_sql('id')}, legacy_checksum FROM tasks WHERE legacy_source = ANY(%b) UNION ALL "
+                f"SELECT {hex_sql('id')}, legacy_checksum FROM tasks WHERE id = ANY(%b::uuid[])",
                 (list(whole), by_id),
             ).fetchall()
         )
@@ -129,7 +129,7 @@ def staged(
     if len(out.inserted) == len(todo):
         return out
     untimed = [tid for tid, d in zip(rendered.task_ids, rows.defaulted_ts, strict=True) if d]
-    defaulted = f"{hex_sql('s.id')} = ANY(%(untimed)s)"
+    defaulted = f"{hex_sql('s.id')} = ANY(%(untimed)b)"
     same = (
         f"CASE WHEN {defaulted} THEN {row_line_sql('s', timestamps=False)} = {row_line_sql('t', timestamps=False)} "
         f"ELSE {row_line_sql('s')} = {row_line_sql('t')} END"
@@ -152,7 +152,7 @@ def staged(
         f"FROM (SELECT {hex_sql('s.id')} AS id, {outcome} AS outcome, t AS phase2 "
         "FROM stage_tasks s JOIN tasks t ON t.id = s.id OR (t.legacy_source = s.legacy_source "
         "AND (t.legacy_key = s.legacy_key OR t.legacy_id = s.legacy_id)) "
-        f"WHERE {hex_sql('s.id')} <> ALL(%(inserted)s)) compared",
+        f"WHERE {hex_sql('s.id')} <> ALL(%(inserted)b)) compared",
         {"untimed": untimed, "inserted": list(out.inserted)},
     ).fetchall()
     for tid, became, phase2 in found:
@@ -168,7 +168,7 @@ def staged(
     if gone:
         for tid, last_row in conn.execute(
             f"SELECT DISTINCT ON (s.id) {hex_sql('s.id')}, d.last_row::text FROM stage_tasks s "
-            f"JOIN migration_deleted d ON {_DELETED_MATCH} WHERE {hex_sql('s.id')} = ANY(%s) "
+            f"JOIN migration_deleted d ON {_DELETED_MATCH} WHERE {hex_sql('s.id')} = ANY(%b) "
             "ORDER BY s.id, d.deleted_at DESC",
             (gone,),
         ).fetchall():
@@ -185,14 +185,14 @@ def _update(conn: psycopg.Connection, run_id: str, ids: list[str], untimed: list
     with that row's checksum (a second UPDATE for the checksum wrote every updated row twice)."""
     conn.execute(
         "INSERT INTO migration_row_history (run_id, task_id, op, before) "
-        "SELECT %s, t.id, 'update', row_to_json(t) FROM tasks t WHERE t.id = ANY(%s::uuid[])",
+        "SELECT %s, t.id, 'update', row_to_json(t) FROM tasks t WHERE t.id = ANY(%b::uuid[])",
         (run_id, ids),
     )
     content = CONTENT.split(", ")
     becomes = (
         f"SELECT {', '.join(f't.{c}' for c in _KEPT)}, {', '.join(f's.{c}' for c in content)}, "
-        f"CASE WHEN {hex_sql('s.id')} = ANY(%(untimed)s) THEN t.created_at ELSE s.created_at END AS created_at, "
-        "s.updated_at FROM stage_tasks s JOIN tasks t ON t.id = s.id WHERE s.id = ANY(%(ids)s::uuid[])"
+        f"CASE WHEN {hex_sql('s.id')} = ANY(%(untimed)b) THEN t.created_at ELSE s.created_at END AS created_at, "
+        "s.updated_at FROM stage_tasks s JOIN tasks t ON t.id = s.id WHERE s.id = ANY(%(ids)b::uuid[])"
     )
     assignments = ", ".join(f"{c} = n.{c}" for c in (*content, "created_at", "updated_at"))
     conn.execute(
@@ -237,7 +237,7 @@ def disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]) -> di
     """Per legacy source, the rows no file of this run holds any more."""
     return dict(
         conn.execute(
-            "SELECT t.legacy_source, count(*) FROM tasks t WHERE t.legacy_source = ANY(%(sources)s) AND NOT EXISTS "
+            "SELECT t.legacy_source, count(*) FROM tasks t WHERE t.legacy_source = ANY(%(sources)b) AND NOT EXISTS "
             f"(SELECT 1 FROM {_SEEN} m WHERE m.task_id = t.id) GROUP BY 1",
             {"sources": sources, "run": run_id},
         ).fetchall()
@@ -259,7 +259,7 @@ def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]
     """Delete the disappeared rows the application left alone (their history first); the others stay."""
     with conn.transaction():
         gone = (
-            "FROM tasks t WHERE t.legacy_source = ANY(%(sources)s) AND NOT EXISTS "
+            "FROM tasks t WHERE t.legacy_source = ANY(%(sources)b) AND NOT EXISTS "
             f"(SELECT 1 FROM {_SEEN} m WHERE m.task_id = t.id) "
             f"AND t.legacy_checksum IS NOT NULL AND {row_checksum_sql('t')} = t.legacy_checksum"
         )
@@ -300,13 +300,13 @@ SELECT c.file_no, c.path FROM run_candidates c JOIN migration_sources s ON s.leg
 WHERE c.sha256 IS NULL AND s.closed_at IS NULL AND s.stat_key IS DISTINCT FROM c.stat_key
 """
 _HASHED = (
-    "UPDATE run_candidates c SET sha256 = u.sha256 FROM unnest(%s::int[], %s::text[]) AS u(file_no, sha256) "
+    "UPDATE run_candidates c SET sha256 = u.sha256 FROM unnest(%b::int[], %b::text[]) AS u(file_no, sha256) "
     "WHERE c.file_no = u.file_no"
 )
 # A file found unchanged by content, stat taken before it was hashed: that stat vouches for it next time.
 _VOUCHED = (
     "UPDATE migration_sources s SET stat_key = c.stat_key FROM run_candidates c "
-    "WHERE c.file_no = ANY(%s) AND c.stat_key IS NOT NULL AND s.legacy_source = c.legacy_source"
+    "WHERE c.file_no = ANY(%b) AND c.stat_key IS NOT NULL AND s.legacy_source = c.legacy_source"
 )
 _UNCHANGED = """
 WITH matched AS MATERIALIZED (  -- the same bytes: the same sha256, or (not hashed) the same stat

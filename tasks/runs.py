@@ -127,7 +127,7 @@ STILL_DELETED = "NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = d.task_id)"
 # The rows of the sources another run wrote that the application has deleted: counted among the
 # sources' rows before and after a re-sync, and (those no file holds) in resync.deleted_and_gone.
 DELETED_OF_OTHER_RUNS = (
-    "FROM migration_deleted d WHERE d.legacy_source = ANY(%(sources)s) "
+    "FROM migration_deleted d WHERE d.legacy_source = ANY(%(sources)b) "
     f"AND d.migration_run_id IS DISTINCT FROM %(run)s AND {STILL_DELETED}"
 )
 
@@ -143,7 +143,7 @@ def rows_from_other_runs(conn: psycopg.Connection, sources: Sequence[str], run_i
         found.update(
             conn.execute(
                 "SELECT legacy_source, count(*) FROM (SELECT legacy_source FROM tasks WHERE legacy_source = "
-                "ANY(%(sources)s) AND migration_run_id IS DISTINCT FROM %(run)s "
+                "ANY(%(sources)b) AND migration_run_id IS DISTINCT FROM %(run)s "
                 f"UNION ALL SELECT d.legacy_source {DELETED_OF_OTHER_RUNS}) r GROUP BY legacy_source",
                 {"sources": part, "run": run_id},
             ).fetchall()
@@ -164,7 +164,7 @@ def closed_sources(conn: psycopg.Connection, sources: Sequence[str]) -> dict[str
         closed.update(
             conn.execute(
                 "SELECT legacy_source, closed_at FROM migration_sources "
-                "WHERE legacy_source = ANY(%s) AND closed_at IS NOT NULL",
+                "WHERE legacy_source = ANY(%b) AND closed_at IS NOT NULL",
                 (part,),
             ).fetchall()
         )
@@ -193,7 +193,7 @@ def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], 
         if cutover:
             for part in batches([f.source.legacy_source for f in files if f.accepted and not f.streamed]):
                 conn.execute(
-                    "UPDATE migration_sources SET closed_at = now() WHERE legacy_source = ANY(%s) AND closed_at IS NULL",
+                    "UPDATE migration_sources SET closed_at = now() WHERE legacy_source = ANY(%b) AND closed_at IS NULL",
                     (part,),
                 )
         for part in batches(loaded):
@@ -201,7 +201,7 @@ def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], 
                 "INSERT INTO migration_sources AS s (legacy_source, path, owner, sha256, stat_key, last_run_id, "
                 "synced_at, closed_at) "
                 "SELECT u.source, u.path, u.owner, u.sha, u.stat_key, %s, now(), CASE WHEN %s THEN now() END "
-                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[]) "
+                "FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[]) "
                 "AS u(source, path, owner, sha, stat_key) "
                 "ON CONFLICT (legacy_source) DO UPDATE SET path = excluded.path, owner = excluded.owner, "
                 "sha256 = excluded.sha256, stat_key = excluded.stat_key, last_run_id = excluded.last_run_id, "
@@ -237,7 +237,7 @@ def user_ids(conn: psycopg.Connection, emails: list[str]) -> dict[str, str]:
     """email -> user id (32 hex digits) of the users that exist, matched case-insensitively."""
     return dict(
         conn.execute(
-            f"SELECT lower(email), {hex_sql('id')} FROM users WHERE lower(email) = ANY(%s)", (emails,)
+            f"SELECT lower(email), {hex_sql('id')} FROM users WHERE lower(email) = ANY(%b)", (emails,)
         ).fetchall()
     )
 
@@ -255,7 +255,7 @@ def ensure_users(
             names = ["Phase 1 default user" if e == default_email else e.split("@")[0] for e in missing]
             conn.execute(
                 "INSERT INTO users (id, email, name, email_verified, migration_run_id) "
-                "SELECT u.id, u.email, u.name, false, %s FROM unnest(%s::uuid[], %s::text[], %s::text[]) "
+                "SELECT u.id, u.email, u.name, false, %s FROM unnest(%b::uuid[], %b::text[], %b::text[]) "
                 "AS u(id, email, name) ON CONFLICT (email) DO NOTHING",
                 (run_id, [user_key(e) for e in missing], missing, names),
             )
