@@ -5,6 +5,9 @@ where and for how long is tasks/retry.py.
 Every flow, the Alembic env and the tests resolve the database through `database_url()`, so there is
 one answer to "which database?": an explicit URL, else `DATABASE_URL`, else the embedded PostgreSQL
 kept under `.data/postgres` (started on demand, left running for the next command).
+
+A list that may hold a chunk's ids or a run's sources is passed as a binary parameter (`%b`):
+psycopg's text form quotes it element by element with a regex (3,800 ids: 6.3 ms against 1.4 ms).
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def find_mismatches(
         rendered = render(chunk.rows, ctx.source_name, users, run_id)
         stored = dict(
             conn.execute(
-                f"SELECT {hex_sql('t.id')}, {row_checksum_sql('t')} FROM tasks t WHERE t.id = ANY(%s::uuid[])",
+                f"SELECT {hex_sql('t.id')}, {row_checksum_sql('t')} FROM tasks t WHERE t.id = ANY(%b::uuid[])",
                 (rendered.task_ids,),
             ).fetchall()
         )
