@@ -377,7 +377,6 @@ def _migrate(
         sources = [f.source.legacy_source for f in job.files if f.to_stream]
         rows_before = session.run("phase1:start", rows_from_other_runs, sources, run.id)
         resynced = frozenset(rows_before)
-        synced = sorted(resynced)
         reporter = _Progress()
         try:
             # quote(): Prefect would otherwise walk every file, owner and source looking for
@@ -401,7 +400,10 @@ def _migrate(
         job = job.after(summary)
         session.run("phase1:load", record_refused, run.id, job.refused)
         phases.mark("load")
-        gone = session.run("phase1:verify", resync.disappeared, run.id, synced) if resynced else {}
+        # The sources whose files were read: one refused during the load was not, so none of its
+        # rows disappeared (and --propagate-deletes must not delete them).
+        synced = sorted(resynced.intersection(f.source.legacy_source for f in job.files if f.streamed))
+        gone = session.run("phase1:verify", resync.disappeared, run.id, synced) if synced else {}
         deleted = (
             session.run("phase1:verify", resync.delete_disappeared, run.id, synced)
             if gone and sync.propagate_deletes
@@ -414,10 +416,10 @@ def _migrate(
             )
         files = session.run("phase1:verify", file_results.totals, [run.id])
         verification.problems += files.problems
-        gone_too = session.run("phase1:verify", resync.deleted_and_gone, run.id, synced) if resynced else 0
+        gone_too = session.run("phase1:verify", resync.deleted_and_gone, run.id, synced) if synced else 0
         verification.problems += _source_problems(
             verification.counts,
-            sum(rows_before.values()),
+            sum(rows_before[s] for s in synced),
             sum(gone.values()) + gone_too,
             deleted,
             sum(session.run("phase1:verify", rows_from_other_runs, synced, run.id).values()),

@@ -464,6 +464,26 @@ def test_cutover_closes_the_sources(flow_env: dict[str, str], tmp_path: Path) ->
     assert out["exit_code"] == 2 and "closed at cutover" in out["error"]
 
 
+def test_a_file_refused_in_a_resync_has_no_rows_disappear_or_deleted(flow_env: dict[str, str], tmp_path: Path) -> None:
+    """Its records were never read: --propagate-deletes must not take it as emptied."""
+    base = tmp_path / "uploads"
+    files = uploads(base)
+    args = {"source": str(base), "owner_from_path": f"{base}/{{email}}/tasks.json"}
+    state, _ = migrate(flow_env, **args)
+    assert state.is_completed()
+    before = rows(flow_env["db_url"], "SELECT count(*) FROM tasks")[0][0]
+    files["ann@example.com"].write_text('[{"id": 1, "title": "Buy milk", "comp')  # cut short since
+    files["bob@example.com"].write_text('[{"id": 1, "text": "Fix bike", "done": true}]')  # two records gone
+    state, out = migrate(flow_env, propagate_deletes=True, **args)
+    assert out["exit_code"] == 4, out
+    c = out["report_data"]["counts"]
+    assert (c["disappeared"], c["deleted"]) == (2, 2), c
+    assert out["report_data"]["verification"]["ok"], out["report_data"]["verification"]
+    owners = dict(rows(flow_env["db_url"], "SELECT u.email, count(*) FROM tasks t JOIN users u ON u.id = t.user_id GROUP BY 1"))
+    assert owners["ann@example.com"] == 2 and owners["bob@example.com"] == 1
+    assert rows(flow_env["db_url"], "SELECT count(*) FROM tasks")[0][0] == before - 2
+
+
 def test_kill_9_in_a_run_of_many_files_resumes_exactly(flow_env: dict[str, str], tmp_path: Path) -> None:
     base = tmp_path / "many"
     for i in range(1500):
