@@ -307,6 +307,13 @@ class Phase1(Phase1Read):
     branch_provider: Provider | None = branch_provider()
     database_secret: str | None = database_secret()
 
+    @model_validator(mode="after")
+    def _files_named_once(self) -> Phase1:
+        """A manifest names the files: a --source of another file besides it would be left out unsaid."""
+        if self.manifest and self.source not in (None, type(self).model_fields["source"].default):
+            raise ValueError("give --source or --manifest, not both")
+        return self
+
 
 class Phase1Rollback(Parameters):
     run_id: str = described(..., "The Phase 1 run to undo (its id is in the run's report)")

@@ -72,6 +72,7 @@ from tasks.runs import (
     Run,
     closed_sources,
     finish,
+    owners_changed,
     record_refused,
     record_sources,
     rows_from_other_runs,
@@ -162,24 +163,35 @@ class Job:
         """This job with its files as the load left them: pre-checked, or refused with the reason."""
         return replace(self, files=summary.files)
 
-    def closing(self, closed: dict[str, datetime]) -> Job:
-        """This job with the files whose sources cutover closed refused (a single file: the run is)."""
-        if not closed:
+    def closing(self, closed: dict[str, datetime], moved: dict[str, str | None]) -> Job:
+        """This job with the files refused whose sources cutover closed, or whose rows their last
+        sync gave to another owner than this run names (a single file: the run is refused)."""
+        if not closed and not moved:
             return self
-        if self.single:
-            when = next(iter(closed.values()))
-            raise InputError(
-                f"{self.files[0].source.path}: source {self.source_name} was closed at cutover on "
-                f"{when:%Y-%m-%d %H:%M} UTC; nothing was written"
+        why = {source: "was closed at cutover" for source in closed}
+        for source, owner in moved.items():
+            why.setdefault(
+                source,
+                f"was last synced for {owner or self.default_user}: its rows never move to another account "
+                "(change the email in Phase 2, or roll back that sync)",
             )
+        if self.single:
+            f = self.files[0]
+            if f.source.legacy_source in closed:
+                when = closed[f.source.legacy_source]
+                raise InputError(
+                    f"{f.source.path}: source {self.source_name} was closed at cutover on "
+                    f"{when:%Y-%m-%d %H:%M} UTC; nothing was written"
+                )
+            raise InputError(f"{f.source.path}: source {self.source_name} {why[f.source.legacy_source]}; nothing was written")
         files = [
             replace(
                 f,
                 info=None,
-                closed=True,
-                error=f"{f.source.path}: source {f.source.legacy_source} was closed at cutover",
+                closed=f.source.legacy_source in closed,
+                error=f"{f.source.path}: source {f.source.legacy_source} {why[f.source.legacy_source]}",
             )
-            if f.source.legacy_source in closed
+            if f.source.legacy_source in why
             else f
             for f in self.files
         ]
@@ -354,7 +366,12 @@ def _migrate(
         session.run("phase1:lock", lambda _conn: None)
         before, after = upgrade_schema(url) if sync.part is None else (schema.current_revision(url),) * 2
         phases.mark("schema")
-        job = job.closing(session.run("phase1:start", closed_sources, [f.source.legacy_source for f in job.files]))
+        job = job.closing(
+            session.run("phase1:start", closed_sources, [f.source.legacy_source for f in job.files]),
+            session.run(
+                "phase1:start", owners_changed, [(f.source.legacy_source, f.source.owner) for f in job.files if not f.refused]
+            ),
+        )
         run = session.run(
             "phase1:start",
             start_or_resume,

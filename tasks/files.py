@@ -108,6 +108,9 @@ def found_files(sources: Sequence[FileSource], *, hashed: bool = False) -> list[
     pre-check, which says why in one line."""
     out, taken = [], time.time_ns()  # before any stat: a file settled then was settled at its stat
     for no, source in enumerate(sources):
+        if source.error is not None:  # refused before it is read (it names no owner)
+            out.append(RunFile(no, source, error=source.error))
+            continue
         try:
             st = os.stat(source.path)
         except OSError:

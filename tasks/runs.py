@@ -171,6 +171,26 @@ def closed_sources(conn: psycopg.Connection, sources: Sequence[str]) -> dict[str
     return closed
 
 
+def owners_changed(conn: psycopg.Connection, named: Sequence[tuple[str, str | None]]) -> dict[str, str | None]:
+    """Of (legacy source, owner) pairs, the sources whose last sync gave their rows to another owner
+    (None: the run's default user), with that owner: a file is one person's tasks, and a run that
+    names someone else for it (a manifest edited, two users' files under one name) must not move
+    them, or write another's file over them."""
+    if not named or not has_table(conn, "migration_sources"):
+        return {}
+    changed: dict[str, str | None] = {}
+    for part in batches(named):
+        changed.update(
+            conn.execute(
+                "SELECT s.legacy_source, s.owner FROM migration_sources s "
+                "JOIN unnest(%b::text[], %b::text[]) AS u(source, owner) ON s.legacy_source = u.source "
+                "WHERE s.owner IS DISTINCT FROM u.owner",
+                ([source for source, _ in part], [owner for _, owner in part]),
+            ).fetchall()
+        )
+    return changed
+
+
 def record_refused(conn: psycopg.Connection, run_id: str, refused: Sequence[Any]) -> None:
     """The files refused whole (part -1 in migration_files), with their one-line reasons; nothing
     else of them is written. Idempotent: a resumed run records them again."""

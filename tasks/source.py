@@ -146,7 +146,8 @@ def _open_checked(path: str | Path) -> tuple[BinaryIO, bool, int]:
         st = os.stat(path)  # one stat, not one per question (a fleet run asks it 100,000 times)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            raise SourceError(f"{path}: no such file") from None
+            what = "a symlink to nothing (or a loop of links)" if os.path.islink(path) else "no such file"
+            raise SourceError(f"{path}: {what}") from None
         raise SourceError(f"{path}: cannot be read ({exc.strerror})") from None
     if stat.S_ISDIR(st.st_mode):
         raise SourceError(f"{path}: is a directory, not a file")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import glob
 import os
+import posixpath
 import re
 import zlib
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class FileSource:
     path: str
     legacy_source: str  # the name its rows carry in tasks.legacy_source (and their uuid5 keys)
     owner: str | None  # the default owner of its records (None: the run's default user)
+    error: str | None = None  # why it is refused before it is read (no owner can be told), one line
 
 
 def resolve(
@@ -48,32 +50,74 @@ def resolve(
 ) -> list[FileSource]:
     """The run's files in a stable order (by legacy source), each with its legacy source and owner."""
     if manifest:
+        if owner_from_path:
+            raise SourcesError("--owner-from-path is for --source: a manifest names each file's owner")
         return _manifest(Path(manifest), source_name)
     if not source:
         raise SourcesError("no source: give --source FILE, DIR or GLOB, or --manifest CSV")
-    pattern = _owner_pattern(owner_from_path) if owner_from_path else None
+    owners = OwnerPattern(owner_from_path) if owner_from_path else None
     path = Path(source)
-    if not GLOB_CHARS.search(source) and not path.is_dir():
-        return [FileSource(source, source_name, _owner_of(source, pattern))]
     if path.is_dir():
-        base, matches = str(path), _json_files(str(path))
+        base, matches, links = str(path), *_json_files(str(path))
+    elif not GLOB_CHARS.search(source) or os.path.lexists(source):  # a file named `tasks[1].json` is that file
+        if owners is None:
+            return [FileSource(source, source_name, None)]
+        # one user's file: named as the same file is in a run of the whole tree, so that a run of
+        # it alone and one of every file give the same rows (and two users' files never share one)
+        owner, name, error = owners.of(source)
+        if error is not None:
+            raise SourcesError(error)
+        return [FileSource(source, f"{source_name}:{name}", owner)]
     else:
-        base = _static_prefix(source)
-        linked = _Links()  # `**` follows symlinked folders: a link back up would give each file many times
-        matches = [p for p in glob.glob(source, recursive=True) if os.path.isfile(p) and not linked.under(p, base)]
-    if not matches:
+        base, (matches, links) = _static_prefix(source), _globbed(source)
+    if not matches and not links:
         raise SourcesError(f"{source}: no files match")
     relative = _Relative(base)
-    files = [FileSource(p, f"{source_name}:{relative(p)}", _owner_of(p, pattern)) for p in matches]
+    files = [FileSource(p, f"{source_name}:{relative(p)}", *_owned(p, owners)) for p in matches]
+    files += [FileSource(p, f"{source_name}:{relative(p)}", None, f"{p}: {LINKED}") for p in links]
     return sorted(files, key=lambda f: f.legacy_source)
 
 
-def _json_files(top: str) -> list[str]:
-    """Every *.json file under top, symlinked directories not followed (as Path.rglob). Each
-    directory is read once and its entries' types come with it, without a stat per file: rglob
-    and is_file() cost seconds more at 100,000 files. A directory that cannot be read is an error,
-    not files silently left out."""
-    found, folders = [], [top]
+LINKED = "a symlinked folder, not followed (a link may lead back up the tree); list the files behind it in a --manifest"
+
+
+def _owned(path: str, owners: OwnerPattern | None) -> tuple[str | None, str | None]:
+    """(owner, why there is none) of a file of a tree: one that names no owner is refused alone."""
+    if owners is None:
+        return None, None
+    owner, _, error = owners.of(path)
+    return owner, error
+
+
+def _globbed(pattern: str) -> tuple[list[str], list[str]]:
+    """The paths a glob matches that are not folders (a FIFO or a broken link among them is refused
+    by its pre-check, with the reason), and the symlinked folders below its static part that some
+    of its matches were reached through: `**` follows them, and a link back up would give each file
+    many times, so they are named instead. A pattern that matches nothing with `[` in it is tried
+    once more with its brackets as written (`Backup [2024]/*/tasks.json`)."""
+    found = glob.glob(pattern, recursive=True)
+    if not found and "[" in pattern:
+        found = glob.glob(pattern.replace("[", "[[]"), recursive=True)
+    base = _static_prefix(pattern)
+    linked = _Links(base)
+    matches, links = [], set()
+    for p in found:
+        link = linked.under(p)
+        if link is not None:
+            links.add(link)
+        elif not os.path.isdir(p):
+            matches.append(p)
+    return matches, sorted(links)
+
+
+def _json_files(top: str) -> tuple[list[str], list[str]]:
+    """Every *.json file under top (`.JSON` too, as a Windows upload names it), and the symlinked
+    folders below it, which are not followed (as Path.rglob) but named, so that no file behind one
+    is left out without a word. A FIFO or a broken link named *.json is a file the pre-check
+    refuses with the reason. Each directory is read once and its entries' types come with it,
+    without a stat per file: rglob and is_file() cost seconds more at 100,000 files. A directory
+    that cannot be read is an error, not files silently left out."""
+    found, links, folders = [], [], [top]
     while folders:
         folder = folders.pop()
         try:
@@ -81,31 +125,34 @@ def _json_files(top: str) -> list[str]:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
                         folders.append(entry.path)
-                    elif entry.name.endswith(".json") and entry.is_file():
+                    elif entry.is_dir():
+                        links.append(entry.path)
+                    elif entry.name[-5:].lower() == ".json":
                         found.append(entry.path)
         except OSError as exc:
             raise SourcesError(f"{folder}: cannot be read ({exc.strerror}); no file was migrated") from None
-    return found
+    return found, links
 
 
 class _Links:
-    """Whether a path reaches its file through a symlinked folder below base (one lstat a folder)."""
+    """The topmost symlinked folder below base a path reaches its file through (one lstat a folder)."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: str) -> None:
+        self.top = os.path.normpath(base)
         self.seen: dict[str, bool] = {}
 
-    def under(self, path: str, base: str) -> bool:
-        folder, top = os.path.dirname(path), os.path.normpath(base)
-        while folder and os.path.normpath(folder) != top:
+    def under(self, path: str) -> str | None:
+        folder, link = os.path.dirname(path), None
+        while folder and os.path.normpath(folder) != self.top:
             if folder not in self.seen:
                 self.seen[folder] = os.path.islink(folder)
             if self.seen[folder]:
-                return True
+                link = folder
             parent = os.path.dirname(folder)
             if parent == folder:
                 break
             folder = parent
-        return False
+        return link
 
 
 class _Relative:
@@ -145,55 +192,81 @@ def _static_prefix(pattern: str) -> str:
     return os.path.join(*static) if static else "."
 
 
-def _owner_pattern(template: str) -> re.Pattern[str]:
-    """`uploads/{email}/tasks.json` -> a regex whose `email` group takes that part of a path (a
-    template may also use `*` for any one path part)."""
-    if template.count("{email}") != 1:
-        raise SourcesError(f"--owner-from-path {template!r}: expected exactly one {{email}}, e.g. uploads/{{email}}/tasks.json")
-    head, tail = template.split("{email}")
-    regex = "".join(re.escape(p) if p != "*" else "[^/]+" for p in re.split(r"(\*)", head))
-    regex += "(?P<email>[^/]+)" + "".join(re.escape(p) if p != "*" else "[^/]+" for p in re.split(r"(\*)", tail))
-    return re.compile(f"(?:^|/){regex}$")
+class OwnerPattern:
+    """`--owner-from-path uploads/{email}/tasks.json`: the owner a file's path names, and the file's
+    name in the tree (from the path part the first `{email}` or `*` is in, as a run of the whole
+    tree names it: `alice@x.com/tasks.json`). The template may use `*` for any one path part; it is
+    matched at a folder boundary, against the path as found (a relative template, `./` or not) or
+    made absolute (an absolute template)."""
 
+    def __init__(self, template: str) -> None:
+        if template.count("{email}") != 1:
+            raise SourcesError(
+                f"--owner-from-path {template!r}: expected exactly one {{email}}, e.g. uploads/{{email}}/tasks.json"
+            )
+        self.template = template
+        self.absolute = os.path.isabs(template)
+        clean = posixpath.normpath(Path(template).as_posix())
+        first = min(i for i in (clean.find("{email}"), clean.find("*")) if i >= 0)
+        head = clean[: clean.rfind("/", 0, first) + 1]
+        parts = re.split(r"(\{email\}|\*)", clean[len(head) :])
+        rest = "".join({"{email}": "(?P<email>[^/]+)", "*": "[^/]+"}.get(p, re.escape(p)) for p in parts)
+        self.regex = re.compile(f"(?:^|/){re.escape(head)}(?P<name>{rest})$")
 
-def _owner_of(path: str, pattern: re.Pattern[str] | None) -> str | None:
-    if pattern is None:
-        return None
-    match = pattern.search(Path(path).as_posix())
-    if match is None:
-        raise SourcesError(f"{path}: does not match --owner-from-path (no email part in it)")
-    return _email(match.group("email"), path)
-
-
-def _email(text: str, where: str) -> str:
-    email = normalize_email(text)
-    if not EMAIL.match(email):
-        raise SourcesError(f"{where}: {text!r} is not an email address")
-    return email
+    def of(self, path: str) -> tuple[str | None, str, str | None]:
+        """(owner, name in the tree, None), or (None, "", why not: one line)."""
+        found = os.path.abspath(path) if self.absolute else os.path.normpath(path)
+        match = self.regex.search(Path(found).as_posix())
+        if match is None:
+            return None, "", f"{path}: does not match --owner-from-path {self.template!r}"
+        email = normalize_email(match.group("email"))
+        if not EMAIL.match(email):
+            return None, "", f"{path}: {match.group('email')!r} is not an email address"
+        return email, match.group("name"), None
 
 
 def _manifest(path: Path, source_name: str) -> list[FileSource]:
-    """A CSV with a header naming `path` and `email`; paths relative to the manifest's folder."""
+    """A CSV with a header naming `path` and `email` (in any case, in any order, other columns
+    left alone); paths relative to the manifest's folder. What cannot be read as a list of files is
+    an error of the whole manifest, with its line; a row whose email is no email address refuses
+    that file alone."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            fields = {c.strip() for c in reader.fieldnames or []}
-            if not {"path", "email"} <= fields:
-                raise SourcesError(f"{path}: a manifest needs a header with path and email columns")
+            reader = csv.reader(f, skipinitialspace=True)
+            header = next((row for row in reader if any(c.strip() for c in row)), [])
+            columns = [c.strip().lower() for c in header]
+            if not {"path", "email"} <= set(columns):
+                raise SourcesError(f"{path}: a manifest needs a header line naming its path and email columns")
+            at, email_at = columns.index("path"), columns.index("email")
+            folder = os.path.abspath(path.parent)
             files: list[FileSource] = []
-            seen: set[str] = set()
-            for line, row in enumerate(reader, start=2):
-                row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-                if not row.get("path"):
+            seen: dict[str, int] = {}
+            for row in reader:
+                line = reader.line_num
+                if not any(c.strip() for c in row):
+                    continue
+                if len(row) > len(columns) and any(c.strip() for c in row[len(columns) :]):
+                    raise SourcesError(
+                        f"{path}: line {line}: {len(row)} fields, the header names {len(columns)} "
+                        "(a path with a comma in it goes in double quotes)"
+                    )
+                raw = row[at].strip() if at < len(row) else ""
+                if not raw:
                     raise SourcesError(f"{path}: line {line}: path is empty")
-                name = Path(row["path"]).as_posix()
-                if name in seen:
-                    raise SourcesError(f"{path}: line {line}: {name} is listed twice")
-                seen.add(name)
-                file = Path(row["path"]) if Path(row["path"]).is_absolute() else path.parent / row["path"]
-                files.append(FileSource(str(file), f"{source_name}:{name}", _email(row["email"], f"{path}: line {line}")))
+                file = str(path.parent / raw)
+                same = os.path.normpath(os.path.join(folder, raw))
+                if same in seen:
+                    raise SourcesError(f"{path}: line {line}: {raw} is listed twice (line {seen[same]})")
+                seen[same] = line
+                given = row[email_at].strip() if email_at < len(row) else ""
+                email = normalize_email(given)
+                error = None if EMAIL.match(email) else f"{file}: {given!r} ({path}, line {line}) is not an email address"
+                name = posixpath.normpath(Path(raw).as_posix())
+                files.append(FileSource(file, f"{source_name}:{name}", None if error else email, error))
     except FileNotFoundError:
         raise SourcesError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SourcesError(f"{path}: is a directory, not a manifest") from None
     except UnicodeDecodeError:
         raise SourcesError(f"{path}: not UTF-8") from None
     except csv.Error as exc:

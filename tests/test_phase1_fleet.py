@@ -124,13 +124,41 @@ def test_a_manifest_names_files_and_owners(flow_env: dict[str, str], tmp_path: P
     } == set(files)
     _, same = migrate(flow_env, manifest=str(manifest))
     assert {f["status"] for f in same["report_data"]["files"]} == {"unchanged"}
-    # the same bytes with another owner are not what the last sync read: read again
+    # another owner for the same file: its rows are bob's, and never move to another account
     moved = files["bob@example.com"].relative_to(tmp_path)
     manifest.write_text(manifest.read_text().replace(f"{moved},BOB@EXAMPLE.COM", f"{moved},robert@example.com"))
+    before = table_checksums(flow_env["db_url"])
     _, other = migrate(flow_env, manifest=str(manifest))
-    status = {f["path"]: f["status"] for f in other["report_data"]["files"]}
-    assert sorted(status.values()) == ["loaded", "unchanged", "unchanged"], status
+    assert other["exit_code"] == 4, other
+    status = {f["path"]: (f["status"], f.get("error")) for f in other["report_data"]["files"]}
+    assert sorted(s for s, _ in status.values()) == ["rejected", "unchanged", "unchanged"], status
+    assert "was last synced for bob@example.com" in status[str(tmp_path / moved)][1]
     assert other["report_data"]["verification"]["ok"]
+    assert table_checksums(flow_env["db_url"])["tasks"] == before["tasks"]
+
+
+def test_one_users_file_alone_then_the_tree_inserts_each_task_once_for_its_owner(
+    flow_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A pilot on one user's file, another's, then the whole user base: each file keeps its own
+    rows under its owner (two users' task 1 are two tasks), and a file that names no owner is
+    refused alone."""
+    base = tmp_path / "uploads"
+    files = uploads(base)
+    write(base / "carol smith@example.com" / "tasks.json", [{"id": 1, "title": "no owner"}])
+    pattern = f"{base}/{{email}}/tasks.json"
+    for email, expected in (("ann@example.com", 2), ("bob@example.com", 3)):
+        state, out = migrate(flow_env, source=str(files[email]), owner_from_path=pattern)
+        assert state.is_completed(), out
+        assert out["counts"]["inserted"] == expected, out["counts"]
+    state, out = migrate(flow_env, source=str(base), owner_from_path=pattern)
+    assert out["exit_code"] == 4, out
+    c = out["report_data"]["counts"]
+    assert (c["inserted"], c["unchanged"]) == (1, 5), c
+    refused = [f for f in out["report_data"]["files"] if f["status"] == "rejected"]
+    assert len(refused) == 1 and "is not an email address" in refused[0]["error"]
+    owners = rows(flow_env["db_url"], "SELECT u.email, count(*) FROM tasks t JOIN users u ON u.id = t.user_id GROUP BY 1")
+    assert dict(owners) == {"ann@example.com": 2, "bob@example.com": 3, "cy@example.com": 1}
 
 
 def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(
@@ -626,15 +654,17 @@ def test_a_directory_gives_every_json_file_under_it_once_in_a_stable_order(tmp_p
     (tmp_path / "linked.json").symlink_to(tmp_path / "top.json")
     found = resolve(str(tmp_path), source_name="cli")
     assert [f.legacy_source for f in found] == [
-        "cli:.hidden/tasks.json", "cli:a/deep/er/tasks.json", "cli:a/tasks.json", "cli:b/tasks.json",
+        "cli:.hidden/tasks.json", "cli:a/deep/er/tasks.json", "cli:a/loop", "cli:a/tasks.json", "cli:b/tasks.json",
         "cli:linked.json", "cli:top.json",
     ]  # fmt: skip
-    assert all(Path(f.path).is_file() and Path(f.path).is_relative_to(tmp_path) for f in found)
+    assert [f.legacy_source for f in found if f.error] == ["cli:a/loop"]  # named, refused, not followed
+    assert all(Path(f.path).is_file() and Path(f.path).is_relative_to(tmp_path) for f in found if not f.error)
     globbed = resolve(str(tmp_path / "**" / "tasks.json"), source_name="cli")
-    assert [f.legacy_source for f in globbed] == [
-        "cli:a/deep/er/tasks.json",
-        "cli:a/tasks.json",
-        "cli:b/tasks.json",
+    assert [(f.legacy_source, f.error is None) for f in globbed] == [
+        ("cli:a/deep/er/tasks.json", True),
+        ("cli:a/loop", False),
+        ("cli:a/tasks.json", True),
+        ("cli:b/tasks.json", True),
     ]
 
 
