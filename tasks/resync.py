@@ -50,8 +50,10 @@ _NOT_DELETED = (
 )
 _STAGE = "CREATE TEMP TABLE IF NOT EXISTS stage_tasks (LIKE tasks INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
 # What a re-sync compares and updates; a rollback of it restores these and the row's timestamps.
-CONTENT = "title, notes, status, priority, tags, legacy_extra, legacy_id"
-_KEPT = ("id", "user_id", "legacy_source", "legacy_key")  # what an update leaves of the row's own
+# The owner is content: a record that names another owner now moves (its row's line and checksum
+# hold the owner, so one left behind would be "updated" again by every re-sync).
+CONTENT = "title, notes, status, priority, tags, legacy_extra, legacy_id, user_id"
+_KEPT = ("id", "legacy_source", "legacy_key")  # what an update leaves of the row's own
 PHASE2_SHOWN = 600  # characters of the Phase 2 row a conflict's reason shows
 
 
@@ -180,8 +182,8 @@ def staged(
 
 
 def _update(conn: psycopg.Connection, run_id: str, ids: list[str], untimed: list[str]) -> None:
-    """The rows as they were to history, then each row as it becomes -- its own id, owner and keys,
-    the record's content, the row's creation time for a record without its own -- written once
+    """The rows as they were to history, then each row as it becomes -- its own id and keys, the
+    record's content and owner, the row's creation time for a record without its own -- written once
     with that row's checksum (a second UPDATE for the checksum wrote every updated row twice)."""
     conn.execute(
         "INSERT INTO migration_row_history (run_id, task_id, op, before) "

@@ -161,6 +161,35 @@ def test_one_users_file_alone_then_the_tree_inserts_each_task_once_for_its_owner
     assert dict(owners) == {"ann@example.com": 2, "bob@example.com": 3, "cy@example.com": 1}
 
 
+def test_a_record_that_names_another_owner_moves_its_row_unless_phase2_changed_it(
+    flow_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The owner a record names is its content like its title: its row moves (once: the next
+    re-sync finds it unchanged), is a conflict where the application changed the row, and a
+    rollback puts it back."""
+    url = flow_env["db_url"]
+    records = [{"id": i, "title": f"task {i}", "owner": "ann@example.com", "created_at": "2024-03-05T10:00:00Z"}
+               for i in (1, 2, 3)]  # fmt: skip
+    src = write(tmp_path / "tasks.json", records)
+    migrate(flow_env, source=str(src))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE tasks SET title = 'edited in Phase 2', updated_at = now() WHERE legacy_key = '3'")
+    for r in records[1:]:
+        r["owner"] = "zed@example.com"
+    write(src, records)
+    state, out = migrate(flow_env, source=str(src))
+    c = out["counts"]
+    assert (c["updated"], c["unchanged"], c["conflicts"]) == (1, 1, 1), c
+    owner = "SELECT t.legacy_key, u.email FROM tasks t JOIN users u ON u.id = t.user_id ORDER BY 1"
+    assert rows(url, owner) == [("1", "ann@example.com"), ("2", "zed@example.com"), ("3", "ann@example.com")]
+    _, again = migrate(flow_env, source=str(src))
+    c = again["counts"]
+    assert (c["updated"], c["unchanged"], c["conflicts"]) == (0, 2, 1), c  # the conflict stands until resolved
+    rolled = phase1_rollback(run_id=out["run_id"], report_dir=flow_env["report_dir"], force=True, return_state=True)
+    assert rolled.is_completed(), rolled.result(raise_on_failure=False)
+    assert [e for _, e in rows(url, owner)] == ["ann@example.com"] * 3
+
+
 def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(
     flow_env: dict[str, str], tmp_path: Path
 ) -> None:
