@@ -32,6 +32,7 @@ if __name__ == "__main__":  # the command line, which answers --help without imp
 import hashlib
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -421,6 +422,8 @@ def _migrate(
         # rows disappeared (and --propagate-deletes must not delete them).
         synced = sorted(resynced.intersection(f.source.legacy_source for f in job.files if f.streamed))
         gone = session.run("phase1:verify", resync.disappeared, run.id, synced) if synced else {}
+        # and the rows the application deleted whose records then left their files too
+        gone_deleted = session.run("phase1:verify", resync.deleted_and_gone, run.id, synced) if synced else {}
         deleted = (
             session.run("phase1:verify", resync.delete_disappeared, run.id, synced)
             if gone and sync.propagate_deletes
@@ -433,11 +436,10 @@ def _migrate(
             )
         files = session.run("phase1:verify", file_results.totals, [run.id])
         verification.problems += files.problems
-        gone_too = session.run("phase1:verify", resync.deleted_and_gone, run.id, synced) if synced else 0
         verification.problems += _source_problems(
             verification.counts,
             sum(rows_before[s] for s in synced),
-            sum(gone.values()) + gone_too,
+            sum(gone.values()) + sum(gone_deleted.values()),
             deleted,
             sum(session.run("phase1:verify", rows_from_other_runs, synced, run.id).values()),
         )
@@ -456,9 +458,9 @@ def _migrate(
             session.run("phase1:report", file_results.first, [run.id], FILES_SHOWN),
             lambda: file_results.every(session, [run.id]),
         )
-        report["counts"] |= {"disappeared": sum(gone.values()), "deleted": deleted}
+        report["counts"] |= {"disappeared": sum(gone.values()) + sum(gone_deleted.values()), "deleted": deleted}
         report["checkpoint"] = branch
-        report["notes"] = notes + report["notes"] + _sync_notes(gone, deleted, sync)
+        report["notes"] = notes + report["notes"] + _sync_notes(gone, gone_deleted, deleted, sync)
         if verification.ok:
             session.run("phase1:finish", record_sources, run.id, job.files, cutover=sync.cutover)
             session.run("phase1:finish", resync.forget_seen, run.id)
@@ -504,21 +506,22 @@ def _source_problems(
     return problems
 
 
-def _sync_notes(gone: dict[str, int], deleted: int, sync: Sync) -> list[str]:
+def _sync_notes(gone: dict[str, int], gone_deleted: dict[str, int], deleted: int, sync: Sync) -> list[str]:
+    """gone: the disappeared records' rows still in tasks before any was deleted; gone_deleted: those
+    the application had deleted already."""
     notes = []
-    if gone:
-        total = sum(gone.values())
-        where = ", ".join(f"{s} ({n})" for s, n in sorted(gone.items())[:5])
-        kept = total - deleted
+    every = Counter(gone) + Counter(gone_deleted)
+    if every:
+        total = sum(every.values())
+        where = ", ".join(f"{s} ({n})" for s, n in sorted(every.items())[:5])
+        already = sum(gone_deleted.values())
         if sync.propagate_deletes:
-            notes.append(
-                f"{total:,} records disappeared from their files ({where}); {deleted:,} rows deleted, "
-                f"{kept:,} kept because the application changed them"
-            )
+            what = f"{deleted:,} rows deleted, {sum(gone.values()) - deleted:,} kept because the application changed them"
         else:
-            notes.append(
-                f"{total:,} records disappeared from their files ({where}); their rows stay (--propagate-deletes deletes them)"
-            )
+            what = f"{sum(gone.values()):,} rows stay (--propagate-deletes deletes them)"
+        if already:
+            what += f", {already:,} the application had deleted already"
+        notes.append(f"{total:,} records disappeared from their files ({where}); {what}")
     if sync.cutover:
         notes.append("Cutover: the sources of this run are closed; later runs on them are refused.")
     return notes

@@ -246,15 +246,17 @@ def disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]) -> di
     )
 
 
-def deleted_and_gone(conn: psycopg.Connection, run_id: str, sources: list[str]) -> int:
-    """The rows of these sources the application deleted whose records no file of this run holds
-    any more: counted among the sources' rows before the run (tasks/runs.py), matched by no record."""
-    row = conn.execute(
-        f"SELECT count(*) {DELETED_OF_OTHER_RUNS} "
-        f"AND NOT EXISTS (SELECT 1 FROM {_SEEN} m WHERE m.task_id = d.task_id)",
-        {"sources": sources, "run": run_id},
-    ).fetchone()
-    return int(row[0]) if row else 0
+def deleted_and_gone(conn: psycopg.Connection, run_id: str, sources: list[str]) -> dict[str, int]:
+    """Per legacy source, the rows the application deleted whose records no file of this run holds
+    any more: counted among the sources' rows before the run (tasks/runs.py), matched by no
+    record, so disappeared too."""
+    return dict(
+        conn.execute(
+            f"SELECT d.legacy_source, count(*) {DELETED_OF_OTHER_RUNS} "
+            f"AND NOT EXISTS (SELECT 1 FROM {_SEEN} m WHERE m.task_id = d.task_id) GROUP BY 1",
+            {"sources": sources, "run": run_id},
+        ).fetchall()
+    )
 
 
 def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]) -> int:
