@@ -74,7 +74,7 @@ from tasks.runs import (
     closed_sources,
     finish,
     owners_changed,
-    record_refused,
+    record_chunkless,
     record_sources,
     rows_from_other_runs,
     run_parameters,
@@ -416,7 +416,7 @@ def _migrate(
         finally:
             reporter.close()
         job = job.after(summary)
-        session.run("phase1:load", record_refused, run.id, job.refused)
+        session.run("phase1:load", record_chunkless, run.id, job.files)
         phases.mark("load")
         # The sources whose files were read: one refused during the load was not, so none of its
         # rows disappeared (and --propagate-deletes must not delete them).

@@ -1,5 +1,6 @@
 """What became of each file of a run, read back from its checkpoints (`migration_files`: a row per
-file and chunk that held its records, part -1 for a file refused whole).
+file and chunk that held its records; part -1 for a file refused whole, part 0 for one whose
+records no chunk holds: none, or counted unchanged from its last sync).
 
 A run of 100,000 files is never held as 100,000 rows: the totals and the per-file check are
 summed in SQL, and the rows themselves are read a page at a time while the report is written

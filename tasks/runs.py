@@ -191,16 +191,21 @@ def owners_changed(conn: psycopg.Connection, named: Sequence[tuple[str, str | No
     return changed
 
 
-def record_refused(conn: psycopg.Connection, run_id: str, refused: Sequence[Any]) -> None:
-    """The files refused whole (part -1 in migration_files), with their one-line reasons; nothing
-    else of them is written. Idempotent: a resumed run records them again."""
+def record_chunkless(conn: psycopg.Connection, run_id: str, files: Sequence[Any]) -> None:
+    """The files no chunk holds a part of, each a row of its own in migration_files: one refused
+    whole (part -1), with its one-line reason, nothing else of it written; one read whole that
+    holds no record (`{"tasks": []}`, a user who emptied their list: part 0, loaded, all counts 0).
+    Idempotent: a resumed run records them again."""
     with conn.transaction():
-        for f in refused:
+        for f in files:
+            if not f.refused and not (f.streamed and f.records == 0):
+                continue
+            status = "closed" if f.closed else "rejected" if f.refused else "loaded"
             conn.execute(
                 "INSERT INTO migration_files (run_id, file_no, part, legacy_source, path, owner, sha256, status, error) "
-                "VALUES (%s, %s, -1, %s, %s, %s, NULL, %s, %s) ON CONFLICT DO NOTHING",
-                (run_id, f.no, f.source.legacy_source, f.source.path, f.source.owner,
-                 "closed" if f.closed else "rejected", f.error),
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (run_id, f.no, -1 if f.refused else 0, f.source.legacy_source, f.source.path, f.source.owner,
+                 None if f.refused else f.digest, status, f.error),
             )  # fmt: skip
 
 

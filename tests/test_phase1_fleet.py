@@ -531,14 +531,18 @@ def test_a_file_refused_in_a_resync_has_no_rows_disappear_or_deleted(flow_env: d
     before = rows(flow_env["db_url"], "SELECT count(*) FROM tasks")[0][0]
     files["ann@example.com"].write_text('[{"id": 1, "title": "Buy milk", "comp')  # cut short since
     files["bob@example.com"].write_text('[{"id": 1, "text": "Fix bike", "done": true}]')  # two records gone
+    files["cy@example.com"].write_text('{"tasks": []}')  # emptied: read, and its one record gone
     state, out = migrate(flow_env, propagate_deletes=True, **args)
     assert out["exit_code"] == 4, out
     c = out["report_data"]["counts"]
-    assert (c["disappeared"], c["deleted"]) == (2, 2), c
+    assert (c["disappeared"], c["deleted"]) == (3, 3), c
     assert out["report_data"]["verification"]["ok"], out["report_data"]["verification"]
     owners = dict(rows(flow_env["db_url"], "SELECT u.email, count(*) FROM tasks t JOIN users u ON u.id = t.user_id GROUP BY 1"))
-    assert owners["ann@example.com"] == 2 and owners["bob@example.com"] == 1
-    assert rows(flow_env["db_url"], "SELECT count(*) FROM tasks")[0][0] == before - 2
+    assert owners == {"ann@example.com": 2, "bob@example.com": 1}
+    assert rows(flow_env["db_url"], "SELECT count(*) FROM tasks")[0][0] == before - 3
+    table = {f["path"]: (f["status"], f["records"]) for f in out["report_data"]["files"]}  # a row for every file
+    assert table == {str(files["ann@example.com"]): ("rejected", 0), str(files["bob@example.com"]): ("loaded", 1),
+                     str(files["cy@example.com"]): ("loaded", 0)}, table  # fmt: skip
 
 
 def test_kill_9_in_a_run_of_many_files_resumes_exactly(flow_env: dict[str, str], tmp_path: Path) -> None:
