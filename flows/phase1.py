@@ -30,6 +30,7 @@ if __name__ == "__main__":  # the command line, which answers --help without imp
     command.run()
 
 import hashlib
+import json
 import signal
 import time
 from collections import Counter
@@ -545,7 +546,19 @@ def _dry_run(job: Job, report_dir: str, started: float, phases: Phases) -> dict[
     report["notes"].append(
         "Dry run: nothing was written; rows already in the database are counted as inserted."
     )
+    if not job.single:  # what a dry run is for: which files a run would refuse, and why
+        refused = [_refused_row(f) for f in job.refused]
+        report["files"] = reports.Rows(len(job.files), len(refused), refused, lambda: map(json.dumps, refused))
+        report["notes"].append("Dry run: the Files table lists the files a run would refuse; a run lists every file.")
     return _publish(report, report_dir, summary, job)
+
+
+def _refused_row(f: RunFile) -> dict[str, Any]:
+    """A refused file's row of the Files table (file_results.FIELDS), from the run's own account."""
+    row = dict.fromkeys(file_results.FIELDS, 0)
+    status = "closed" if f.closed else "rejected"
+    return row | {"file_no": f.no, "path": f.source.path, "legacy_source": f.source.legacy_source,
+                  "owner": f.source.owner, "status": status, "error": f.error}  # fmt: skip
 
 
 def dry_load(job: Job, run_id: str, on_progress: Any = None) -> LoadSummary:

@@ -304,6 +304,7 @@ def describe(
     one = held.files == 1
     out: dict[str, Any] = {
         "mode": "inferred" if vocab.infer else "strict",
+        "files_read": held.files,
         "document": next(iter(held.documents)) if one else ", ".join(f"{d} ({n})" for d, n in held.documents.most_common()) or "none",
         "records_in": dict(held.containers),
         "not_migrated": dict(held.first_ignored) if one else {k.split(": ", 1)[0]: f"{k.split(': ', 1)[1]} (in {n} files)" for k, n in held.ignored.most_common(20)},
@@ -328,6 +329,8 @@ def _order(day_first: bool | None) -> str:
 
 def lines(account: dict[str, Any], records: int) -> list[str]:
     """The account in a few lines for a person."""
+    if account.get("files_read") == 0:  # a re-sync that found every file as its last sync read it
+        return [f"no file read again: each is as its last sync read it [{account['mode']}]"]
     where = ", ".join(f"{k} ({n:,})" for k, n in account["records_in"].items()) or "nowhere"
     out = [f"{records:,} records in a JSON {account['document']}, found in {where} [{account['mode']}]"]
     for key, what in account["not_migrated"].items():

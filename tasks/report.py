@@ -25,7 +25,7 @@ COUNT_LABELS = {
 # of its source read, with nothing of it left to do: counted, not read again), or why it was refused.
 MIGRATED = ("loaded", "unchanged")
 FILES_SHOWN = 200  # rows of the per-file table in report.md (report.json has them all)
-FILE_COLUMNS = ("path", "owner", "status", "records", "inserted", "updated", "unchanged", "conflicts", "quarantined")
+FILE_COLUMNS = ("path", "owner", "status", "records", "inserted", "updated", "unchanged", "conflicts", "quarantined", "why")
 
 
 @dataclass(frozen=True)
@@ -198,8 +198,10 @@ def _describe(value: Any) -> str:
 
 
 def file_rows(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for the per-file table (refused first, as tasks/file_results.py reads them)."""
-    return [{c: (f["error"] if c == "status" and f["error"] else f[c]) for c in FILE_COLUMNS} for f in files]
+    """Rows for the per-file table (refused first, as tasks/file_results.py reads them): a file
+    without an owner of its own gives its records to the run's default user; `why` it was refused."""
+    shown = {"owner": lambda f: f["owner"] or "(default user)", "why": lambda f: f["error"] or ""}
+    return [{c: shown[c](f) if c in shown else f[c] for c in FILE_COLUMNS} for f in files]
 
 
 def quarantine_rows(entries: list[Any], limit: int = 200) -> list[dict[str, Any]]:

@@ -108,6 +108,31 @@ def test_many_files_go_to_their_owners_and_a_bad_one_stops_nothing(
     assert table_checksums(url)["tasks"] == before["tasks"]
 
 
+def test_a_dry_run_names_the_files_a_run_would_refuse_and_the_reports_say_whose_and_why(
+    flow_env: dict[str, str], tmp_path: Path
+) -> None:
+    from flows.commands.phase1 import summary
+
+    base = tmp_path / "uploads"
+    uploads(base)
+    write(base / "no owner" / "tasks.json", [{"id": 1, "title": "t"}])
+    (base / "dee@example.com").mkdir()
+    (base / "dee@example.com" / "tasks.json").write_text("")
+    args = {"source": str(base / "*" / "tasks.json"), "owner_from_path": f"{base}/{{email}}/tasks.json"}
+    _, dry = migrate(flow_env, dry_run=True, **args)
+    assert dry["exit_code"] == 4, dry
+    why = {f["path"].split("/")[-2]: (f["status"], f["error"]) for f in dry["report_data"]["files"]}
+    assert set(why) == {"no owner", "dee@example.com"} and {s for s, _ in why.values()} == {"rejected"}
+    assert why["dee@example.com"][1].endswith("file is empty")
+    assert "refused: " in summary(dry) and "file is empty" in summary(dry)
+    migrate(flow_env, **args)
+    _, again = migrate(flow_env, **args)
+    assert "how the file was read: no file read again" in summary(again)
+    md = (Path(again["report"]).parent / "report.md").read_text()
+    rejected = next(line for line in md.splitlines() if "no owner" in line and "| rejected |" in line)
+    assert "is not an email address" in rejected and "(default user)" in rejected
+
+
 def test_a_manifest_names_files_and_owners(flow_env: dict[str, str], tmp_path: Path) -> None:
     files = uploads(tmp_path / "up")
     manifest = tmp_path / "manifest.csv"
