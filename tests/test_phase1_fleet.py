@@ -213,6 +213,10 @@ def test_a_record_that_names_another_owner_moves_its_row_unless_phase2_changed_i
     rolled = phase1_rollback(run_id=out["run_id"], report_dir=flow_env["report_dir"], force=True, return_state=True)
     assert rolled.is_completed(), rolled.result(raise_on_failure=False)
     assert [e for _, e in rows(url, owner)] == ["ann@example.com"] * 3
+    from flows.commands.phase1 import summary
+
+    assert "; 1 of its updates and deletes undone" in summary(rolled.result())
+    assert "checksums of the 0 rows inserted match" in summary(out)
 
 
 def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(

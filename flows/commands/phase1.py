@@ -117,7 +117,9 @@ def summary(outcome: dict[str, Any]) -> str:
         c = r["counts"]
         return (
             f"run {r['run_id']} rolled back: {c['tasks_removed']:,} tasks, {c['users_removed']} users, "
-            f"{c['quarantine_removed']:,} quarantined records removed\nreport: {outcome['report']}"
+            f"{c['quarantine_removed']:,} quarantined records removed"
+            + (f"; {c['rows_restored']:,} of its updates and deletes undone" if c.get("rows_restored") else "")
+            + f"\nreport: {outcome['report']}"
         )
     c, v, t = r["counts"], r["verification"], r["timing"]
     lines = [
@@ -143,8 +145,12 @@ def summary(outcome: dict[str, Any]) -> str:
             + "; ".join(f"{why} ({n})" for why, n in r["quarantine"]["top_reasons"][:3])
         )
     if not r.get("dry_run"):
-        verdict = "match" if v["ok"] else "DO NOT MATCH"
-        lines.append(f"checksums {verdict}: source {v['source_checksum']}, database {v['database_checksum']}")
+        # over the rows the run inserted: the sums say nothing of the rows it updated, so the line says which
+        verdict = "match" if v["source_checksum"] == v["database_checksum"] else "DO NOT MATCH"
+        lines.append(
+            f"checksums of the {c['inserted']:,} rows inserted {verdict}: source {v['source_checksum']}, "
+            f"database {v['database_checksum']}"
+        )
     lines += [
         f"  position {m['position']} (id {m['legacy_id']}): {m['problem']}"
         for m in v.get("mismatches", [])[:10]
