@@ -425,6 +425,9 @@ def _migrate(
         gone = session.run("phase1:verify", resync.disappeared, run.id, synced) if synced else {}
         # and the rows the application deleted whose records then left their files too
         gone_deleted = session.run("phase1:verify", resync.deleted_and_gone, run.id, synced) if synced else {}
+        # a run of a whole user base says which files an earlier sync read that it did not find
+        whole = not job.single and sync.part is None
+        missing = session.run("phase1:verify", resync.missing_sources, run.id, job.source_name) if whole else (0, [])
         deleted = (
             session.run("phase1:verify", resync.delete_disappeared, run.id, synced)
             if gone and sync.propagate_deletes
@@ -461,7 +464,7 @@ def _migrate(
         )
         report["counts"] |= {"disappeared": sum(gone.values()) + sum(gone_deleted.values()), "deleted": deleted}
         report["checkpoint"] = branch
-        report["notes"] = notes + report["notes"] + _sync_notes(gone, gone_deleted, deleted, sync)
+        report["notes"] = notes + report["notes"] + _sync_notes(gone, gone_deleted, deleted, sync, missing)
         if verification.ok:
             session.run("phase1:finish", record_sources, run.id, job.files, cutover=sync.cutover)
             session.run("phase1:finish", resync.forget_seen, run.id)
@@ -507,10 +510,20 @@ def _source_problems(
     return problems
 
 
-def _sync_notes(gone: dict[str, int], gone_deleted: dict[str, int], deleted: int, sync: Sync) -> list[str]:
+def _sync_notes(
+    gone: dict[str, int], gone_deleted: dict[str, int], deleted: int, sync: Sync, missing: tuple[int, list[str]]
+) -> list[str]:
     """gone: the disappeared records' rows still in tasks before any was deleted; gone_deleted: those
-    the application had deleted already."""
+    the application had deleted already; missing: the sources synced before that no file of the run
+    is (how many, the first few)."""
     notes = []
+    if missing[0]:
+        more = ", …" if missing[0] > len(missing[1]) else ""
+        notes.append(
+            f"{missing[0]:,} files an earlier sync read were not among this run's files (deleted, moved, or outside "
+            f"what it was given: {', '.join(missing[1])}{more}); their rows stay as they are"
+            + (", and their sources open" if sync.cutover else "")
+        )
     every = Counter(gone) + Counter(gone_deleted)
     if every:
         total = sum(every.values())

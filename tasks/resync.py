@@ -283,6 +283,21 @@ def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]
         ).fetchone()[0]
 
 
+def missing_sources(conn: psycopg.Connection, run_id: str, source_name: str, shown: int = 5) -> tuple[int, list[str]]:
+    """The open sources of this source name that an earlier sync read and this run of many files
+    did not find (a file deleted, moved, or outside what the run was given): how many, and the
+    first few. Their rows stay as they are; a run only says so (deleting them would take every
+    user's tasks on a mistyped glob)."""
+    found = conn.execute(
+        "SELECT s.legacy_source, count(*) OVER () FROM migration_sources s "
+        "WHERE starts_with(s.legacy_source, %(prefix)s) AND s.closed_at IS NULL AND NOT EXISTS "
+        "(SELECT 1 FROM migration_files f WHERE f.run_id = %(run)s AND f.legacy_source = s.legacy_source) "
+        "ORDER BY 1 LIMIT %(shown)s",
+        {"prefix": f"{source_name}:", "run": run_id, "shown": shown},
+    ).fetchall()
+    return (int(found[0][1]), [r[0] for r in found]) if found else (0, [])
+
+
 def forget_seen(conn: psycopg.Connection, run_id: str) -> None:
     """A completed run's seen rows: no longer needed (a resumed run needed them)."""
     with conn.transaction():

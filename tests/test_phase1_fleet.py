@@ -574,6 +574,21 @@ def test_a_file_refused_in_a_resync_has_no_rows_disappear_or_deleted(flow_env: d
                      str(files["cy@example.com"]): ("loaded", 0)}, table  # fmt: skip
 
 
+def test_a_file_an_earlier_sync_read_that_the_run_did_not_find_is_named(flow_env: dict[str, str], tmp_path: Path) -> None:
+    """Deleted, moved or outside the glob: the run cannot tell which, so it says so and leaves the rows."""
+    base = tmp_path / "uploads"
+    files = uploads(base)
+    glob = str(base / "*" / "tasks.json")
+    migrate(flow_env, source=glob, owner_from_path=f"{base}/{{email}}/tasks.json")
+    files["bob@example.com"].rename(files["bob@example.com"].with_name("tasks.old"))
+    _, out = migrate(flow_env, source=glob, owner_from_path=f"{base}/{{email}}/tasks.json", cutover=True)
+    assert out["exit_code"] == 0, out
+    note = next(n for n in out["report_data"]["notes"] if "earlier sync read" in n)
+    assert note.startswith("1 files") and "phase1:bob@example.com/tasks.json" in note and "sources open" in note
+    bob = "SELECT count(*) FROM tasks t JOIN users u ON u.id = t.user_id WHERE u.email = 'bob@example.com'"
+    assert rows(flow_env["db_url"], bob) == [(3,)]
+
+
 def test_kill_9_in_a_run_of_many_files_resumes_exactly(flow_env: dict[str, str], tmp_path: Path) -> None:
     base = tmp_path / "many"
     for i in range(1500):
