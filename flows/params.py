@@ -278,7 +278,11 @@ class Phase1Read(Parameters):
 
 
 class Phase1(Phase1Read):
-    manifest: str | None = described(None, "CSV of path,email: the files to migrate and their owners (instead of source)")
+    manifest: str | None = described(
+        None,
+        "CSV with a header naming its path and email columns: the files to migrate (relative to the manifest's "
+        "folder) and their owners (instead of source)",
+    )
     owner_from_path: str | None = described(None, "Where a file's path names its owner, e.g. 'uploads/{email}/tasks.json'")
     source_name: str = described("phase1", "Names the legacy source; with the legacy id it makes each row's uuid5")
     default_user_email: str = described(DEFAULT_USER, "Owner of records that name none (created if missing)")
