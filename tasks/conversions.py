@@ -563,10 +563,16 @@ def day_month_evidence(values: Sequence[Any]) -> tuple[int, int]:
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+def normalize_email(email: str) -> str:
+    """An account's email as accounts are matched: no blanks around it, in lower case."""
+    return email.strip().lower()
+
+
 def owners(values: list[Any], sources: list[str | None], vocab: Vocabulary) -> Column:
     """An owner is an account's email; a name that is not one (`"owner": "sam"`) cannot be matched
     to an account, so the record goes to the default owner and the name stays in legacy_extra
-    (--owner-map assigns them). --strict quarantines it instead (validation refuses it)."""
+    (--owner-map assigns them). --strict quarantines it instead (validation refuses it). An email
+    written otherwise than accounts are matched (` Sam@Example.com`) is kept as written too."""
     if not vocab.infer or not any(sources):
         return Column(list(values))
     col = Column(list(values))
@@ -575,6 +581,8 @@ def owners(values: list[Any], sources: list[str | None], vocab: Vocabulary) -> C
             col.values[i] = None
             col.kept.add(i)
             col.defaulted.add(i)
+        elif isinstance(v, str) and v != normalize_email(v):
+            col.kept.add(i)
     return col
 
 

@@ -29,6 +29,7 @@ from psycopg import errors as pgerrors
 
 from tasks import foreign_keys, interpreter, resync
 from tasks.checksum import COPY_COLUMNS
+from tasks.conversions import normalize_email
 from tasks.db import connect, retrying
 from tasks.files import FileStream, RunFile
 from tasks.inference import Holdings
@@ -43,7 +44,6 @@ from tasks.transform import (
     Rendered,
     TransformContext,
     TransformedChunk,
-    normalize_email,
     render,
     transform_chunk,
     user_key,

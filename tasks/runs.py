@@ -13,9 +13,10 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from tasks.checksum import hex_sql
+from tasks.conversions import normalize_email
 from tasks.mapping import FieldMapping
 from tasks.source import ReadOptions
-from tasks.transform import TransformContext, normalize_email, user_key
+from tasks.transform import TransformContext, user_key
 
 RESUMABLE = ("running", "interrupted")
 # Sources a statement: the legacy sources of 100,000 files as one array parameter are tens of MB

@@ -22,8 +22,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.conversions import normalize_email
 from tasks.errors import InputError
-from tasks.transform import normalize_email
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 GLOB_CHARS = re.compile(r"[*?\[]")

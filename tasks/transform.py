@@ -23,6 +23,7 @@ import pandas as pd
 
 from tasks import conversions as conv
 from tasks.checksum import line_checksums, row_lines
+from tasks.conversions import normalize_email
 from tasks.inference import identity_context
 from tasks.jsontext import dumps_exact, has_surrogate, raw_json
 from tasks.mapping import FieldMapping, MappedChunk
@@ -75,10 +76,6 @@ def task_key(source: str, legacy_key: str | int) -> str:
 
 def user_key(email: str) -> str:
     return uuid5_hexes("user:", [email])[0]
-
-
-def normalize_email(email: str) -> str:
-    return email.strip().lower()
 
 
 @dataclass(frozen=True)

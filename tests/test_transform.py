@@ -242,6 +242,7 @@ def test_an_owner_that_is_no_email_goes_to_the_default_owner_and_is_kept() -> No
     out = run([{"id": 1, "title": "a", "owner": "sam"}, {"id": 2, "title": "b", "owner": "Ann@Example.com"}])
     assert out.rows.owners == ["default@example.com", "ann@example.com"]
     assert json.loads(out.rows.extras[0]) == {"owner": "sam"} and out.defaults["owner"] == 1
+    assert json.loads(out.rows.extras[1]) == {"owner": "Ann@Example.com"}  # its form changed: kept as written
 
 
 def test_defaults_are_counted_by_rule() -> None:
