@@ -72,9 +72,9 @@ from tasks.mapping import FieldMapping, read_owner_map
 from tasks.rollback import rollback_run
 from tasks.runs import (
     Run,
+    claimed_before,
     closed_sources,
     finish,
-    owners_changed,
     record_chunkless,
     record_sources,
     rows_from_other_runs,
@@ -165,18 +165,12 @@ class Job:
         """This job with its files as the load left them: pre-checked, or refused with the reason."""
         return replace(self, files=summary.files)
 
-    def closing(self, closed: dict[str, datetime], moved: dict[str, str | None]) -> Job:
-        """This job with the files refused whose sources cutover closed, or whose rows their last
-        sync gave to another owner than this run names (a single file: the run is refused)."""
-        if not closed and not moved:
+    def closing(self, closed: dict[str, datetime], claimed: dict[str, str]) -> Job:
+        """This job with the files refused whose sources cutover closed, or an earlier sync claimed
+        otherwise (runs.claimed_before: why); a single file: the run is refused."""
+        if not closed and not claimed:
             return self
-        why = {source: "was closed at cutover" for source in closed}
-        for source, owner in moved.items():
-            why.setdefault(
-                source,
-                f"was last synced for {owner or self.default_user}: its rows never move to another account "
-                "(change the email in Phase 2, or roll back that sync)",
-            )
+        why = {**claimed, **dict.fromkeys(closed, "was closed at cutover")}
         if self.single:
             f = self.files[0]
             if f.source.legacy_source in closed:
@@ -371,7 +365,10 @@ def _migrate(
         job = job.closing(
             session.run("phase1:start", closed_sources, [f.source.legacy_source for f in job.files]),
             session.run(
-                "phase1:start", owners_changed, [(f.source.legacy_source, f.source.owner) for f in job.files if not f.refused]
+                "phase1:start",
+                claimed_before,
+                [(f.source.legacy_source, f.source.path, f.source.owner) for f in job.files if not f.refused],
+                job.default_user,
             ),
         )
         run = session.run(

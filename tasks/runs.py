@@ -172,29 +172,51 @@ def closed_sources(conn: psycopg.Connection, sources: Sequence[str]) -> dict[str
     return closed
 
 
-def owners_changed(conn: psycopg.Connection, named: Sequence[tuple[str, str | None]]) -> dict[str, str | None]:
-    """Of (legacy source, owner) pairs, the sources whose last sync gave their rows to another owner
-    (None: the run's default user), with that owner: a file is one person's tasks, and a run that
-    names someone else for it (a manifest edited, two users' files under one name) must not move
-    them, or write another's file over them. The pairs go by COPY to a temporary table: 100,000 of
-    them sent as two arrays took 0.20 s, this 0.09 s."""
-    if not named or not has_table(conn, "migration_sources"):
+def claimed_before(
+    conn: psycopg.Connection, files: Sequence[tuple[str, str, str | None]], default_user: str
+) -> dict[str, str]:
+    """Of a run's files, (legacy source, path, owner) each, the sources an earlier sync claimed
+    otherwise, with why (the end of a sentence about the source):
+
+    - its last sync gave the source's rows to another owner (None: the run's default user): a file
+      is one person's tasks, and a run that names someone else for it (a manifest edited, two
+      users' files under one name) must not move them, or write another's file over them;
+    - an earlier sync read the very path under another source name (a pilot of one file without
+      --owner-from-path, then the tree; --source-name changed): its tasks would be inserted twice.
+
+    The files go by COPY to a temporary table: 100,000 (source, owner) pairs sent as two arrays
+    took 0.20 s, this 0.09 s; nothing is sent on a first run."""
+    if not files or not has_table(conn, "migration_sources"):
         return {}
     synced = conn.execute("SELECT EXISTS (SELECT 1 FROM migration_sources)").fetchone()
-    if not (synced and synced[0]):  # a first run: no source has an owner yet
+    if not (synced and synced[0]):  # a first run: no source was claimed yet
         return {}
     with conn.transaction():
-        conn.execute("CREATE TEMP TABLE IF NOT EXISTS run_owners (legacy_source text, owner text) ON COMMIT DELETE ROWS")
-        conn.execute("TRUNCATE run_owners")  # a second call in one transaction starts empty too
-        with conn.cursor().copy("COPY run_owners (legacy_source, owner) FROM STDIN") as copy:
-            for pair in named:
-                copy.write_row(pair)
-        return dict(
-            conn.execute(
-                "SELECT s.legacy_source, s.owner FROM migration_sources s JOIN run_owners u USING (legacy_source) "
-                "WHERE s.owner IS DISTINCT FROM u.owner"
-            ).fetchall()
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS run_claims (legacy_source text, path text, owner text) "
+            "ON COMMIT DELETE ROWS"
         )
+        conn.execute("TRUNCATE run_claims")  # a second call in one transaction starts empty too
+        with conn.cursor().copy("COPY run_claims (legacy_source, path, owner) FROM STDIN") as copy:
+            for claim in files:
+                copy.write_row(claim)
+        found = conn.execute(
+            "SELECT u.legacy_source, 'owner', s.owner FROM run_claims u JOIN migration_sources s USING (legacy_source) "
+            "WHERE s.owner IS DISTINCT FROM u.owner "
+            "UNION ALL SELECT u.legacy_source, 'path', min(s.legacy_source) FROM run_claims u "
+            "JOIN migration_sources s ON s.path = u.path AND s.legacy_source <> u.legacy_source GROUP BY 1"
+        ).fetchall()
+    why: dict[str, str] = {}
+    for source, kind, other in found:
+        why.setdefault(
+            source,
+            f"was last synced for {other or default_user}: its rows never move to another account "
+            "(change the email in Phase 2, or roll back that sync)"
+            if kind == "owner"
+            else f"is a file an earlier sync read as source {other}: its tasks would be there twice "
+            "(run it as that sync did, or roll that sync back)",
+        )
+    return why
 
 
 def record_chunkless(conn: psycopg.Connection, run_id: str, files: Sequence[Any]) -> None:

@@ -186,6 +186,21 @@ def test_one_users_file_alone_then_the_tree_inserts_each_task_once_for_its_owner
     assert dict(owners) == {"ann@example.com": 2, "bob@example.com": 3, "cy@example.com": 1}
 
 
+def test_a_file_an_earlier_sync_read_under_another_name_is_refused_not_loaded_twice(
+    flow_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A pilot of one file without --owner-from-path (the run's source name alone), then the tree:
+    the pilot's file would be a second source of the same tasks."""
+    base = tmp_path / "uploads"
+    files = uploads(base)
+    migrate(flow_env, source=str(files["ann@example.com"]))
+    _, out = migrate(flow_env, source=str(base), owner_from_path=f"{base}/{{email}}/tasks.json")
+    assert out["exit_code"] == 4, out
+    refused = [f["error"] for f in out["report_data"]["files"] if f["status"] == "rejected"]
+    assert len(refused) == 1 and "is a file an earlier sync read as source phase1" in refused[0], refused
+    assert rows(flow_env["db_url"], "SELECT count(*) FROM tasks WHERE legacy_key = '1'") == [(2,)]  # ann's, bob's
+
+
 def test_a_record_that_names_another_owner_moves_its_row_unless_phase2_changed_it(
     flow_env: dict[str, str], tmp_path: Path
 ) -> None:
