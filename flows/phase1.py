@@ -109,6 +109,9 @@ class Job:
     default_user: str
     chunk_size: int
     origin: str  # what named the files (the --source or --manifest given)
+    # a directory, a glob or a manifest: the run is of a user base, so it names the files an earlier
+    # sync read that it did not find (one file given alone is no word on the others)
+    user_base: bool = False
     ahead_s: float = 0.0  # seconds the command spent preparing it before the flow (prepared_ahead())
 
     def context(self, started: datetime) -> TransformContext:
@@ -237,7 +240,11 @@ def prepare_job(p: P.Phase1) -> Job:
         else:
             files = found_files(sources, hashed=p.cutover)
     origin = p.manifest or p.source or ""
-    return Job(files, single, mapping, options, owners, p.source_name, p.default_user_email, p.chunk_size, origin)
+    user_base = p.manifest is not None or len(sources) != 1 or sources[0].path != p.source
+    return Job(
+        files, single, mapping, options, owners, p.source_name, p.default_user_email, p.chunk_size, origin,
+        user_base=user_base and part is None,
+    )  # fmt: skip
 
 
 # Jobs prepared ahead by the command for the flow run it starts next (prepared_ahead()).
@@ -422,9 +429,7 @@ def _migrate(
         gone = session.run("phase1:verify", resync.disappeared, run.id, synced) if synced else {}
         # and the rows the application deleted whose records then left their files too
         gone_deleted = session.run("phase1:verify", resync.deleted_and_gone, run.id, synced) if synced else {}
-        # a run of a whole user base says which files an earlier sync read that it did not find
-        whole = not job.single and sync.part is None
-        missing = session.run("phase1:verify", resync.missing_sources, run.id, job.source_name) if whole else (0, [])
+        missing = session.run("phase1:verify", resync.missing_sources, run.id, job.source_name) if job.user_base else (0, [])
         deleted = (
             session.run("phase1:verify", resync.delete_disappeared, run.id, synced)
             if gone and sync.propagate_deletes

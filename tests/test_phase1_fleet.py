@@ -595,6 +595,8 @@ def test_a_file_an_earlier_sync_read_that_the_run_did_not_find_is_named(flow_env
     files = uploads(base)
     glob = str(base / "*" / "tasks.json")
     migrate(flow_env, source=glob, owner_from_path=f"{base}/{{email}}/tasks.json")
+    _, one = migrate(flow_env, source=str(files["ann@example.com"]), owner_from_path=f"{base}/{{email}}/tasks.json")
+    assert one["exit_code"] == 0 and not [n for n in one["report_data"]["notes"] if "earlier sync read" in n]
     files["bob@example.com"].rename(files["bob@example.com"].with_name("tasks.old"))
     _, out = migrate(flow_env, source=glob, owner_from_path=f"{base}/{{email}}/tasks.json", cutover=True)
     assert out["exit_code"] == 0, out
