@@ -451,7 +451,7 @@ class ChunkWriter:
                 checksum = sum(
                     c for tid, c in zip(rendered.task_ids, rendered.checksums, strict=True) if tid in inserted_ids
                 )
-                quarantine.extend(resync.conflict_entries(chunk.rows, rendered, found))
+                quarantine.extend(resync.conflict_entries(chunk, rendered, found))
                 quarantine.sort(key=lambda q: q.position)
             elif rendered.count:
                 with conn.cursor().copy(f"COPY tasks ({TASK_COLUMNS}) FROM STDIN (FORMAT csv)") as copy:

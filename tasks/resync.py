@@ -35,9 +35,8 @@ from psycopg.types.json import Jsonb
 from tasks import foreign_keys
 from tasks.checksum import COPY_COLUMNS as TASK_COLUMNS
 from tasks.checksum import hex_sql, row_checksum_sql, row_line_sql
-from tasks.jsontext import raw_json
 from tasks.runs import DELETED_OF_OTHER_RUNS
-from tasks.transform import QuarantineEntry, Rendered, Rows
+from tasks.transform import QuarantineEntry, Rendered, Rows, TransformedChunk
 
 # A staged row whose task the application deleted: the same id, or the same record of the same source.
 _SAME_RECORD = "d.legacy_source = s.legacy_source AND d.legacy_key = coalesce(s.legacy_key, s.legacy_id::text)"
@@ -204,8 +203,10 @@ def _update(conn: psycopg.Connection, run_id: str, ids: list[str], untimed: list
     )
 
 
-def conflict_entries(rows: Rows, rendered: Rendered, found: Sorted) -> list[QuarantineEntry]:
-    """A conflict's record in quarantine, with the row Phase 2 kept (or deleted) in its reason."""
+def conflict_entries(chunk: TransformedChunk, rendered: Rendered, found: Sorted) -> list[QuarantineEntry]:
+    """A conflict's record in quarantine, where it is in its file, with the row Phase 2 kept (or
+    deleted) in its reason."""
+    assert chunk.entry is not None, "a transformed chunk tells its records' entries"
     out = []
     for j, tid in enumerate(rendered.task_ids):
         if tid in found.conflicts:
@@ -218,12 +219,7 @@ def conflict_entries(rows: Rows, rendered: Rendered, found: Sorted) -> list[Quar
                 else "conflict: the record changed in the file and its row changed in Phase 2 since the migration "
                 f"wrote it; Phase 2 kept (row {tid}: {shown})"
             )
-            out.append(
-                QuarantineEntry(
-                    rows.positions[j], rows.legacy_keys[j][:100], raw_json(rows.raw[j]), [reason],
-                    None, rows.files[j] if rows.files else 0, rows.sources[j] if rows.sources else None,
-                )  # fmt: skip
-            )
+            out.append(chunk.entry(chunk.rows.positions[j], [reason]))
     return out
 
 

@@ -148,6 +148,9 @@ class TransformedChunk:
     kept: Counter[str] = field(default_factory=Counter)  # source key -> records keeping it in legacy_extra
     files: dict[int, int] = field(default_factory=dict)  # file -> its records in this chunk
     duplicates_by_file: Counter[int] = field(default_factory=Counter)
+    # a record's quarantine entry (where it is in its file included) by its position and reasons:
+    # what a re-sync's conflicts are written with, once the database has told which they are
+    entry: Callable[[int, list[str]], QuarantineEntry] | None = None
 
 
 @dataclass
@@ -342,16 +345,17 @@ def transform_chunk(
     )
     defaults["created_at"] = sum(rows.defaulted_ts)
     defaults["updated_at"] = sum(1 for u in pick(updated.values) if u is None)
-    rows, duplicates = _settle_duplicates(
-        rows, files, quarantine, lambda j: _entry(mapped, chunk, groups, object_keys, keys, of, j - first, [])
-    )
+    def entry(position: int, reasons: list[str]) -> QuarantineEntry:
+        return _entry(mapped, chunk, groups, object_keys, keys, of, position - first, reasons)
+
+    rows, duplicates = _settle_duplicates(rows, files, quarantine, lambda j: entry(j, []))
     quarantine.sort(key=lambda q: q.position)
     per_file: dict[int, int] = {}
     for s in chunk.segments:
         per_file[s.file] = per_file.get(s.file, 0) + len(s.records)
     return TransformedChunk(
         chunk.no, first, n, rows, quarantine, sum(duplicates.values()), mapped.keys_seen,
-        created.naive + updated.naive, +rules, +defaults, kept, per_file, duplicates,
+        created.naive + updated.naive, +rules, +defaults, kept, per_file, duplicates, entry,
     )  # fmt: skip
 
 

@@ -275,8 +275,9 @@ def test_resync_updates_what_only_the_file_changed_and_phase2_wins_conflicts(
     titles = dict(rows(url, "SELECT legacy_key, title FROM tasks"))
     assert titles["1"] == "task 1, edited in the CLI" and titles["2"] == "edited in Phase 2"
     assert titles["3"] == "edited in Phase 2" and "5" in titles and titles["7"] == "task 7, new"
-    (reason,) = rows(url, "SELECT reasons[1] FROM quarantine WHERE run_id = %s", out["run_id"])[0]
+    reason, location = rows(url, "SELECT reasons[1], location FROM quarantine WHERE run_id = %s", out["run_id"])[0]
     assert reason.startswith("conflict: the record changed in the file and its row changed in Phase 2")
+    assert location == "$.tasks[1]"  # where the record is in the file, as for any quarantined record
     assert "edited in Phase 2" in reason  # both versions: the file's in raw, Phase 2's in the reason
     # the re-sync's rollback puts the updated row back as it was
     rolled = phase1_rollback(run_id=out["run_id"], report_dir=flow_env["report_dir"], return_state=True)
