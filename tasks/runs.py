@@ -178,9 +178,10 @@ def claimed_before(
     """Of a run's files, (legacy source, path, owner) each, the sources an earlier sync claimed
     otherwise, with why (the end of a sentence about the source):
 
-    - its last sync gave the source's rows to another owner (None: the run's default user): a file
-      is one person's tasks, and a run that names someone else for it (a manifest edited, two
-      users' files under one name) must not move them, or write another's file over them;
+    - its last sync gave the source's rows to another owner (the file's, else that run's default
+      user): a file is one person's tasks, and a run that names someone else for it (a manifest
+      edited, another --default-user-email, two users' files under one name) must not move them,
+      or write another's file over them;
     - an earlier sync read the very path under another source name (a pilot of one file without
       --owner-from-path, then the tree; --source-name changed): its tasks would be inserted twice.
 
@@ -200,11 +201,16 @@ def claimed_before(
         with conn.cursor().copy("COPY run_claims (legacy_source, path, owner) FROM STDIN") as copy:
             for claim in files:
                 copy.write_row(claim)
+        # owners as they take effect: a file without one of its own gives its rows to its run's default user
+        owner = "coalesce(u.owner, %(default)s)"
         found = conn.execute(
-            "SELECT u.legacy_source, 'owner', s.owner FROM run_claims u JOIN migration_sources s USING (legacy_source) "
-            "WHERE s.owner IS DISTINCT FROM u.owner "
+            "SELECT u.legacy_source, 'owner', coalesce(s.owner, r.parameters ->> 'default_user_email') "
+            "FROM run_claims u JOIN migration_sources s USING (legacy_source) "
+            "LEFT JOIN migration_runs r ON r.id = s.last_run_id "
+            f"WHERE coalesce(s.owner, r.parameters ->> 'default_user_email', {owner}) <> {owner} "
             "UNION ALL SELECT u.legacy_source, 'path', min(s.legacy_source) FROM run_claims u "
-            "JOIN migration_sources s ON s.path = u.path AND s.legacy_source <> u.legacy_source GROUP BY 1"
+            "JOIN migration_sources s ON s.path = u.path AND s.legacy_source <> u.legacy_source GROUP BY 1",
+            {"default": normalize_email(default_user)},
         ).fetchall()
     why: dict[str, str] = {}
     for source, kind, other in found:

@@ -201,6 +201,20 @@ def test_a_file_an_earlier_sync_read_under_another_name_is_refused_not_loaded_tw
     assert rows(flow_env["db_url"], "SELECT count(*) FROM tasks WHERE legacy_key = '1'") == [(2,)]  # ann's, bob's
 
 
+def test_another_users_file_under_the_run_source_name_alone_is_refused(flow_env: dict[str, str], tmp_path: Path) -> None:
+    """Two single files without --owner-from-path share the run's source name: the second one,
+    given to another default user, would write its records over the first one's tasks."""
+    ann = write(tmp_path / "ann" / "tasks.json", [{"id": 1, "title": "ann's"}, {"id": 2, "title": "ann's too"}])
+    bob = write(tmp_path / "bob" / "tasks.json", [{"id": 1, "title": "bob's"}])
+    state, _ = migrate(flow_env, source=str(ann), default_user_email="ann@example.com")
+    assert state.is_completed()
+    _, out = migrate(flow_env, source=str(bob), default_user_email="Bob@example.com")
+    assert out["exit_code"] == 2 and "source phase1 was last synced for ann@example.com" in out["error"], out
+    assert rows(flow_env["db_url"], "SELECT title FROM tasks ORDER BY 1") == [("ann's",), ("ann's too",)]
+    state, again = migrate(flow_env, source=str(ann), default_user_email="ANN@example.com")  # the same owner
+    assert state.is_completed() and again["counts"]["unchanged"] == 2, again
+
+
 def test_a_record_that_names_another_owner_moves_its_row_unless_phase2_changed_it(
     flow_env: dict[str, str], tmp_path: Path
 ) -> None:
