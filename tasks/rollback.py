@@ -91,6 +91,19 @@ def _remove(conn: psycopg.Connection, run_id: str, force: bool, tries: list[bool
             f"{changed} rows of run {run_id} were changed after the run; rolling back would lose those changes "
             "(use --force to remove them anyway)"
         )
+    # A later re-sync that changed again rows this one updated or deleted: putting back what this
+    # run found would undo that one's changes too, which its own rollback could then not put back.
+    later = conn.execute(
+        "SELECT DISTINCT h2.run_id::text FROM migration_row_history h JOIN migration_row_history h2 "
+        "ON h2.task_id = h.task_id AND h2.run_id <> h.run_id JOIN migration_runs r2 ON r2.id = h2.run_id "
+        "WHERE h.run_id = %s AND r2.started_at > %s ORDER BY 1",
+        (run_id, started_at),
+    ).fetchall()
+    if later:
+        raise InputError(
+            f"later run{'s' if len(later) > 1 else ''} {', '.join(r[0] for r in later)} changed again rows run "
+            f"{run_id} updated or deleted; roll {'them' if len(later) > 1 else 'it'} back first"
+        )
     with conn.transaction():
         noted = has_table(conn, "migration_deleted")  # revision 0012 on: the application's deletes
         deleted_since = _deleted_since(conn, run_id, noted)

@@ -239,9 +239,18 @@ def test_a_record_that_names_another_owner_moves_its_row_unless_phase2_changed_i
     _, again = migrate(flow_env, source=str(src))
     c = again["counts"]
     assert (c["updated"], c["unchanged"], c["conflicts"]) == (0, 2, 1), c  # the conflict stands until resolved
-    rolled = phase1_rollback(run_id=out["run_id"], report_dir=flow_env["report_dir"], force=True, return_state=True)
-    assert rolled.is_completed(), rolled.result(raise_on_failure=False)
-    assert [e for _, e in rows(url, owner)] == ["ann@example.com"] * 3
+    records[1]["title"] = "task 2, edited again"  # a later re-sync updates the moved row again
+    write(src, records)
+    _, later = migrate(flow_env, source=str(src))
+    assert later["counts"]["updated"] == 1, later["counts"]
+    refused = phase1_rollback(run_id=out["run_id"], report_dir=flow_env["report_dir"], force=True, return_state=True)
+    error = refused.result(raise_on_failure=False)["error"]
+    assert f"later run {later['run_id']} changed again rows run {out['run_id']} updated or deleted" in error
+    for run in (later, out):  # the later one first, then this one: each puts back what it found
+        rolled = phase1_rollback(run_id=run["run_id"], report_dir=flow_env["report_dir"], force=True, return_state=True)
+        assert rolled.is_completed(), rolled.result(raise_on_failure=False)
+    assert rows(url, owner) == [("1", "ann@example.com"), ("2", "ann@example.com"), ("3", "ann@example.com")]
+    assert rows(url, "SELECT title FROM tasks WHERE legacy_key = '2'") == [("task 2",)]
     from flows.commands.phase1 import summary
 
     assert "; 1 of its updates and deletes undone" in summary(rolled.result())
