@@ -16,6 +16,7 @@ from tasks.checksum import hex_sql
 from tasks.conversions import normalize_email
 from tasks.mapping import FieldMapping
 from tasks.source import ReadOptions
+from tasks.sources import absolute
 from tasks.transform import TransformContext, user_key
 
 RESUMABLE = ("running", "interrupted")
@@ -173,17 +174,20 @@ def closed_sources(conn: psycopg.Connection, sources: Sequence[str]) -> dict[str
 
 
 def claimed_before(
-    conn: psycopg.Connection, files: Sequence[tuple[str, str, str | None]], default_user: str
+    conn: psycopg.Connection, files: Sequence[tuple[str, str, str | None]], default_user: str, single: str | None
 ) -> dict[str, str]:
-    """Of a run's files, (legacy source, path, owner) each, the sources an earlier sync claimed
-    otherwise, with why (the end of a sentence about the source):
+    """Of a run's files, (legacy source, absolute path, owner) each, the sources an earlier sync
+    claimed otherwise, with why (the end of a sentence about the source):
 
     - its last sync gave the source's rows to another owner (the file's, else that run's default
       user): a file is one person's tasks, and a run that names someone else for it (a manifest
       edited, another --default-user-email, two users' files under one name) must not move them,
       or write another's file over them;
     - an earlier sync read the very path under another source name (a pilot of one file without
-      --owner-from-path, then the tree; --source-name changed): its tasks would be inserted twice.
+      --owner-from-path, then the tree; --source-name changed): its tasks would be inserted twice;
+    - `single`, the source name a file given alone goes by, was last synced from another file (a
+      second user's file run the same way): it would be written over the first one's tasks. A
+      tree's sources are named by their place in it, so a tree that moved is synced in place.
 
     The files go by COPY to a temporary table: 100,000 (source, owner) pairs sent as two arrays
     took 0.20 s, this 0.09 s; nothing is sent on a first run."""
@@ -209,8 +213,11 @@ def claimed_before(
             "LEFT JOIN migration_runs r ON r.id = s.last_run_id "
             f"WHERE coalesce(s.owner, r.parameters ->> 'default_user_email', {owner}) <> {owner} "
             "UNION ALL SELECT u.legacy_source, 'path', min(s.legacy_source) FROM run_claims u "
-            "JOIN migration_sources s ON s.path = u.path AND s.legacy_source <> u.legacy_source GROUP BY 1",
-            {"default": normalize_email(default_user)},
+            "JOIN migration_sources s ON s.path = u.path AND s.legacy_source <> u.legacy_source GROUP BY 1 "
+            # paths recorded before they were made absolute say nothing of which file it was
+            "UNION ALL SELECT u.legacy_source, 'file', s.path FROM run_claims u JOIN migration_sources s "
+            "USING (legacy_source) WHERE u.legacy_source = %(single)s AND s.path <> u.path AND starts_with(s.path, '/')",
+            {"default": normalize_email(default_user), "single": single},
         ).fetchall()
     why: dict[str, str] = {}
     for source, kind, other in found:
@@ -220,7 +227,10 @@ def claimed_before(
             "(change the email in Phase 2, or roll back that sync)"
             if kind == "owner"
             else f"is a file an earlier sync read as source {other}: its tasks would be there twice "
-            "(run it as that sync did, or roll that sync back)",
+            "(run it as that sync did, or roll that sync back)"
+            if kind == "path"
+            else f"was last synced from {other}: another file under the same name would be written over its "
+            "tasks (give it a --source-name of its own, or put it where that file was)",
         )
     return why
 
@@ -269,7 +279,7 @@ def record_sources(conn: psycopg.Connection, run_id: str, files: Sequence[Any], 
                     run_id,
                     cutover,
                     [f.source.legacy_source for f in part],
-                    [f.source.path for f in part],
+                    absolute(f.source.path for f in part),
                     [f.source.owner for f in part],
                     [f.digest for f in part],
                     [f.stat for f in part],

@@ -187,13 +187,14 @@ def test_one_users_file_alone_then_the_tree_inserts_each_task_once_for_its_owner
 
 
 def test_a_file_an_earlier_sync_read_under_another_name_is_refused_not_loaded_twice(
-    flow_env: dict[str, str], tmp_path: Path
+    flow_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pilot of one file without --owner-from-path (the run's source name alone), then the tree:
-    the pilot's file would be a second source of the same tasks."""
+    the pilot's file would be a second source of the same tasks, however each run spelled its path."""
     base = tmp_path / "uploads"
-    files = uploads(base)
-    migrate(flow_env, source=str(files["ann@example.com"]))
+    uploads(base)
+    monkeypatch.chdir(tmp_path)
+    migrate(flow_env, source="./uploads/ann@example.com/tasks.json")
     _, out = migrate(flow_env, source=str(base), owner_from_path=f"{base}/{{email}}/tasks.json")
     assert out["exit_code"] == 4, out
     refused = [f["error"] for f in out["report_data"]["files"] if f["status"] == "rejected"]
@@ -210,6 +211,8 @@ def test_another_users_file_under_the_run_source_name_alone_is_refused(flow_env:
     assert state.is_completed()
     _, out = migrate(flow_env, source=str(bob), default_user_email="Bob@example.com")
     assert out["exit_code"] == 2 and "source phase1 was last synced for ann@example.com" in out["error"], out
+    _, out = migrate(flow_env, source=str(bob), default_user_email="ann@example.com")  # the same default user
+    assert out["exit_code"] == 2 and f"source phase1 was last synced from {ann}: another file" in out["error"], out
     assert rows(flow_env["db_url"], "SELECT title FROM tasks ORDER BY 1") == [("ann's",), ("ann's too",)]
     state, again = migrate(flow_env, source=str(ann), default_user_email="ANN@example.com")  # the same owner
     assert state.is_completed() and again["counts"]["unchanged"] == 2, again
