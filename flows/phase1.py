@@ -568,7 +568,10 @@ def _dry_run(job: Job, report_dir: str, started: float, phases: Phases) -> dict[
     if not job.single:  # what a dry run is for: which files a run would refuse, and why
         refused = [_refused_row(f) for f in job.refused]
         report["files"] = reports.Rows(len(job.files), len(refused), refused, lambda: map(json.dumps, refused))
-        report["notes"].append("Dry run: the Files table lists the files a run would refuse; a run lists every file.")
+        report["notes"].append(
+            "Dry run: the Files table lists the files a run would refuse on reading them; a dry run does not ask "
+            "the database, so a file closed at cutover or claimed by an earlier sync is refused by the run alone."
+        )
     return _publish(report, report_dir, summary, job)
 
 

@@ -329,8 +329,8 @@ def _order(day_first: bool | None) -> str:
 
 def lines(account: dict[str, Any], records: int) -> list[str]:
     """The account in a few lines for a person."""
-    if account.get("files_read") == 0:  # a re-sync that found every file as its last sync read it
-        return [f"no file read again: each is as its last sync read it [{account['mode']}]"]
+    if account.get("files_read") == 0:  # every file refused, or as its last sync read it
+        return [f"no file read: each was refused or is as its last sync read it [{account['mode']}]"]
     where = ", ".join(f"{k} ({n:,})" for k, n in account["records_in"].items()) or "nowhere"
     out = [f"{records:,} records in a JSON {account['document']}, found in {where} [{account['mode']}]"]
     for key, what in account["not_migrated"].items():

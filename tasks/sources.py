@@ -74,7 +74,7 @@ def resolve(
     if not matches and not links:
         raise SourcesError(f"{source}: no files match")
     relative = _Relative(base)
-    files = [FileSource(p, f"{source_name}:{relative(p)}", *_owned(p, owners)) for p in matches]
+    files = [_tree_file(p, relative(p), source_name, owners) for p in matches]
     files += [FileSource(p, f"{source_name}:{relative(p)}", None, f"{p}: {LINKED}") for p in links]
     return sorted(files, key=lambda f: f.legacy_source)
 
@@ -82,12 +82,16 @@ def resolve(
 LINKED = "a symlinked folder, not followed (a link may lead back up the tree); list the files behind it in a --manifest"
 
 
-def _owned(path: str, owners: OwnerPattern | None) -> tuple[str | None, str | None]:
-    """(owner, why there is none) of a file of a tree: one that names no owner is refused alone."""
+def _tree_file(path: str, name: str, source_name: str, owners: OwnerPattern | None) -> FileSource:
+    """A file of a directory or glob, named by its place below where the run looked, with its owner
+    (or why it has none: it is refused alone). A run given one user's folder looks from inside it:
+    its file is named as a run of the whole tree names it, from the `{email}` folder."""
     if owners is None:
-        return None, None
-    owner, _, error = owners.of(path)
-    return owner, error
+        return FileSource(path, f"{source_name}:{name}", None)
+    owner, in_tree, error = owners.of(path)
+    if in_tree.endswith("/" + name):
+        name = in_tree
+    return FileSource(path, f"{source_name}:{name}", owner, error)
 
 
 def _globbed(pattern: str) -> tuple[list[str], list[str]]:
@@ -237,6 +241,16 @@ class OwnerPattern:
         return email, match.group("name"), None
 
 
+def _identity(path: str) -> object:
+    """Which file a path is: its device and inode (a symlink and its target are one file), else
+    the path made normal (a file that is not there is refused when its turn comes)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.normpath(path)
+    return (st.st_dev, st.st_ino)
+
+
 def _manifest(path: Path, source_name: str) -> list[FileSource]:
     """A CSV with a header naming `path` and `email` (in any case, in any order, other columns
     left alone); paths relative to the manifest's folder. What cannot be read as a list of files is
@@ -252,11 +266,15 @@ def _manifest(path: Path, source_name: str) -> list[FileSource]:
             at, email_at = columns.index("path"), columns.index("email")
             folder = os.path.abspath(path.parent)
             files: list[FileSource] = []
-            seen: dict[str, int] = {}
+            seen: dict[object, tuple[int, str]] = {}
+            end = reader.line_num  # the last line read: the header's
             for row in reader:
-                line = reader.line_num
+                started, line = end + 1, reader.line_num  # a quoted field may span lines
+                end = line
                 if not any(c.strip() for c in row):
                     continue
+                if any("\n" in c or "\r" in c for c in row):  # a path or email does not span lines
+                    raise SourcesError(f"{path}: line {started}: a double quote is not closed on its line")
                 if len(row) > len(columns) and any(c.strip() for c in row[len(columns) :]):
                     raise SourcesError(
                         f"{path}: line {line}: {len(row)} fields, the header names {len(columns)} "
@@ -266,10 +284,11 @@ def _manifest(path: Path, source_name: str) -> list[FileSource]:
                 if not raw:
                     raise SourcesError(f"{path}: line {line}: path is empty")
                 file = str(path.parent / raw)
-                same = os.path.normpath(os.path.join(folder, raw))
+                same = _identity(os.path.join(folder, raw))
                 if same in seen:
-                    raise SourcesError(f"{path}: line {line}: {raw} is listed twice (line {seen[same]})")
-                seen[same] = line
+                    first, spelled = seen[same]
+                    raise SourcesError(f"{path}: line {line}: {raw} is listed twice (line {first}: {spelled})")
+                seen[same] = (line, raw)
                 given = row[email_at].strip() if email_at < len(row) else ""
                 email = normalize_email(given)
                 error = None if EMAIL.match(email) else f"{file}: {given!r} ({path}, line {line}) is not an email address"

@@ -48,6 +48,9 @@ def test_one_users_file_alone_is_named_as_a_run_of_the_tree_names_it(tmp_path: P
         alone = named(resolve(spelled, owner_from_path="uploads/{email}/tasks.json"))
         assert alone == {"phase1:ann@example.com/tasks.json": ("ann@example.com", None)}, spelled
         assert alone.keys() <= whole.keys()
+    for folder in ("uploads/ann@example.com", "uploads/ann@example.com/", "uploads/ann@example.com/*.json"):
+        alone = named(resolve(folder, owner_from_path="uploads/{email}/tasks.json"))
+        assert alone == {"phase1:ann@example.com/tasks.json": ("ann@example.com", None)}, folder
     with pytest.raises(SourcesError, match="does not match --owner-from-path"):
         resolve("uploads/ann@example.com/tasks.json", owner_from_path="other/{email}/tasks.json")
     assert named(resolve("uploads/ann@example.com/tasks.json")) == {"phase1": (None, None)}
@@ -80,6 +83,7 @@ def test_a_path_that_exists_is_that_file_whatever_it_holds(tmp_path: Path, monke
 
 def manifest(tmp_path: Path, text: str, newline: str = "\n") -> str:
     tree(tmp_path, "ann/tasks.json", "bob/tasks.json")
+    (tmp_path / "alias.json").symlink_to(tmp_path / "ann" / "tasks.json")  # ann's file, by another name
     path = tmp_path / "m.csv"
     path.write_bytes(text.replace("\n", newline).encode("utf-8"))
     return str(path)
@@ -97,10 +101,14 @@ def test_a_manifest_as_people_write_it(tmp_path: Path, newline: str) -> None:
     [
         ("path,email\nann/tasks.json,ann@example.com,extra\n", "line 2: 3 fields, the header names 2"),
         ("path,email\n\n\nann/tasks.json,ann@example.com\n./ann/tasks.json,ann@example.com\n",
-         "line 5: ./ann/tasks.json is listed twice (line 4)"),
+         "line 5: ./ann/tasks.json is listed twice (line 4: ann/tasks.json)"),
         ("path,email\nann/tasks.json,ann@example.com\nbob/../ann/tasks.json,bob@example.com\n", "listed twice"),
         ("ann/tasks.json,ann@example.com\n", "a header line naming its path and email columns"),
         ("path,email\n,ann@example.com\n", "line 2: path is empty"),
+        ("path,email\nann/tasks.json,ann@example.com\n\"bob/tasks.json,bob@example.com\nx,y\n",
+         "line 3: a double quote is not closed on its line"),
+        ("path,email\nann/tasks.json,ann@example.com\nalias.json,ann@example.com\n",
+         "line 3: alias.json is listed twice (line 2: ann/tasks.json)"),
     ],
 )  # fmt: skip
 def test_a_manifest_that_cannot_be_read_as_files_is_one_line_with_its_line(tmp_path: Path, text: str, message: str) -> None:
