@@ -83,7 +83,7 @@ from tasks.runs import (
     transform_context,
 )
 from tasks.source import ReadOptions, SourceInfo, file_sha256, precheck
-from tasks.sources import FileSource, absolute, resolve, shard
+from tasks.sources import FileSource, resolve, shard
 from tasks.transform import TransformContext
 from tasks.verify import Verification, find_mismatches, verify_run
 
@@ -369,17 +369,10 @@ def _migrate(
         session.run("phase1:lock", lambda _conn: None)
         before, after = upgrade_schema(url) if sync.part is None else (schema.current_revision(url),) * 2
         phases.mark("schema")
-        named = [f.source for f in job.files if not f.refused]
         job = job.closing(
             session.run("phase1:start", closed_sources, [f.source.legacy_source for f in job.files]),
             session.run(
-                "phase1:start",
-                claimed_before,
-                list(
-                    zip([s.legacy_source for s in named], absolute(s.path for s in named), [s.owner for s in named], strict=True)
-                ),
-                job.default_user,
-                job.source_name if job.single else None,
+                "phase1:start", claimed_before, job.files, job.default_user, job.source_name if job.single else None
             ),
         )
         run = session.run(

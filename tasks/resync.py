@@ -35,7 +35,7 @@ from psycopg.types.json import Jsonb
 from tasks import foreign_keys
 from tasks.checksum import COPY_COLUMNS as TASK_COLUMNS
 from tasks.checksum import hex_sql, row_checksum_sql, row_line_sql
-from tasks.runs import DELETED_OF_OTHER_RUNS
+from tasks.runs import DELETED_OF_OTHER_RUNS, holds
 from tasks.transform import QuarantineEntry, Rendered, Rows, TransformedChunk
 
 # A staged row whose task the application deleted: the same id, or the same record of the same source.
@@ -280,14 +280,15 @@ def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]
 
 
 def missing_sources(conn: psycopg.Connection, run_id: str, source_name: str, shown: int = 5) -> tuple[int, list[str]]:
-    """The open sources of this source name that an earlier sync read and this run of many files
-    did not find (a file deleted, moved, or outside what the run was given): how many, and the
+    """The open sources of this source name that an earlier sync read, holding rows still, and that
+    this run of many files did not find (a file deleted, moved, or outside what the run was given): how many, and the
     first few. Their rows stay as they are; a run only says so (deleting them would take every
     user's tasks on a mistyped glob)."""
     found = conn.execute(
-        "SELECT s.legacy_source, count(*) OVER () FROM migration_sources s "
+        "WITH missing AS MATERIALIZED (SELECT s.legacy_source FROM migration_sources s "
         "WHERE starts_with(s.legacy_source, %(prefix)s) AND s.closed_at IS NULL AND NOT EXISTS "
-        "(SELECT 1 FROM migration_files f WHERE f.run_id = %(run)s AND f.legacy_source = s.legacy_source) "
+        "(SELECT 1 FROM migration_files f WHERE f.run_id = %(run)s AND f.legacy_source = s.legacy_source)) "
+        f"SELECT legacy_source, count(*) OVER () FROM missing m WHERE {holds('m.legacy_source')} "
         "ORDER BY 1 LIMIT %(shown)s",
         {"prefix": f"{source_name}:", "run": run_id, "shown": shown},
     ).fetchall()

@@ -19,7 +19,7 @@ import os
 import posixpath
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,15 +178,14 @@ class _Relative:
         return Path(os.path.relpath(path, self.base)).as_posix()
 
 
-def absolute(paths: Iterable[str]) -> list[str]:
-    """The paths made absolute and normal, so that a file is one name however a run was told it
-    (what an earlier sync read is matched by it: tasks/runs.py claimed_before). A path already
-    absolute and clean is taken as it is: os.path.abspath asks for the working folder each time."""
+def absolute(paths: Iterable[str]) -> Iterator[str]:
+    """The paths made absolute and normal, one by one, so that a file is one name however a run
+    was told it (what an earlier sync read is matched by it: tasks/runs.py claimed_before). A path
+    already absolute and clean is taken as it is: os.path.abspath asks for the working folder each
+    time."""
     cwd = os.getcwd()
-    return [
-        p if p.startswith("/") and "/." not in p and "//" not in p else posixpath.normpath(posixpath.join(cwd, p))
-        for p in paths
-    ]
+    for p in paths:
+        yield p if p.startswith("/") and "/." not in p and "//" not in p else posixpath.normpath(posixpath.join(cwd, p))
 
 
 def shard(files: list[FileSource], index: int, shards: int) -> list[FileSource]:

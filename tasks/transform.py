@@ -311,7 +311,8 @@ def transform_chunk(
         else:
             extra_texts[i] = text
 
-    quarantine = [_entry(mapped, chunk, groups, object_keys, keys, of, i, r) for i, r in why.items()]
+    raw, legacy_keys = mapped.raw, keys.legacy_keys
+    quarantine = [_entry(raw, first, chunk, groups, object_keys, legacy_keys, of, i, r) for i, r in why.items()]
     for q in quarantine:  # a record that names a key twice is kept as its text had it, both values
         if q.position - first in repeated:
             q.raw = repeated[q.position - first][1]
@@ -345,8 +346,8 @@ def transform_chunk(
     )
     defaults["created_at"] = sum(rows.defaulted_ts)
     defaults["updated_at"] = sum(1 for u in pick(updated.values) if u is None)
-    def entry(position: int, reasons: list[str]) -> QuarantineEntry:
-        return _entry(mapped, chunk, groups, object_keys, keys, of, position - first, reasons)
+    def entry(position: int, reasons: list[str]) -> QuarantineEntry:  # holds what it needs, not the columns
+        return _entry(raw, first, chunk, groups, object_keys, legacy_keys, of, position - first, reasons)
 
     rows, duplicates = _settle_duplicates(rows, files, quarantine, lambda j: entry(j, []))
     quarantine.sort(key=lambda q: q.position)
@@ -470,22 +471,24 @@ def _extra(
 
 
 def _entry(
-    mapped: MappedChunk,
+    raw: list[Any],
+    first: int,
     chunk: Chunk,
     groups: list[Group] | None,
     object_keys: list[str | None] | None,
-    keys: conv.Keys,
+    legacy_keys: list[Any],
     of: ChunkFiles,
     i: int,
     reasons: list[str],
 ) -> QuarantineEntry:
+    """The quarantine entry of the chunk's record i (its raw record, legacy key and where it is)."""
     group = groups[i] if groups else chunk.segments[0].group
     index = _index_in_container(chunk, i)
-    key = keys.legacy_keys[i]
+    key = legacy_keys[i]
     return QuarantineEntry(
-        mapped.first_position + i,
+        first + i,
         None if key is None else str(key)[:100],
-        raw_json(mapped.raw[i]),
+        raw_json(raw[i]),
         reasons,
         location(group, index, object_keys[i] if object_keys else None),
         of[i].no,

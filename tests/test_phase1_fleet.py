@@ -200,6 +200,11 @@ def test_a_file_an_earlier_sync_read_under_another_name_is_refused_not_loaded_tw
     refused = [f["error"] for f in out["report_data"]["files"] if f["status"] == "rejected"]
     assert len(refused) == 1 and "is a file an earlier sync read as source phase1" in refused[0], refused
     assert rows(flow_env["db_url"], "SELECT count(*) FROM tasks WHERE legacy_key = '1'") == [(2,)]  # ann's, bob's
+    # as the refusal says: the pilot rolled back, its file is free
+    pilot = rows(flow_env["db_url"], "SELECT last_run_id::text FROM migration_sources WHERE legacy_source = 'phase1'")
+    assert phase1_rollback(run_id=pilot[0][0], report_dir=flow_env["report_dir"], return_state=True).is_completed()
+    _, out = migrate(flow_env, source=str(base), owner_from_path=f"{base}/{{email}}/tasks.json")
+    assert out["exit_code"] == 0 and out["counts"]["inserted"] == 2, out
 
 
 def test_another_users_file_under_the_run_source_name_alone_is_refused(flow_env: dict[str, str], tmp_path: Path) -> None:
