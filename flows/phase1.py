@@ -426,6 +426,7 @@ def _migrate(
         gone = session.run("phase1:verify", resync.disappeared, run.id, synced) if synced else {}
         # and the rows the application deleted whose records then left their files too
         gone_deleted = session.run("phase1:verify", resync.deleted_and_gone, run.id, synced) if synced else {}
+        disappeared_records = sum(gone.values()) + sum(gone_deleted.values())
         missing = session.run("phase1:verify", resync.missing_sources, run.id, job.source_name) if job.user_base else (0, [])
         deleted = (
             session.run("phase1:verify", resync.delete_disappeared, run.id, synced)
@@ -442,7 +443,7 @@ def _migrate(
         verification.problems += _source_problems(
             verification.counts,
             sum(rows_before[s] for s in synced),
-            sum(gone.values()) + sum(gone_deleted.values()),
+            disappeared_records,
             deleted,
             sum(session.run("phase1:verify", rows_from_other_runs, synced, run.id).values()),
         )
@@ -461,7 +462,7 @@ def _migrate(
             session.run("phase1:report", file_results.first, [run.id], FILES_SHOWN),
             lambda: file_results.every(session, [run.id]),
         )
-        report["counts"] |= {"disappeared": sum(gone.values()) + sum(gone_deleted.values()), "deleted": deleted}
+        report["counts"] |= {"disappeared": disappeared_records, "deleted": deleted}
         report["checkpoint"] = branch
         report["notes"] = notes + report["notes"] + _sync_notes(gone, gone_deleted, deleted, sync, missing)
         if verification.ok:
@@ -571,9 +572,8 @@ def _dry_run(job: Job, report_dir: str, started: float, phases: Phases) -> dict[
 def _refused_row(f: RunFile) -> dict[str, Any]:
     """A refused file's row of the Files table (file_results.FIELDS), from the run's own account."""
     row = dict.fromkeys(file_results.FIELDS, 0)
-    status = "closed" if f.closed else "rejected"
     return row | {"file_no": f.no, "path": f.source.path, "legacy_source": f.source.legacy_source,
-                  "owner": f.source.owner, "status": status, "error": f.error}  # fmt: skip
+                  "owner": f.source.owner, "status": f.status, "error": f.error}  # fmt: skip
 
 
 def dry_load(job: Job, run_id: str, on_progress: Any = None) -> LoadSummary:

@@ -75,6 +75,11 @@ class RunFile:
         return self.error is not None
 
     @property
+    def status(self) -> str:
+        """What its row in the run's Files table says (tasks/file_results.py)."""
+        return "closed" if self.closed else "rejected" if self.refused else "unchanged" if self.unchanged else "loaded"
+
+    @property
     def pending(self) -> bool:
         """Found, not pre-checked yet."""
         return not self.checked and not self.refused and not self.unchanged

@@ -281,9 +281,9 @@ def delete_disappeared(conn: psycopg.Connection, run_id: str, sources: list[str]
 
 def missing_sources(conn: psycopg.Connection, run_id: str, source_name: str, shown: int = 5) -> tuple[int, list[str]]:
     """The open sources of this source name that an earlier sync read, holding rows still, and that
-    this run of many files did not find (a file deleted, moved, or outside what the run was given): how many, and the
-    first few. Their rows stay as they are; a run only says so (deleting them would take every
-    user's tasks on a mistyped glob)."""
+    this run of many files did not find (a file deleted, moved, or outside what the run was given):
+    how many, and the first few. Their rows stay as they are; a run only says so (deleting them
+    would take every user's tasks on a mistyped glob)."""
     found = conn.execute(
         "WITH missing AS MATERIALIZED (SELECT s.legacy_source FROM migration_sources s "
         "WHERE starts_with(s.legacy_source, %(prefix)s) AND s.closed_at IS NULL AND NOT EXISTS "

@@ -257,12 +257,11 @@ def record_chunkless(conn: psycopg.Connection, run_id: str, files: Sequence[Any]
         for f in files:
             if not f.refused and not (f.streamed and f.records == 0):
                 continue
-            status = "closed" if f.closed else "rejected" if f.refused else "loaded"
             conn.execute(
                 "INSERT INTO migration_files (run_id, file_no, part, legacy_source, path, owner, sha256, status, error) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 (run_id, f.no, -1 if f.refused else 0, f.source.legacy_source, f.source.path, f.source.owner,
-                 None if f.refused else f.digest, status, f.error),
+                 None if f.refused else f.digest, f.status, f.error),
             )  # fmt: skip
 
 

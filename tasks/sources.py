@@ -70,7 +70,8 @@ def resolve(
             raise SourcesError(error)
         return [FileSource(source, f"{source_name}:{name}", owner)]
     else:
-        base, (matches, links) = _static_prefix(source), _globbed(source)
+        base = _static_prefix(source)
+        matches, links = _globbed(source, base)
     if not matches and not links:
         raise SourcesError(f"{source}: no files match")
     relative = _Relative(base)
@@ -94,16 +95,15 @@ def _tree_file(path: str, name: str, source_name: str, owners: OwnerPattern | No
     return FileSource(path, f"{source_name}:{name}", owner, error)
 
 
-def _globbed(pattern: str) -> tuple[list[str], list[str]]:
+def _globbed(pattern: str, base: str) -> tuple[list[str], list[str]]:
     """The paths a glob matches that are not folders (a FIFO or a broken link among them is refused
     by its pre-check, with the reason), and the symlinked folders below its static part that some
     of its matches were reached through: `**` follows them, and a link back up would give each file
-    many times, so they are named instead. A pattern that matches nothing with `[` in it is tried
+    many times, so they are named instead (base: the pattern's static part). A pattern that matches nothing with `[` in it is tried
     once more with its brackets as written (`Backup [2024]/*/tasks.json`)."""
     found = glob.glob(pattern, recursive=True)
     if not found and "[" in pattern:
         found = glob.glob(pattern.replace("[", "[[]"), recursive=True)
-    base = _static_prefix(pattern)
     linked = _Links(base)
     matches, links = [], set()
     for p in found:
@@ -234,10 +234,16 @@ class OwnerPattern:
         match = self.regex.search(Path(found).as_posix())
         if match is None:
             return None, "", f"{path}: does not match --owner-from-path {self.template!r}"
-        email = normalize_email(match.group("email"))
-        if not EMAIL.match(email):
+        email = _email(match.group("email"))
+        if email is None:
             return None, "", f"{path}: {match.group('email')!r} is not an email address"
         return email, match.group("name"), None
+
+
+def _email(text: str) -> str | None:
+    """An owner's email as accounts are matched, or None if the text is no email address."""
+    email = normalize_email(text)
+    return email if EMAIL.match(email) else None
 
 
 def _identity(path: str) -> object:
@@ -289,10 +295,10 @@ def _manifest(path: Path, source_name: str) -> list[FileSource]:
                     raise SourcesError(f"{path}: line {line}: {raw} is listed twice (line {first}: {spelled})")
                 seen[same] = (line, raw)
                 given = row[email_at].strip() if email_at < len(row) else ""
-                email = normalize_email(given)
-                error = None if EMAIL.match(email) else f"{file}: {given!r} ({path}, line {line}) is not an email address"
+                email = _email(given)
+                error = None if email else f"{file}: {given!r} ({path}, line {line}) is not an email address"
                 name = posixpath.normpath(Path(raw).as_posix())
-                files.append(FileSource(file, f"{source_name}:{name}", None if error else email, error))
+                files.append(FileSource(file, f"{source_name}:{name}", email, error))
     except FileNotFoundError:
         raise SourcesError(f"{path}: no such file") from None
     except IsADirectoryError:

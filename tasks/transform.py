@@ -312,7 +312,11 @@ def transform_chunk(
             extra_texts[i] = text
 
     raw, legacy_keys = mapped.raw, keys.legacy_keys
-    quarantine = [_entry(raw, first, chunk, groups, object_keys, legacy_keys, of, i, r) for i, r in why.items()]
+
+    def entry(position: int, reasons: list[str]) -> QuarantineEntry:  # holds what it needs, not the columns
+        return _entry(raw, first, chunk, groups, object_keys, legacy_keys, of, position - first, reasons)
+
+    quarantine = [entry(first + i, r) for i, r in why.items()]
     for q in quarantine:  # a record that names a key twice is kept as its text had it, both values
         if q.position - first in repeated:
             q.raw = repeated[q.position - first][1]
@@ -346,9 +350,6 @@ def transform_chunk(
     )
     defaults["created_at"] = sum(rows.defaulted_ts)
     defaults["updated_at"] = sum(1 for u in pick(updated.values) if u is None)
-    def entry(position: int, reasons: list[str]) -> QuarantineEntry:  # holds what it needs, not the columns
-        return _entry(raw, first, chunk, groups, object_keys, legacy_keys, of, position - first, reasons)
-
     rows, duplicates = _settle_duplicates(rows, files, quarantine, lambda j: entry(j, []))
     quarantine.sort(key=lambda q: q.position)
     per_file: dict[int, int] = {}
